@@ -1,0 +1,100 @@
+"""Settings: the only module that reads environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the server, read from the environment (and an optional .env file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- serving -------------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_url: str = Field(
+        "http://localhost:8080",
+        description="Public base URL the providers call (scheme, host, optional port and path prefix).",
+    )
+    log_level: str = "INFO"
+    max_calls: int = Field(200, ge=1, description="Concurrent calls; the webhook refuses the call past this.")
+    idle_timeout_s: float = Field(20.0, gt=0, description="End a stream that sends nothing for this long.")
+
+    # --- security --------------------------------------------------------------------------------
+    twilio_auth_token: str = ""
+    twilio_webhook_keys: str = Field(
+        "", description="Comma-separated Twilio webhook shared keys, as key_id=secret (signature-settings header)."
+    )
+    plivo_auth_token: str = ""
+    plivo_enforce_upgrade_signature: bool = Field(
+        False, description="Refuse a Plivo stream upgrade whose V3 signature matches no candidate URL."
+    )
+    admin_token: str = Field("", description="Bearer token for /calls and /metrics when auth is on.")
+    stream_token_secret: str = Field("", description="HMAC key for per-call stream tokens; random per process if empty.")
+    stream_token_ttl_s: float = Field(60.0, gt=0, description="How long a per-call stream token stays valid.")
+
+    # --- agent -----------------------------------------------------------------------------------
+    agent_greeting: str = (
+        "Hello, thanks for calling bargein. I am a demo voice agent, and you can interrupt me at any time. "
+        "Just start talking while I speak and I will stop at once. How can I help you today?"
+    )
+    agent_fallback_text: str = "Sorry, I am having trouble right now. Please say that again."
+    agent_system_prompt: str = "You are a concise, friendly phone agent. Answer in two or three short sentences."
+
+    llm_base_url: str = Field("", description="OpenAI-compatible base URL; empty = the embedded scripted LLM.")
+    llm_api_key: str = ""
+    llm_model: str = "scripted"
+    llm_first_token_timeout_s: float = Field(5.0, gt=0)
+    llm_token_timeout_s: float = Field(5.0, gt=0, description="Longest gap between two streamed tokens.")
+    embedded_llm_token_delay_ms: float = Field(25.0, ge=0, description="Pace of the embedded scripted LLM.")
+
+    tts_engine: str = Field("espeak", description="Text-to-speech engine: espeak (embedded).")
+    tts_voice: str = "en-us"
+    tts_rate_wpm: int = Field(175, ge=80, le=450)
+    tts_timeout_s: float = Field(5.0, gt=0, description="A sentence that takes longer to synthesise is abandoned.")
+
+    # --- playback ledger -------------------------------------------------------------------------
+    playback_chunk_ms: int = Field(160, ge=20, le=1000, description="Audio per media message; one marker each.")
+    playback_lead_ms: int = Field(300, ge=0, le=10_000, description="How far ahead of real time audio is sent.")
+
+    # --- barge-in detector -----------------------------------------------------------------------
+    vad_energy_gate_dbfs: float = Field(-50.0, description="Frames quieter than this are never speech.")
+    vad_webrtc_mode: int = Field(1, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3.")
+    vad_silero_threshold: float = Field(0.8, gt=0, lt=1, description="Silero speech probability to count as speech.")
+    vad_silero_release: float = Field(0.35, gt=0, lt=1, description="Probability under which speech is over.")
+    bargein_min_speech_ms: int = Field(96, ge=0, description="Sustained speech needed before the agent stops.")
+    turn_end_silence_ms: int = Field(700, ge=100, description="Silence that ends the caller's turn.")
+
+    # --- call records ----------------------------------------------------------------------------
+    call_records_max: int = Field(1000, ge=1)
+    call_records_ttl_s: float = Field(3600.0, gt=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("PUBLIC_URL must be an absolute http(s) URL, e.g. https://agent.example.com")
+        return value.rstrip("/")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.twilio_auth_token or self.plivo_auth_token or self.twilio_webhook_keys)
+
+    @cached_property
+    def public_ws_url(self) -> str:
+        """The wss:// (or ws:// for a plain-http dev URL) form of PUBLIC_URL."""
+        parts = urlsplit(self.public_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{parts.path}"
+
+    def public_http(self, path: str) -> str:
+        return f"{self.public_url}{path}"
+
+    def public_ws(self, path: str) -> str:
+        return f"{self.public_ws_url}{path}"
