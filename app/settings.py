@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     llm_first_token_timeout_s: float = Field(5.0, gt=0)
     llm_token_timeout_s: float = Field(5.0, gt=0, description="Longest gap between two streamed tokens.")
     embedded_llm_token_delay_ms: float = Field(25.0, ge=0, description="Pace of the embedded scripted LLM.")
+    agent_busy_text: str = Field(
+        "Sorry, all our agents are busy right now. Please call again in a few minutes. Goodbye.",
+        description="Spoken by the answer webhook when max_calls is reached; the call then hangs up.",
+    )
+    agent_apology_text: str = Field(
+        "Sorry, something went wrong on our side and we have to end this call. Please call again. Goodbye.",
+        description="Spoken when the media stream ends without the agent ending the call (server fault).",
+    )
 
     tts_engine: str = Field("espeak", description="Text-to-speech engine: espeak (embedded).")
     tts_voice: str = "en-us"

@@ -12,7 +12,7 @@ class StreamConnected:
 
 @dataclass(frozen=True, slots=True)
 class CallStarted:
-    """The stream started: ids, the audio format and our custom parameters (Twilio <Parameter>, Plivo extraHeaders)."""
+    """The stream started: ids, audio format, custom parameters (Twilio <Parameter>, Plivo extraHeaders)."""
 
     call_id: str
     stream_id: str
@@ -33,8 +33,8 @@ class AudioReceived:
 
 @dataclass(frozen=True, slots=True)
 class MarkPlayed:
-    """Twilio `mark` echo or Plivo `playedStream`: the audio queued before the marker has played (or, on
-    Twilio, was cleared)."""
+    """Twilio `mark` echo or Plivo `playedStream`: the audio before the marker played (or, on Twilio,
+    was cleared)."""
 
     name: str
 

@@ -1,0 +1,227 @@
+"""Answer URLs: TwiML / Plivo XML that point a call at /twilio/stream or /plivo/stream, and their fallbacks.
+
+Every URL placed in the XML is built from PUBLIC_URL (scheme, host, optional port and path prefix), because
+the provider must reach it from outside; every signature is checked over the same public form (see
+app/security.py). Route paths below are the ones the app serves; a public path prefix is the proxy's business.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+from plivo import plivoxml
+from twilio.twiml.voice_response import VoiceResponse
+
+from app.security import StreamTokens, WebhookAuth
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TWILIO_VOICE = "/twilio/voice"
+TWILIO_AFTER_STREAM = "/twilio/after-stream"
+TWILIO_STREAM_STATUS = "/twilio/stream-status"
+TWILIO_STREAM = "/twilio/stream"
+PLIVO_ANSWER = "/plivo/answer"
+PLIVO_AFTER_STREAM = "/plivo/after-stream"
+PLIVO_STREAM_STATUS = "/plivo/stream-status"
+PLIVO_STREAM = "/plivo/stream"
+
+TOKEN_PARAM = "token"
+# Plivo hands extraHeaders back on `start`: [A-Za-z0-9] `key=value` pairs, 512 bytes at most (§2.4).
+PLIVO_EXTRA_HEADERS_MAX = 512
+# We send and expect μ-law: Plivo's docs disagree on the default, so it is always set (§2.4, quirk 10).
+PLIVO_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
+
+XML = "application/xml"
+
+
+def webhook_router(
+    settings: Settings,
+    auth: WebhookAuth,
+    tokens: StreamTokens,
+    has_capacity: Callable[[], bool],
+    *,
+    call_ended_cleanly: Callable[[str], bool] | None = None,
+) -> APIRouter:
+    """The webhook routes for both providers.
+
+    `has_capacity()` False makes the answer webhooks refuse the call politely. `call_ended_cleanly(call_id)`,
+    if given, tells the after-stream fallbacks that the agent itself closed the stream to end the call, so
+    they hang up without apologising; without it every stream end that reaches them is treated as a fault.
+    """
+    router = APIRouter()
+
+    def ended_cleanly(call_id: str) -> bool:
+        return bool(call_id) and call_ended_cleanly is not None and call_ended_cleanly(call_id)
+
+    # --- Twilio --------------------------------------------------------------------------------------------
+
+    @router.post(TWILIO_VOICE)
+    async def twilio_voice(request: Request) -> Response:
+        form = await request.form()
+        if not auth.check_twilio(_signed_path(TWILIO_VOICE, request), form, request.headers):
+            return _forbidden()
+        call_sid = _field(form, "CallSid")
+        if not call_sid:
+            return PlainTextResponse("missing CallSid\n", status_code=400)
+        log = {"call_sid": call_sid, "provider": "twilio"}
+        if not has_capacity():
+            logger.warning("at capacity: refusing a Twilio call", extra=log)
+            return _xml(_twilio_say_and_hang_up(settings.agent_busy_text))
+        response = VoiceResponse()
+        # With <Connect>, Twilio requests `action` once our side closes the socket (§1.4): the place to speak
+        # an apology instead of leaving a caller in silence or cutting them off after a fault.
+        connect = response.connect(action=settings.public_http(TWILIO_AFTER_STREAM), method="POST")
+        # No query string in the stream URL: it breaks the handshake (error 31920); the token rides in
+        # <Parameter> and comes back in start.customParameters (§1.4, quirk 6).
+        stream = connect.stream(
+            url=settings.public_ws(TWILIO_STREAM),
+            status_callback=settings.public_http(TWILIO_STREAM_STATUS),
+            status_callback_method="POST",
+        )
+        stream.parameter(name=TOKEN_PARAM, value=tokens.issue(call_sid))
+        logger.info("answering Twilio call with a media stream", extra=log)
+        return _xml(str(response))
+
+    @router.post(TWILIO_AFTER_STREAM)
+    async def twilio_after_stream(request: Request) -> Response:
+        form = await request.form()
+        if not auth.check_twilio(_signed_path(TWILIO_AFTER_STREAM, request), form, request.headers):
+            return _forbidden()
+        call_sid = _field(form, "CallSid")
+        log = {"call_sid": call_sid, "provider": "twilio"}
+        if ended_cleanly(call_sid):
+            logger.info("stream ended by the agent; hanging up", extra=log)
+            response = VoiceResponse()
+            response.hangup()
+            return _xml(str(response))
+        logger.warning("stream ended without the agent ending the call; apologising", extra=log)
+        return _xml(_twilio_say_and_hang_up(settings.agent_apology_text))
+
+    @router.post(TWILIO_STREAM_STATUS)
+    async def twilio_stream_status(request: Request) -> Response:
+        form = await request.form()
+        if not auth.check_twilio(_signed_path(TWILIO_STREAM_STATUS, request), form, request.headers):
+            return _forbidden()
+        # Fields per the <Stream> docs: StreamEvent, StreamError, StreamSid, StreamName, CallSid (§1.4).
+        logger.info(
+            "twilio stream status %s (stream %s)%s",
+            _field(form, "StreamEvent") or "?",
+            _field(form, "StreamSid") or "?",
+            f": {_field(form, 'StreamError')}" if _field(form, "StreamError") else "",
+            extra={"call_sid": _field(form, "CallSid"), "provider": "twilio"},
+        )
+        return Response(status_code=204)
+
+    # --- Plivo ---------------------------------------------------------------------------------------------
+
+    @router.post(PLIVO_ANSWER)
+    async def plivo_answer(request: Request) -> Response:
+        form = await request.form()
+        if not auth.check_plivo("POST", _signed_path(PLIVO_ANSWER, request), form, request.headers):
+            return _forbidden()
+        call_uuid = _field(form, "CallUUID")
+        if not call_uuid:
+            return PlainTextResponse("missing CallUUID\n", status_code=400)
+        log = {"call_sid": call_uuid, "provider": "plivo"}
+        if not has_capacity():
+            logger.warning("at capacity: refusing a Plivo call", extra=log)
+            return _xml(_plivo_speak_and_hang_up(settings.agent_busy_text))
+        extra_headers = f"{TOKEN_PARAM}={tokens.issue(call_uuid)}"
+        if len(extra_headers.encode()) > PLIVO_EXTRA_HEADERS_MAX:  # cannot happen with our 60-char tokens
+            raise RuntimeError("stream token too long for Plivo extraHeaders")
+        response = plivoxml.ResponseElement()
+        response.add(
+            plivoxml.StreamElement(
+                settings.public_ws(PLIVO_STREAM),
+                bidirectional=True,
+                # keepCallAlive="true": the Stream runs alone and the next element runs only once the socket
+                # disconnects (§2.4), which is what makes the <Redirect> below a fallback and not a race.
+                keepCallAlive=True,
+                contentType=PLIVO_CONTENT_TYPE,
+                audioTrack="inbound",  # bidirectional streams must not use outbound/both (§2.4)
+                statusCallbackUrl=settings.public_http(PLIVO_STREAM_STATUS),
+                statusCallbackMethod="POST",
+                extraHeaders=extra_headers,
+            )
+        )
+        # After the socket closes, ask us what to do rather than speak a fixed apology: a stream the agent
+        # ended on purpose then just hangs up (so closing the socket stays an in-band hang-up, no REST
+        # credentials needed), and a fault gets the apology. Mirrors Twilio's <Connect action>.
+        response.add(plivoxml.RedirectElement(settings.public_http(PLIVO_AFTER_STREAM), method="POST"))
+        logger.info("answering Plivo call with a media stream", extra=log)
+        return _xml(_plivo_xml(response))
+
+    @router.post(PLIVO_AFTER_STREAM)
+    async def plivo_after_stream(request: Request) -> Response:
+        form = await request.form()
+        if not auth.check_plivo("POST", _signed_path(PLIVO_AFTER_STREAM, request), form, request.headers):
+            return _forbidden()
+        call_uuid = _field(form, "CallUUID")
+        log = {"call_sid": call_uuid, "provider": "plivo"}
+        if ended_cleanly(call_uuid):
+            logger.info("stream ended by the agent; hanging up", extra=log)
+            response = plivoxml.ResponseElement()
+            response.add(plivoxml.HangupElement())
+            return _xml(_plivo_xml(response))
+        logger.warning("stream ended without the agent ending the call; apologising", extra=log)
+        return _xml(_plivo_speak_and_hang_up(settings.agent_apology_text))
+
+    @router.post(PLIVO_STREAM_STATUS)
+    async def plivo_stream_status(request: Request) -> Response:
+        form = await request.form()
+        if not auth.check_plivo("POST", _signed_path(PLIVO_STREAM_STATUS, request), form, request.headers):
+            return _forbidden()
+        # The XML reference names the field Event (StartStream/StopStream/DroppedStream/DegradedStream), the
+        # newer guide uses started/stopped/failed with StatusReason: log whichever is there (§2.4).
+        logger.info(
+            "plivo stream status %s (stream %s)%s",
+            _field(form, "Event") or _field(form, "StreamEvent") or _field(form, "Status") or "?",
+            _field(form, "StreamID") or _field(form, "StreamId") or "?",
+            f": {_field(form, 'StatusReason')}" if _field(form, "StatusReason") else "",
+            extra={"call_sid": _field(form, "CallUUID"), "provider": "plivo"},
+        )
+        return Response(status_code=204)
+
+    return router
+
+
+def _signed_path(route: str, request: Request) -> str:
+    """The path the provider signed: our route (not request.url.path, which a proxy may rewrite) + query."""
+    query = request.url.query
+    return f"{route}?{query}" if query else route
+
+
+def _field(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _forbidden() -> Response:
+    return PlainTextResponse("forbidden: missing or invalid signature\n", status_code=403)
+
+
+def _xml(body: str) -> Response:
+    return Response(content=body, media_type=XML)
+
+
+def _twilio_say_and_hang_up(text: str) -> str:
+    response = VoiceResponse()
+    response.say(text)
+    response.hangup()
+    return str(response)
+
+
+def _plivo_speak_and_hang_up(text: str) -> str:
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.SpeakElement(text))
+    response.add(plivoxml.HangupElement())
+    return _plivo_xml(response)
+
+
+def _plivo_xml(response: Any) -> str:
+    return str(response.to_string(pretty=False))

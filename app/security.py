@@ -1,0 +1,426 @@
+"""Who may open a call: provider signatures on webhooks and upgrades, and single-use per-call stream tokens.
+
+Theory of operation. Two independent locks guard the media socket:
+
+1. **Provider signatures.** Twilio (`X-Twilio-Signature`) and Plivo (`X-Plivo-Signature-V3`) sign every
+   webhook and every WebSocket upgrade over the URL *they* requested. Behind a TLS terminator the app sees
+   `http://` / `ws://` and an internal host, so the URL is always rebuilt from `PUBLIC_URL`
+   (telephony-protocols.md §1.5, §2.5), never from the request. The check itself is the provider SDK's
+   validator; anything it raises counts as a failure.
+2. **Per-call stream tokens.** The answer webhook, once its signature checks out, issues a token bound to the
+   call id; it travels in `<Parameter>` (Twilio) or `extraHeaders` (Plivo) and must be presented, once, on
+   `start` before any audio is bridged. This is what keeps strangers out on Plivo, whose signed upgrade URL is
+   not settled.
+
+With no provider credential at all the server runs in an explicit insecure development mode: every check
+passes (and says so at start). With credentials for one provider only, the other provider's requests are
+refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from plivo.utils import validate_v3_signature
+from twilio import request_validator as twilio_rv
+
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TWILIO_SIGNATURE = "X-Twilio-Signature"
+# Sent by Twilio when a webhook is signed with a Webhook Shared Key instead of the Auth Token:
+# "key=<sharedKeyId>,algorithm=<HMAC_SHA1|HMAC_SHA256>" (twilio/docs usage/webhooks/webhook-shared-keys; the
+# format is the one twilio-python 9.13 `request_validator.get_signature_algorithm` parses).
+TWILIO_SIGNATURE_SETTINGS = "X-Twilio-Webhooks-Signature-Settings"
+PLIVO_SIGNATURE = "X-Plivo-Signature-V3"
+# Plivo docs (voice/xml/request/validation) also name a Ma-V3 header, presumably signed with the main
+# account's token when the app belongs to a subaccount; PLIVO_AUTH_TOKEN is tried against both headers.
+PLIVO_SIGNATURE_MA = "X-Plivo-Signature-Ma-V3"
+PLIVO_NONCE = "X-Plivo-Signature-V3-Nonce"
+
+# Older twilio 9.x releases know only HMAC-SHA1 and have no `algorithm` argument.
+_TWILIO_HAS_ALGORITHMS = hasattr(twilio_rv, "get_signature_algorithm")
+
+Params = Mapping[str, Any]
+"""Form or query parameters: a plain mapping, or a multidict (starlette FormData) with `getlist`."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Per-call stream tokens
+# --------------------------------------------------------------------------------------------------------
+
+# Token layout, all lowercase hex so it fits Plivo's extraHeaders ([A-Za-z0-9] only, 512 bytes at most,
+# §2.4): 12 hex expiry (clock ms) | 16 hex random nonce | 32 hex truncated HMAC-SHA256 over call id + both.
+_EXP_HEX = 12
+_NONCE_HEX = 16
+_MAC_HEX = 32
+TOKEN_LENGTH = _EXP_HEX + _NONCE_HEX + _MAC_HEX
+_TOKEN_RE = re.compile(rf"[0-9a-f]{{{TOKEN_LENGTH}}}")
+
+
+class StreamTokens:
+    """Single-use, short-lived, HMAC-authenticated tokens that bind a media stream to one call id.
+
+    Any replica holding the same secret can verify a token. The clock must be shared too: pass `time.time`
+    when replicas run on different machines (a monotonic clock only agrees with itself on one host). Used
+    tokens are remembered until they expire, so memory is bounded by the issue rate times the TTL and by
+    `max_used`.
+    """
+
+    def __init__(
+        self, secret: bytes, ttl_s: float, clock: Callable[[], float], *, max_used: int = 100_000
+    ) -> None:
+        if not secret:
+            raise ValueError("StreamTokens needs a non-empty secret")
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self._secret = secret
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._max_used = max_used
+        self._used: set[str] = set()
+        self._expiries: list[tuple[int, str]] = []  # min-heap of (expiry ms, mac) for _used
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> StreamTokens:
+        """Tokens keyed by STREAM_TOKEN_SECRET, or by a random per-process key when it is empty."""
+        secret = settings.stream_token_secret.encode() or secrets.token_bytes(32)
+        return cls(secret, settings.stream_token_ttl_s, clock)
+
+    def issue(self, call_id: str) -> str:
+        """A new token for `call_id`, valid for `ttl_s` from now and for one `consume`."""
+        expiry_ms = int((self._clock() + self._ttl_s) * 1000)
+        if not 0 <= expiry_ms < 16**_EXP_HEX:
+            raise ValueError("clock value out of range for a stream token")
+        head = f"{expiry_ms:0{_EXP_HEX}x}{secrets.token_hex(_NONCE_HEX // 2)}"
+        return head + self._mac(call_id, head)
+
+    def consume(self, call_id: str, token: str) -> bool:
+        """True exactly once for a genuine, unexpired token issued for `call_id`."""
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            return False
+        head, mac = token[: _EXP_HEX + _NONCE_HEX], token[_EXP_HEX + _NONCE_HEX :]
+        if not hmac.compare_digest(mac, self._mac(call_id, head)):
+            return False
+        expiry_ms = int(head[:_EXP_HEX], 16)
+        now_ms = self._clock() * 1000
+        self._forget_expired(now_ms)
+        if now_ms >= expiry_ms or mac in self._used:
+            return False
+        if len(self._used) >= self._max_used:
+            # Refusing is safer than forgetting an unexpired token (which would make it replayable).
+            logger.warning("stream token store full (%d live tokens); refusing a stream", len(self._used))
+            return False
+        self._used.add(mac)
+        heapq.heappush(self._expiries, (expiry_ms, mac))
+        return True
+
+    @property
+    def remembered(self) -> int:
+        """How many used, not yet expired tokens are held (for tests and metrics)."""
+        return len(self._used)
+
+    def _mac(self, call_id: str, head: str) -> str:
+        message = (
+            b"bargein-stream-token\x00" + call_id.encode("utf-8", "surrogatepass") + b"\x00" + head.encode()
+        )
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
+
+    def _forget_expired(self, now_ms: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now_ms:
+            _, mac = heapq.heappop(self._expiries)
+            self._used.discard(mac)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Provider signatures
+# --------------------------------------------------------------------------------------------------------
+
+
+class _ListParams(dict[str, list[str]]):
+    """Parameters as lists of values, with the `getlist` twilio's RequestValidator uses for repeats."""
+
+    def getlist(self, key: str) -> list[str]:
+        return self[key]
+
+
+def _param_lists(params: Params) -> _ListParams:
+    getlist = getattr(params, "getlist", None)
+    out = _ListParams()
+    for key in params.keys():
+        if callable(getlist):
+            values = list(getlist(key))
+        else:
+            value = params[key]
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+        out[str(key)] = [str(v) for v in values]
+    return out
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive lookup that works for plain dicts as well as starlette's Headers."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    for key, val in headers.items():
+        if key.lower() == wanted:
+            return val
+    return None
+
+
+def _no_query(url: str) -> str:
+    """A URL fit for a log line: the query string could carry anything, so it stays out."""
+    return url.split("?", 1)[0]
+
+
+def parse_webhook_keys(spec: str) -> dict[str, str]:
+    """`key_id=secret,key_id=secret` (TWILIO_WEBHOOK_KEYS) -> {key_id: secret}. Secrets may contain `=`."""
+    keys: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key_id, sep, secret = item.partition("=")
+        if not sep or not key_id.strip() or not secret.strip():
+            raise ValueError("TWILIO_WEBHOOK_KEYS must look like key_id=secret,key_id=secret")
+        keys[key_id.strip()] = secret.strip()
+    return keys
+
+
+def _signature_settings(value: str) -> tuple[str | None, str]:
+    """(key id or None, normalized algorithm) from the signature-settings header."""
+    key_id: str | None = None
+    for part in value.split(","):
+        name, sep, val = part.partition("=")
+        if sep and name.strip().lower() == "key" and val.strip():
+            key_id = val.strip()
+    if _TWILIO_HAS_ALGORITHMS:
+        algorithm = str(twilio_rv.get_signature_algorithm(value))
+    else:
+        algorithm = "HMAC_SHA1"
+        for part in value.split(","):
+            name, sep, val = part.partition("=")
+            if sep and name.strip().lower() == "algorithm" and val.strip():
+                algorithm = val.strip()
+    # Accept "HMAC-SHA256" as well as the SDK's "HMAC_SHA256" spelling.
+    return key_id, algorithm.replace("-", "_").upper()
+
+
+class WebhookAuth:
+    """Checks Twilio and Plivo signatures on webhooks and WebSocket upgrades against PUBLIC_URL.
+
+    Every `check_*` method answers for the current mode: always True in insecure development mode (no
+    credential configured at all), False for a provider without credentials when another provider has them.
+    Call them unconditionally; `twilio_enabled` / `plivo_enabled` only report whether signatures are checked.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._twilio_token = settings.twilio_auth_token
+        self._twilio_keys = parse_webhook_keys(settings.twilio_webhook_keys)
+        self._plivo_token = settings.plivo_auth_token
+        self.insecure = not (self._twilio_token or self._twilio_keys or self._plivo_token)
+        self.enforce_plivo_upgrade = settings.plivo_enforce_upgrade_signature
+        if self.insecure:
+            logger.warning(
+                "INSECURE DEVELOPMENT MODE: no TWILIO_AUTH_TOKEN, TWILIO_WEBHOOK_KEYS or PLIVO_AUTH_TOKEN "
+                "set; webhook and stream signatures are NOT checked and stream tokens are not required"
+            )
+        else:
+            logger.info(
+                "signature checks: twilio=%s plivo=%s (plivo upgrade mismatch: %s); public URL %s",
+                "on" if self.twilio_enabled else "REFUSED (no credentials)",
+                "on" if self.plivo_enabled else "REFUSED (no credentials)",
+                "refuse" if self.enforce_plivo_upgrade else "log only",
+                settings.public_url,
+            )
+        if self._twilio_keys and not _TWILIO_HAS_ALGORITHMS:
+            logger.warning("the installed twilio SDK has no HMAC-SHA256 support; upgrade to twilio>=9.13")
+
+    @property
+    def twilio_enabled(self) -> bool:
+        return bool(self._twilio_token or self._twilio_keys)
+
+    @property
+    def plivo_enabled(self) -> bool:
+        return bool(self._plivo_token)
+
+    # --- Twilio -----------------------------------------------------------------------------------------
+
+    def check_twilio(self, path: str, params: Params, headers: Mapping[str, str]) -> bool:
+        """A Twilio webhook to `path` (plus `?query`, if any) with form `params`, signed over PUBLIC_URL."""
+        if self.insecure:
+            return True
+        return self._twilio_valid(self._settings.public_http(path), _param_lists(params), headers)
+
+    def check_twilio_upgrade(self, path: str, headers: Mapping[str, str]) -> bool:
+        """A Media Streams upgrade: Twilio signs the `wss://` public URL with empty params (§1.5)."""
+        if self.insecure:
+            return True
+        return self._twilio_valid(self._settings.public_ws(path), _ListParams(), headers)
+
+    def _twilio_valid(self, url: str, params: _ListParams, headers: Mapping[str, str]) -> bool:
+        if not self.twilio_enabled:
+            logger.warning(
+                "twilio request refused: no Twilio credentials configured (url %s)", _no_query(url)
+            )
+            return False
+        signature = _header(headers, TWILIO_SIGNATURE)
+        if not signature:
+            logger.warning("twilio request refused: no %s header (url %s)", TWILIO_SIGNATURE, _no_query(url))
+            return False
+        settings_header = _header(headers, TWILIO_SIGNATURE_SETTINGS)
+        algorithm: str | None = None
+        secret = self._twilio_token
+        if settings_header:
+            key_id, algorithm = _signature_settings(settings_header)
+            if key_id is not None:
+                secret = self._twilio_keys.get(key_id, "")
+                if not secret:
+                    logger.warning(
+                        "twilio request refused: unknown webhook shared key %r (url %s)",
+                        key_id,
+                        _no_query(url),
+                    )
+                    return False
+        if not secret:
+            logger.warning("twilio request refused: signed with the auth token, which is not configured")
+            return False
+        try:
+            validator = twilio_rv.RequestValidator(secret)
+            if algorithm is not None and _TWILIO_HAS_ALGORITHMS:
+                ok = bool(validator.validate(url, params, signature, algorithm=algorithm))
+            elif algorithm in (None, "HMAC_SHA1"):
+                ok = bool(validator.validate(url, params, signature))
+            else:
+                logger.warning("twilio request refused: this twilio SDK cannot check %s", algorithm)
+                return False
+        except Exception as exc:  # noqa: BLE001 - any SDK failure is a refusal, never a 500
+            logger.warning(
+                "twilio signature check raised %s; refusing (url %s)", type(exc).__name__, _no_query(url)
+            )
+            return False
+        if not ok:
+            logger.warning("twilio request refused: signature does not match (url %s)", _no_query(url))
+        return ok
+
+    # --- Plivo ------------------------------------------------------------------------------------------
+
+    def check_plivo(self, method: str, path: str, params: Params, headers: Mapping[str, str]) -> bool:
+        """A Plivo webhook (`GET`/`POST`) to `path` (plus `?query`), V3-signed over PUBLIC_URL + path."""
+        if self.insecure:
+            return True
+        return self._plivo_valid(method, self._settings.public_http(path), _plivo_params(params), headers)
+
+    def plivo_upgrade_candidates(self, path: str) -> list[str]:
+        """The URL forms Plivo might have signed for a stream upgrade to `path` (§2.5: not settled).
+
+        - `https://host/path`: plivo-stream-sdk-node rebuilds http(s)://{Host}{url} from the socket's TLS
+          state, i.e. `https` when Plivo's TLS reaches the validating server.
+        - `http://host/path`: the same SDK behind a TLS terminator.
+        - `http://host/path/websocket`: plivo-stream-sdk-python replaces wss:// with http:// and appends
+          `/websocket`; the `https` twin is tried as well.
+        The SDK validator refuses `wss://` outright, so no ws form is tried.
+        """
+        parts = urlsplit(self._settings.public_url)
+        route, sep, query = path.partition("?")
+        base = f"{parts.netloc}{parts.path}{route}"
+        suffix = f"?{query}" if sep else ""
+        return [
+            f"https://{base}{suffix}",
+            f"http://{base}{suffix}",
+            f"http://{base}/websocket{suffix}",
+            f"https://{base}/websocket{suffix}",
+        ]
+
+    def check_plivo_upgrade(self, path: str, headers: Mapping[str, str]) -> tuple[bool, list[str]]:
+        """(whether any candidate URL form matches the V3 signature with method GET, the forms tried)."""
+        if self.insecure:
+            return True, []
+        forms = self.plivo_upgrade_candidates(path)
+        for url in forms:
+            if self._plivo_valid("GET", url, {}, headers, quiet=True):
+                logger.info("plivo upgrade signature matched %s", url)
+                return True, forms
+        return False, forms
+
+    def plivo_upgrade_allowed(self, path: str, headers: Mapping[str, str]) -> bool:
+        """The upgrade policy: a mismatch is logged, and refused only with PLIVO_ENFORCE_UPGRADE_SIGNATURE.
+
+        Refusing by default could lock out every call if Plivo signs a URL form we do not try; the per-call
+        stream token (checked on `start`) still keeps strangers out.
+        """
+        ok, forms = self.check_plivo_upgrade(path, headers)
+        if ok:
+            return True
+        has_headers = (
+            _header(headers, PLIVO_SIGNATURE) is not None or _header(headers, PLIVO_SIGNATURE_MA) is not None
+        )
+        logger.warning(
+            "plivo upgrade signature matched none of %s (signature headers %s, nonce %s); %s",
+            forms,
+            "present" if has_headers else "absent",
+            "present" if _header(headers, PLIVO_NONCE) is not None else "absent",
+            "refusing" if self.enforce_plivo_upgrade else "allowing: the stream token decides",
+        )
+        return not self.enforce_plivo_upgrade
+
+    def _plivo_valid(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str | list[str]],
+        headers: Mapping[str, str],
+        *,
+        quiet: bool = False,
+    ) -> bool:
+        if not self.plivo_enabled:
+            if not quiet:
+                logger.warning("plivo request refused: no PLIVO_AUTH_TOKEN (url %s)", _no_query(url))
+            return False
+        signatures = [
+            s for s in (_header(headers, PLIVO_SIGNATURE), _header(headers, PLIVO_SIGNATURE_MA)) if s
+        ]
+        nonce = _header(headers, PLIVO_NONCE)
+        if not signatures:
+            if not quiet:
+                logger.warning(
+                    "plivo request refused: no %s header (url %s)", PLIVO_SIGNATURE, _no_query(url)
+                )
+            return False
+        for signature in signatures:
+            try:
+                # The SDK mutates `params` while building the GET form, so each call gets its own copy.
+                if validate_v3_signature(
+                    method.upper(), url, nonce, self._plivo_token, signature, params=dict(params)
+                ):
+                    return True
+            except Exception as exc:  # noqa: BLE001 - e.g. ValidationError for a missing nonce: a refusal
+                if not quiet:
+                    logger.warning(
+                        "plivo signature check raised %s; refusing (url %s)",
+                        type(exc).__name__,
+                        _no_query(url),
+                    )
+                return False
+        if not quiet:
+            logger.warning("plivo request refused: signature does not match (url %s)", _no_query(url))
+        return False
+
+
+def _plivo_params(params: Params) -> dict[str, str | list[str]]:
+    """Form values as plivo's validator wants them: a string, or a list for a repeated field."""
+    out: dict[str, str | list[str]] = {}
+    for key, values in _param_lists(params).items():
+        out[key] = values[0] if len(values) == 1 else values
+    return out

@@ -1,0 +1,437 @@
+"""The webhook routes over a real socket: uvicorn on 127.0.0.1, PUBLIC_URL an https host with a path prefix.
+
+The app sees `http://127.0.0.1:<port>/twilio/voice` while the providers sign
+`https://agent.example.com/voice/twilio/voice`: only the public form may pass.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from app.clock import FakeClock
+from app.edge.signing import (
+    PLIVO_NONCE,
+    PLIVO_SIGNATURE,
+    PLIVO_SIGNATURE_MA,
+    TWILIO_SIGNATURE,
+    TWILIO_SIGNATURE_SETTINGS,
+    sign_plivo,
+    sign_twilio,
+)
+from app.routes.webhooks import webhook_router
+from app.security import StreamTokens, WebhookAuth
+from app.settings import Settings
+
+PUBLIC = "https://agent.example.com/voice"
+TW_TOKEN = "twilio-auth-token-for-tests"
+KEY_ID, KEY_SECRET = "webhooks_sharedkey_01TESTKEY", "shared-key-secret-for-tests"
+PL_TOKEN = "plivo-auth-token-for-tests"
+TTL = 60.0
+
+CALL_SID = "CA" + "0123456789abcdef" * 2
+CALL_UUID = "6f1c2d3e-0000-4000-8000-000000000001"
+TW_PARAMS = {
+    "CallSid": CALL_SID,
+    "AccountSid": "AC" + "1" * 32,
+    "From": "+15550001111",
+    "To": "+15550002222",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+}
+PL_PARAMS = {
+    "CallUUID": CALL_UUID,
+    "From": "15550001111",
+    "To": "15550002222",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+    "Event": "StartApp",
+}
+
+
+@dataclass
+class Stack:
+    """One running app: the router under test with its collaborators, reachable at `url`."""
+
+    settings: Settings
+    auth: WebhookAuth
+    tokens: StreamTokens
+    clock: FakeClock
+    url: str = ""
+    capacity: bool = True
+    ended: set[str] = field(default_factory=set)
+
+    def post(self, path: str, data: dict[str, str], headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", data=data, headers=headers or {}, timeout=10)
+
+
+class LoopbackServer:
+    """uvicorn on 127.0.0.1, port 0, in a thread of its own."""
+
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-webhooks", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def build_stack(**overrides: Any) -> tuple[Stack, FastAPI]:
+    values: dict[str, Any] = {
+        "public_url": PUBLIC,
+        "twilio_auth_token": TW_TOKEN,
+        "twilio_webhook_keys": f"{KEY_ID}={KEY_SECRET}",
+        "plivo_auth_token": PL_TOKEN,
+        "stream_token_ttl_s": TTL,
+    }
+    values.update(overrides)
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    clock = FakeClock(1_700_000_000.0)
+    stack = Stack(settings, WebhookAuth(settings), StreamTokens(b"test-secret", TTL, clock.now), clock)
+    app = FastAPI()
+    app.include_router(
+        webhook_router(
+            settings,
+            stack.auth,
+            stack.tokens,
+            lambda: stack.capacity,
+            call_ended_cleanly=lambda call_id: call_id in stack.ended,
+        )
+    )
+    return stack, app
+
+
+@pytest.fixture(scope="module")
+def _secure() -> Iterator[Stack]:
+    stack, app = build_stack()
+    with LoopbackServer(app) as url:
+        stack.url = url
+        yield stack
+
+
+@pytest.fixture
+def stack(_secure: Stack) -> Stack:
+    _secure.capacity = True
+    _secure.ended.clear()
+    return _secure
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Stack]]:
+    servers: list[LoopbackServer] = []
+
+    def start(**overrides: Any) -> Stack:
+        stack, app = build_stack(**overrides)
+        server = LoopbackServer(app)
+        stack.url = server.__enter__()
+        servers.append(server)
+        return stack
+
+    yield start
+    for server in servers:
+        server.__exit__()
+
+
+def xml_of(response: httpx.Response) -> ET.Element:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    return ET.fromstring(response.content)
+
+
+def public(path: str) -> str:
+    return f"{PUBLIC}{path}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Twilio
+# --------------------------------------------------------------------------------------------------------
+
+
+def twilio_stream_token(root: ET.Element) -> str:
+    params = root.findall("./Connect/Stream/Parameter")
+    assert [p.get("name") for p in params] == ["token"]
+    token = params[0].get("value")
+    assert token is not None
+    return token
+
+
+def test_twilio_voice_signed_over_public_url_gets_a_bidirectional_stream(stack: Stack) -> None:
+    headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)
+    root = xml_of(stack.post("/twilio/voice", TW_PARAMS, headers))
+    assert root.tag == "Response"
+    (connect,) = root.findall("Connect")
+    assert connect.get("action") == "https://agent.example.com/voice/twilio/after-stream"
+    assert connect.get("method") == "POST"
+    (stream,) = connect.findall("Stream")
+    assert stream.get("url") == "wss://agent.example.com/voice/twilio/stream"
+    assert stream.get("statusCallback") == "https://agent.example.com/voice/twilio/stream-status"
+    assert stream.get("track") in (None, "inbound_track")  # <Connect> allows only inbound (error 31941)
+    token = twilio_stream_token(root)
+    assert re.fullmatch(r"[A-Za-z0-9]+", token)
+    assert len("token") + len(token) < 500  # <Parameter> name + value limit
+    assert stack.tokens.consume(CALL_SID, token)
+    assert not stack.tokens.consume(CALL_SID, token)
+
+
+def test_twilio_stream_token_expires_and_is_bound_to_the_call(stack: Stack) -> None:
+    headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)
+    first = twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
+    second = twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
+    assert first != second
+    assert not stack.tokens.consume("CA" + "f" * 32, first)
+    stack.clock.advance(TTL)
+    assert not stack.tokens.consume(CALL_SID, first)
+    assert not stack.tokens.consume(CALL_SID, second)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="unsigned"),
+        pytest.param({TWILIO_SIGNATURE: "bm90IGEgc2lnbmF0dXJlIGF0IGFsbA=="}, id="forged"),
+        pytest.param("internal", id="signed-over-internal-url"),
+        pytest.param(
+            sign_twilio(TW_TOKEN, "http://agent.example.com/voice/twilio/voice", TW_PARAMS), id="http"
+        ),
+        pytest.param(
+            sign_twilio(TW_TOKEN, "https://agent.example.com/twilio/voice", TW_PARAMS), id="no-prefix"
+        ),
+        pytest.param(sign_twilio("wrong-auth-token", public("/twilio/voice"), TW_PARAMS), id="wrong-token"),
+        pytest.param(
+            sign_twilio(TW_TOKEN, public("/twilio/voice"), {**TW_PARAMS, "To": "+1"}), id="tampered"
+        ),
+        pytest.param(sign_twilio(TW_TOKEN, public("/twilio/after-stream"), TW_PARAMS), id="other-route"),
+    ],
+)
+def test_twilio_voice_refusals(stack: Stack, headers: dict[str, str] | str) -> None:
+    if headers == "internal":  # what a naive server would validate: the URL it sees itself
+        headers = sign_twilio(TW_TOKEN, f"{stack.url}/twilio/voice", TW_PARAMS)
+    assert isinstance(headers, dict)
+    response = stack.post("/twilio/voice", TW_PARAMS, headers)
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "<Stream" not in response.text
+
+
+@pytest.mark.parametrize("algorithm", ["HMAC_SHA256", "HMAC_SHA1"])
+def test_twilio_webhook_shared_key_is_accepted(stack: Stack, algorithm: str) -> None:
+    headers = sign_twilio(KEY_SECRET, public("/twilio/voice"), TW_PARAMS, key_id=KEY_ID, algorithm=algorithm)
+    assert headers[TWILIO_SIGNATURE_SETTINGS] == f"key={KEY_ID},algorithm={algorithm}"
+    root = xml_of(stack.post("/twilio/voice", TW_PARAMS, headers))
+    assert stack.tokens.consume(CALL_SID, twilio_stream_token(root))
+
+
+def test_twilio_webhook_shared_key_forgeries_are_refused(stack: Stack) -> None:
+    url = public("/twilio/voice")
+    good = sign_twilio(KEY_SECRET, url, TW_PARAMS, key_id=KEY_ID, algorithm="HMAC_SHA256")
+    forged = sign_twilio("not-the-key", url, TW_PARAMS, key_id=KEY_ID, algorithm="HMAC_SHA256")
+    unknown = {**good, TWILIO_SIGNATURE_SETTINGS: "key=webhooks_sharedkey_NOPE,algorithm=HMAC_SHA256"}
+    internal = sign_twilio(KEY_SECRET, f"{stack.url}/twilio/voice", TW_PARAMS, key_id=KEY_ID)
+    for headers in (forged, unknown, internal):
+        assert stack.post("/twilio/voice", TW_PARAMS, headers).status_code == 403
+
+
+def test_twilio_full_server_refuses_the_call_politely(stack: Stack) -> None:
+    stack.capacity = False
+    root = xml_of(
+        stack.post("/twilio/voice", TW_PARAMS, sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS))
+    )
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert "busy" in (root.findtext("Say") or "")
+    assert root.find(".//Stream") is None
+    assert stack.post("/twilio/voice", TW_PARAMS, {}).status_code == 403  # unsigned stays unsigned
+
+
+def test_twilio_after_stream_apologises_unless_the_agent_ended_the_call(stack: Stack) -> None:
+    params = {**TW_PARAMS, "CallStatus": "in-progress"}
+    headers = sign_twilio(TW_TOKEN, public("/twilio/after-stream"), params)
+    root = xml_of(stack.post("/twilio/after-stream", params, headers))
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert "Sorry" in (root.findtext("Say") or "")
+    stack.ended.add(CALL_SID)
+    assert [child.tag for child in xml_of(stack.post("/twilio/after-stream", params, headers))] == ["Hangup"]
+    assert stack.post("/twilio/after-stream", params, {}).status_code == 403
+
+
+def test_twilio_stream_status_is_signed_too(stack: Stack) -> None:
+    params = {"CallSid": CALL_SID, "StreamSid": "MZ" + "2" * 32, "StreamEvent": "stream-started"}
+    headers = sign_twilio(TW_TOKEN, public("/twilio/stream-status"), params)
+    assert stack.post("/twilio/stream-status", params, headers).status_code == 204
+    assert stack.post("/twilio/stream-status", params, {}).status_code == 403
+
+
+def test_twilio_webhook_query_string_is_signed(stack: Stack) -> None:
+    url = f"{stack.url}/twilio/voice?tenant=acme"
+    signed = sign_twilio(TW_TOKEN, public("/twilio/voice?tenant=acme"), TW_PARAMS)
+    assert httpx.post(url, data=TW_PARAMS, headers=signed, timeout=10).status_code == 200
+    without_query = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)
+    assert httpx.post(url, data=TW_PARAMS, headers=without_query, timeout=10).status_code == 403
+
+
+def test_twilio_signed_request_without_call_sid_is_a_bad_request(stack: Stack) -> None:
+    params = {"AccountSid": "AC" + "1" * 32}
+    headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), params)
+    assert stack.post("/twilio/voice", params, headers).status_code == 400
+
+
+# --------------------------------------------------------------------------------------------------------
+# Plivo
+# --------------------------------------------------------------------------------------------------------
+
+
+def plivo_stream(root: ET.Element) -> ET.Element:
+    (stream,) = root.findall("Stream")
+    return stream
+
+
+def plivo_stream_token(root: ET.Element) -> str:
+    extra = plivo_stream(root).get("extraHeaders") or ""
+    name, _, token = extra.partition("=")
+    assert name == "token"
+    return token
+
+
+def test_plivo_answer_signed_over_public_url_gets_a_bidirectional_stream(stack: Stack) -> None:
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    root = xml_of(stack.post("/plivo/answer", PL_PARAMS, headers))
+    assert [child.tag for child in root] == ["Stream", "Redirect"]
+    stream = plivo_stream(root)
+    assert stream.text == "wss://agent.example.com/voice/plivo/stream"
+    assert stream.get("bidirectional") == "true"
+    assert stream.get("keepCallAlive") == "true"
+    assert stream.get("contentType") == "audio/x-mulaw;rate=8000"
+    assert stream.get("audioTrack") == "inbound"
+    assert stream.get("statusCallbackUrl") == "https://agent.example.com/voice/plivo/stream-status"
+    extra = stream.get("extraHeaders") or ""
+    assert len(extra.encode()) <= 512
+    assert re.fullmatch(r"[A-Za-z0-9]+=[A-Za-z0-9]+", extra)
+    redirect = root.find("Redirect")
+    assert redirect is not None and redirect.text == "https://agent.example.com/voice/plivo/after-stream"
+    assert redirect.get("method") == "POST"
+    token = plivo_stream_token(root)
+    assert stack.tokens.consume(CALL_UUID, token)
+    assert not stack.tokens.consume(CALL_UUID, token)
+
+
+def test_plivo_answer_accepts_the_main_account_header(stack: Stack) -> None:
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS, header=PLIVO_SIGNATURE_MA)
+    assert PLIVO_SIGNATURE not in headers
+    root = xml_of(stack.post("/plivo/answer", PL_PARAMS, headers))
+    assert stack.tokens.consume(CALL_UUID, plivo_stream_token(root))
+
+
+def test_plivo_stream_token_expires_and_is_bound_to_the_call(stack: Stack) -> None:
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    token = plivo_stream_token(xml_of(stack.post("/plivo/answer", PL_PARAMS, headers)))
+    assert not stack.tokens.consume("6f1c2d3e-0000-4000-8000-000000000002", token)
+    assert not stack.tokens.consume(CALL_SID, token)
+    stack.clock.advance(TTL + 1)
+    assert not stack.tokens.consume(CALL_UUID, token)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="unsigned"),
+        pytest.param(
+            {PLIVO_SIGNATURE: "Zm9yZ2VkLXNpZ25hdHVyZQ==", PLIVO_NONCE: "12345678901234567890"}, id="forged"
+        ),
+        pytest.param({PLIVO_SIGNATURE: "Zm9yZ2VkLXNpZ25hdHVyZQ=="}, id="no-nonce-sdk-raises"),
+        pytest.param("internal", id="signed-over-internal-url"),
+        pytest.param(
+            sign_plivo(PL_TOKEN, "POST", "http://agent.example.com/voice/plivo/answer", PL_PARAMS), id="http"
+        ),
+        pytest.param(
+            sign_plivo(PL_TOKEN, "POST", "https://agent.example.com/plivo/answer", PL_PARAMS), id="no-prefix"
+        ),
+        pytest.param(
+            sign_plivo("wrong-auth-token", "POST", public("/plivo/answer"), PL_PARAMS), id="wrong-token"
+        ),
+        pytest.param(
+            sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), {**PL_PARAMS, "To": "1"}), id="tampered"
+        ),
+        pytest.param(sign_plivo(PL_TOKEN, "GET", public("/plivo/answer"), PL_PARAMS), id="signed-as-get"),
+    ],
+)
+def test_plivo_answer_refusals(stack: Stack, headers: dict[str, str] | str) -> None:
+    if headers == "internal":
+        headers = sign_plivo(PL_TOKEN, "POST", f"{stack.url}/plivo/answer", PL_PARAMS)
+    assert isinstance(headers, dict)
+    response = stack.post("/plivo/answer", PL_PARAMS, headers)
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "<Stream" not in response.text
+
+
+def test_plivo_full_server_refuses_the_call_politely(stack: Stack) -> None:
+    stack.capacity = False
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    root = xml_of(stack.post("/plivo/answer", PL_PARAMS, headers))
+    assert [child.tag for child in root] == ["Speak", "Hangup"]
+    assert "busy" in (root.findtext("Speak") or "")
+    assert stack.post("/plivo/answer", PL_PARAMS, {}).status_code == 403
+
+
+def test_plivo_after_stream_apologises_unless_the_agent_ended_the_call(stack: Stack) -> None:
+    params = {**PL_PARAMS, "CallStatus": "in-progress", "Event": "Redirect"}
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/after-stream"), params)
+    root = xml_of(stack.post("/plivo/after-stream", params, headers))
+    assert [child.tag for child in root] == ["Speak", "Hangup"]
+    assert "Sorry" in (root.findtext("Speak") or "")
+    stack.ended.add(CALL_UUID)
+    assert [child.tag for child in xml_of(stack.post("/plivo/after-stream", params, headers))] == ["Hangup"]
+    assert stack.post("/plivo/after-stream", params, {}).status_code == 403
+
+
+def test_plivo_stream_status_is_signed_too(stack: Stack) -> None:
+    params = {"CallUUID": CALL_UUID, "StreamID": "9f0e", "Event": "StartStream"}
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/stream-status"), params)
+    assert stack.post("/plivo/stream-status", params, headers).status_code == 204
+    assert stack.post("/plivo/stream-status", params, {}).status_code == 403
+
+
+# --------------------------------------------------------------------------------------------------------
+# Modes
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_insecure_dev_mode_answers_unsigned_webhooks_and_still_issues_tokens(
+    serve: Callable[..., Stack],
+) -> None:
+    dev = serve(twilio_auth_token="", twilio_webhook_keys="", plivo_auth_token="")
+    assert dev.auth.insecure
+    twiml = xml_of(dev.post("/twilio/voice", TW_PARAMS))
+    assert dev.tokens.consume(CALL_SID, twilio_stream_token(twiml))
+    plivo = xml_of(dev.post("/plivo/answer", PL_PARAMS))
+    assert dev.tokens.consume(CALL_UUID, plivo_stream_token(plivo))
+
+
+def test_provider_without_credentials_is_refused_when_the_other_is_secured(
+    serve: Callable[..., Stack],
+) -> None:
+    plivo_only = serve(twilio_auth_token="", twilio_webhook_keys="")
+    assert plivo_only.post("/twilio/voice", TW_PARAMS).status_code == 403
+    signed = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    assert plivo_only.post("/plivo/answer", PL_PARAMS, signed).status_code == 200
