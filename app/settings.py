@@ -71,11 +71,12 @@ class Settings(BaseSettings):
     playback_lead_ms: int = Field(300, ge=0, le=10_000, description="How far ahead of real time audio is sent.")
 
     # --- barge-in detector -----------------------------------------------------------------------
-    vad_energy_gate_dbfs: float = Field(-50.0, description="Frames quieter than this are never speech.")
+    vad_energy_gate_dbfs: float = Field(-55.0, description="Frames quieter than this are never speech.")
+    vad_use_webrtc: bool = Field(False, description="Also require webrtcvad to call a frame speech (measured: no gain).")
     vad_webrtc_mode: int = Field(1, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3.")
-    vad_silero_threshold: float = Field(0.8, gt=0, lt=1, description="Silero speech probability to count as speech.")
+    vad_silero_threshold: float = Field(0.9, gt=0, lt=1, description="Silero speech probability to count as speech.")
     vad_silero_release: float = Field(0.35, gt=0, lt=1, description="Probability under which speech is over.")
-    bargein_min_speech_ms: int = Field(96, ge=0, description="Sustained speech needed before the agent stops.")
+    bargein_min_speech_ms: int = Field(64, ge=0, description="Sustained speech needed before the agent stops.")
     turn_end_silence_ms: int = Field(700, ge=100, description="Silence that ends the caller's turn.")
 
     # --- call records ----------------------------------------------------------------------------

@@ -1,0 +1,438 @@
+"""Offline barge-in evaluation on the corpus, and the detector's cost per call.
+
+Clips are fed as a caller's leg would carry them: mu-law round trip, 20 ms frames, a fake arrival clock
+(frame k of a call arrives at (k + 1) * 20 ms), after a lead-in of quiet line noise so Silero's state is
+warm when the clip starts. Several calls run concurrently on one event loop, so the batcher is exercised
+exactly as in the server. Nothing sleeps; a whole-corpus run takes seconds.
+
+Scores: detection rate and decision latency on speech (SpeechStarted.at minus the clip's speech onset on
+the same clock), and false stops on noise (any SpeechStarted during a noise clip), per category, in total
+and on the five steady categories.
+
+    python -m app.bargein.evaluate [--limit N] [--threshold T] [--min-speech-ms MS] [--sweep] [--cost]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from app.bargein.corpus import (
+    STEADY_CATEGORIES,
+    Clip,
+    as_received,
+    load_clip,
+    mix_at_snr,
+    read_manifest,
+    telephone_band,
+    white_noise,
+)
+from app.bargein.silero import F32, WINDOW, SileroBatcher, SileroModel, SileroStream, WindowScorer
+from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent
+
+I16 = npt.NDArray[np.int16]
+FRAME_S = FRAME / SAMPLE_RATE
+LEAD_IN_S = 0.5
+TAIL_S = 0.3
+LINE_FLOOR_DBFS = -70.0  # a quiet but not digitally silent line under every call
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What the caller's line does to a clip before the server sees it (besides mu-law)."""
+
+    phone_band: bool = False  # 300-3400 Hz channel (telephone_band)
+    noise: str | None = None  # a noise category mixed under the speech clips, for the whole call
+    snr_db: float = 10.0
+
+    def label(self) -> str:
+        parts = ["phone-band" if self.phone_band else "as recorded"]
+        if self.noise:
+            parts.append(f"+ {self.noise} at {self.snr_db:g} dB SNR")
+        return " ".join(parts)
+
+
+def call_audio(clip: Clip, condition: Condition = Condition(), noise_clips: Sequence[Clip] = ()) -> I16:
+    """Lead-in + the clip + a short tail on one call's timeline, through the condition and mu-law."""
+    pcm = load_clip(clip)
+    lead, tail = int(LEAD_IN_S * SAMPLE_RATE), int(TAIL_S * SAMPLE_RATE)
+    y = np.concatenate([np.zeros(lead, np.int16), pcm, np.zeros(tail, np.int16)])
+    if condition.noise and clip.kind == "speech":
+        source = next((c for c in noise_clips if c.category == condition.noise), None)
+        if source is None:
+            raise ValueError(f"no noise clip of category {condition.noise!r}")
+        y = mix_at_snr(y, load_clip(source), condition.snr_db, reference=pcm)
+    if condition.phone_band:
+        y = telephone_band(y)
+    floor = white_noise(len(y) / SAMPLE_RATE, LINE_FLOOR_DBFS, seed=1)
+    y = np.clip(y.astype(np.int32) + floor[: len(y)], -32768, 32767).astype(np.int16)
+    return as_received(y)
+
+
+async def run_calls(audio: Sequence[I16], vads: Sequence[CallVad]) -> list[list[VadEvent]]:
+    """Feed each call its audio in 20 ms frames, all calls in lock step on the fake clock."""
+    events: list[list[VadEvent]] = [[] for _ in audio]
+    steps = max(len(a) for a in audio) // FRAME
+    for k in range(steps):
+        now = (k + 1) * FRAME_S
+        live = [i for i, a in enumerate(audio) if (k + 1) * FRAME <= len(a)]
+        results = await asyncio.gather(
+            *(vads[i].feed(audio[i][k * FRAME : (k + 1) * FRAME], now) for i in live)
+        )
+        for i, evs in zip(live, results, strict=True):
+            events[i].extend(evs)
+    return events
+
+
+@dataclass(frozen=True)
+class ClipOutcome:
+    clip: Clip
+    starts: tuple[SpeechStarted, ...]
+    onset_at: float | None  # speech onset on the call clock
+
+    @property
+    def fired(self) -> bool:
+        return bool(self.starts)
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.onset_at is None or not self.starts:
+            return None
+        return (self.starts[0].at - self.onset_at) * 1000
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+@dataclass
+class Report:
+    config: VadConfig
+    outcomes: list[ClipOutcome]
+    batch_mean: float = 0.0
+    condition: Condition = Condition()
+
+    @property
+    def speech(self) -> list[ClipOutcome]:
+        return [o for o in self.outcomes if o.clip.kind == "speech"]
+
+    @property
+    def noise(self) -> list[ClipOutcome]:
+        return [o for o in self.outcomes if o.clip.kind == "noise"]
+
+    @property
+    def detection_rate(self) -> float:
+        s = self.speech
+        return sum(o.fired for o in s) / len(s) if s else float("nan")
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        return [lat for o in self.speech if (lat := o.latency_ms) is not None]
+
+    def latency(self, q: float) -> float:
+        return _pct(self.latencies_ms, q)
+
+    @property
+    def false_stop_rate(self) -> float:
+        n = self.noise
+        return sum(o.fired for o in n) / len(n) if n else float("nan")
+
+    @property
+    def steady_stops(self) -> tuple[int, int]:
+        steady = [o for o in self.noise if o.clip.category in STEADY_CATEGORIES]
+        return sum(o.fired for o in steady), len(steady)
+
+    def by_category(self) -> dict[str, tuple[int, int]]:
+        table: dict[str, tuple[int, int]] = {}
+        for o in self.noise:
+            fired, total = table.get(o.clip.category, (0, 0))
+            table[o.clip.category] = (fired + o.fired, total + 1)
+        return dict(sorted(table.items()))
+
+    def summary_row(self) -> str:
+        c = self.config
+        sf, st = self.steady_stops
+        nf = sum(o.fired for o in self.noise)
+        return (
+            f"thr={c.silero_threshold:.2f} rel={c.silero_release:.2f} guard={c.min_speech_ms:>3.0f}ms "
+            f"gate={c.energy_gate_dbfs:.0f} webrtc={'m' + str(c.webrtc_mode) if c.use_webrtc else 'off'} | "
+            f"detect {self.detection_rate * 100:5.1f}% | lat p50 {self.latency(50):4.0f} "
+            f"p95 {self.latency(95):4.0f} max {self.latency(100):4.0f} ms | "
+            f"false stops {nf}/{len(self.noise)} ({self.false_stop_rate * 100:4.1f}%) steady {sf}/{st}"
+        )
+
+    def format(self) -> str:
+        lines = [f"condition: {self.condition.label()}", self.summary_row(), ""]
+        missed = [o.clip.name for o in self.speech if not o.fired]
+        lines.append(f"speech: {len(self.speech)} clips, missed: {', '.join(missed) or 'none'}")
+        lines.append("noise false stops by category:")
+        for cat, (fired, total) in self.by_category().items():
+            mark = "  steady" if cat in STEADY_CATEGORIES else ""
+            lines.append(f"  {cat:<18} {fired}/{total}{mark}")
+        fired_names = [o.clip.name for o in self.noise if o.fired]
+        lines.append(f"noise clips that fired: {', '.join(fired_names) or 'none'}")
+        if self.batch_mean:
+            lines.append(f"mean Silero batch: {self.batch_mean:.1f} windows")
+        return "\n".join(lines)
+
+
+def _outcome(clip: Clip, events: list[VadEvent], lead_in_s: float) -> ClipOutcome:
+    starts = tuple(e for e in events if isinstance(e, SpeechStarted))
+    onset = None if clip.speech_onset_s is None else lead_in_s + clip.speech_onset_s
+    return ClipOutcome(clip=clip, starts=starts, onset_at=onset)
+
+
+def prepare_audio(
+    clips: Sequence[Clip], condition: Condition = Condition(), noise_clips: Sequence[Clip] | None = None
+) -> dict[str, I16]:
+    """Each clip's call audio under `condition`, keyed by clip path."""
+    pool = list(noise_clips) if noise_clips is not None else (read_manifest() if condition.noise else [])
+    return {c.path: call_audio(c, condition, pool) for c in clips}
+
+
+async def _evaluate(
+    config: VadConfig,
+    clips: Sequence[Clip],
+    audio: dict[str, I16],
+    scorer_for: Callable[[Clip], WindowScorer],
+    concurrency: int,
+) -> list[ClipOutcome]:
+    outcomes: list[ClipOutcome] = []
+    for start in range(0, len(clips), concurrency):
+        group = clips[start : start + concurrency]
+        vads = [CallVad(config, scorer_for(c)) for c in group]
+        events = await run_calls([audio[c.path] for c in group], vads)
+        outcomes.extend(_outcome(c, e, LEAD_IN_S) for c, e in zip(group, events, strict=True))
+    return outcomes
+
+
+def evaluate(
+    config: VadConfig,
+    clips: Sequence[Clip] | None = None,
+    model: SileroModel | None = None,
+    concurrency: int = 16,
+    condition: Condition = Condition(),
+) -> Report:
+    """Run clips through CallVad and the real batched model; `concurrency` calls share each batch."""
+    clips = list(clips) if clips is not None else read_manifest()
+    audio = prepare_audio(clips, condition)
+    batcher = SileroBatcher(model or SileroModel())
+    outcomes = asyncio.run(_evaluate(config, clips, audio, lambda _c: batcher, concurrency))
+    return Report(config=config, outcomes=outcomes, batch_mean=batcher.stats.mean_batch, condition=condition)
+
+
+# --- fast sweeps: Silero's output does not depend on the config, so score each window once -------------
+
+
+class ReplayScorer:
+    """Returns recorded Silero probabilities in order: lets a sweep rerun every layer but the model."""
+
+    def __init__(self, probs: Sequence[float]) -> None:
+        self._probs = list(probs)
+        self._next = 0
+
+    async def infer(self, stream: SileroStream, window: F32) -> float:
+        prob = self._probs[self._next]
+        self._next += 1
+        return prob
+
+
+def score_audio(audio: dict[str, I16], model: SileroModel | None = None) -> dict[str, list[float]]:
+    """Silero probability of every window of every call (same framing and state as CallVad)."""
+    batcher = SileroBatcher(model or SileroModel())
+    scores: dict[str, list[float]] = {}
+    for path, pcm in audio.items():
+        x = pcm.astype(np.float32) * np.float32(1 / 32768)
+        stream = SileroStream()
+        scores[path] = [
+            batcher.infer_now(stream, x[i * WINDOW : (i + 1) * WINDOW]) for i in range(len(x) // WINDOW)
+        ]
+    return scores
+
+
+def sweep(
+    configs: Sequence[VadConfig],
+    clips: Sequence[Clip],
+    condition: Condition = Condition(),
+    model: SileroModel | None = None,
+) -> list[Report]:
+    """Evaluate many configs on one condition, running the model once per window instead of per config."""
+    audio = prepare_audio(clips, condition)
+    scores = score_audio(audio, model)
+    reports = []
+    for config in configs:
+        outcomes = asyncio.run(_evaluate(config, clips, audio, lambda c: ReplayScorer(scores[c.path]), 32))
+        reports.append(Report(config=config, outcomes=outcomes, condition=condition))
+    return reports
+
+
+# --- cost --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cost:
+    calls: int
+    frames: int  # per call
+    wall_us: float  # per call per 20 ms frame, detector and harness
+    cpu_us: float
+    harness_wall_us: float  # the same harness with a detector that does nothing
+    harness_cpu_us: float
+    mean_batch: float
+
+    def format(self) -> str:
+        return (
+            f"{self.calls:>4} calls: {self.wall_us - self.harness_wall_us:6.1f} us wall, "
+            f"{self.cpu_us - self.harness_cpu_us:6.1f} us CPU per call per 20 ms frame "
+            f"(with harness {self.wall_us:.1f} / {self.cpu_us:.1f}; mean batch {self.mean_batch:.1f})"
+        )
+
+
+@dataclass
+class _Harness:
+    """One long-lived task per call woken by its own queue, like the server's per-socket receive loop."""
+
+    feeds: list[Callable[[I16, float], object]]
+    audio: list[I16]
+    frames: int
+    done: list[asyncio.Future[None]] = field(default_factory=list)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queues: list[asyncio.Queue[tuple[I16, float]]] = [asyncio.Queue() for _ in self.feeds]
+        remaining = 0
+        step_done: asyncio.Future[None] = loop.create_future()
+
+        async def call(i: int) -> None:
+            nonlocal remaining, step_done
+            while True:
+                frame, now = await queues[i].get()
+                result = self.feeds[i](frame, now)
+                if asyncio.iscoroutine(result):
+                    await result
+                remaining -= 1
+                if remaining == 0:
+                    step_done.set_result(None)
+
+        tasks = [asyncio.create_task(call(i)) for i in range(len(self.feeds))]
+        for k in range(self.frames):
+            now = (k + 1) * FRAME_S
+            remaining = len(self.feeds)
+            step_done = loop.create_future()
+            for i, q in enumerate(queues):
+                a = self.audio[i]
+                j = k % (len(a) // FRAME)
+                q.put_nowait((a[j * FRAME : (j + 1) * FRAME], now))
+            await step_done
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def measure_cost(
+    calls: int,
+    seconds: float = 4.0,
+    config: VadConfig | None = None,
+    model: SileroModel | None = None,
+    clips: Sequence[Clip] | None = None,
+) -> Cost:
+    """Microseconds per call per 20 ms frame with `calls` concurrent calls (speech and noise mixed)."""
+    config = config or VadConfig()
+    model = model or SileroModel()
+    pool = list(clips) if clips is not None else read_manifest()
+    # Interleave speech and noise so the cost includes both quiet and busy frames.
+    speech = [c for c in pool if c.kind == "speech"][:8]
+    noise = [c for c in pool if c.kind == "noise"][::12][:8]
+    sources = [call_audio(c) for c in itertools.chain(*zip(speech, noise, strict=False))] or [
+        white_noise(5.0, -40.0)
+    ]
+    audio = [np.roll(sources[i % len(sources)], i * 997) for i in range(calls)]
+    frames = int(seconds / FRAME_S)
+
+    def timed(feeds: list[Callable[[I16, float], object]]) -> tuple[float, float]:
+        harness = _Harness(feeds=feeds, audio=audio, frames=frames)
+        w0, c0 = time.perf_counter(), time.process_time()
+        asyncio.run(harness.run())
+        w1, c1 = time.perf_counter(), time.process_time()
+        scale = 1e6 / (calls * frames)
+        return (w1 - w0) * scale, (c1 - c0) * scale
+
+    def noop(frame: I16, now: float) -> None:
+        return None
+
+    batcher = SileroBatcher(model)
+    vads = [CallVad(config, batcher) for _ in range(calls)]
+    # warm-up: the first runs of a session allocate
+    asyncio.run(_Harness(feeds=[v.feed for v in vads], audio=audio, frames=10).run())
+    batcher.stats = type(batcher.stats)()
+    wall, cpu = timed([v.feed for v in vads])
+    h_wall, h_cpu = timed([noop] * calls)
+    return Cost(calls, frames, wall, cpu, h_wall, h_cpu, batcher.stats.mean_batch)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+SWEEP_POINTS = (
+    (0.7, 96), (0.8, 64), (0.8, 96), (0.8, 128), (0.85, 64), (0.85, 96),
+    (0.9, 32), (0.9, 64), (0.9, 96), (0.95, 64),
+)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.bargein.evaluate", description=__doc__.splitlines()[0]
+    )
+    d = VadConfig()
+    parser.add_argument("--limit", type=int, default=0, help="use the first N speech and N noise clips")
+    parser.add_argument("--threshold", type=float, default=d.silero_threshold)
+    parser.add_argument("--release", type=float, default=d.silero_release)
+    parser.add_argument("--min-speech-ms", type=float, default=d.min_speech_ms)
+    parser.add_argument("--gate-dbfs", type=float, default=d.energy_gate_dbfs)
+    parser.add_argument("--webrtc-mode", type=int, default=None, help="enable the webrtcvad layer (0..3)")
+    parser.add_argument(
+        "--phone-band", action="store_true", help="pass every clip through a 300-3400 Hz channel"
+    )
+    parser.add_argument("--noise", default=None, help="mix this noise category under the speech clips")
+    parser.add_argument("--snr", type=float, default=10.0, help="speech-to-noise ratio for --noise, in dB")
+    parser.add_argument("--sweep", action="store_true", help="threshold x guard table (model scored once)")
+    parser.add_argument("--cost", action="store_true", help="also measure cost at 1 and 100 calls")
+    args = parser.parse_args(argv)
+
+    config = replace(
+        d,
+        silero_threshold=args.threshold,
+        silero_release=min(args.release, args.threshold),
+        min_speech_ms=args.min_speech_ms,
+        energy_gate_dbfs=args.gate_dbfs,
+        use_webrtc=args.webrtc_mode is not None,
+        webrtc_mode=args.webrtc_mode if args.webrtc_mode is not None else d.webrtc_mode,
+    )
+    condition = Condition(phone_band=args.phone_band, noise=args.noise, snr_db=args.snr)
+    clips = read_manifest()
+    if args.limit:
+        speech = [c for c in clips if c.kind == "speech"][: args.limit]
+        clips = speech + [c for c in clips if c.kind == "noise"][: args.limit]
+    model = SileroModel()
+    if args.sweep:
+        configs = [
+            replace(config, silero_threshold=t, min_speech_ms=g, silero_release=min(config.silero_release, t))
+            for t, g in SWEEP_POINTS
+        ]
+        print(f"condition: {condition.label()}")
+        for report in sweep(configs, clips, condition, model):
+            print(report.summary_row())
+    else:
+        print(evaluate(config, clips, model, condition=condition).format())
+    if args.cost:
+        for calls in (1, 100):
+            print(measure_cost(calls, config=config, model=model).format())
+
+
+if __name__ == "__main__":
+    main()
