@@ -28,14 +28,14 @@ class Settings(BaseSettings):
     # --- security --------------------------------------------------------------------------------
     twilio_auth_token: str = ""
     twilio_webhook_keys: str = Field(
-        "", description="Comma-separated Twilio webhook shared keys, as key_id=secret (signature-settings header)."
+        "", description="Twilio webhook shared keys: key_id=secret,... (signature-settings header)."
     )
     plivo_auth_token: str = ""
     plivo_enforce_upgrade_signature: bool = Field(
         False, description="Refuse a Plivo stream upgrade whose V3 signature matches no candidate URL."
     )
     admin_token: str = Field("", description="Bearer token for /calls and /metrics when auth is on.")
-    stream_token_secret: str = Field("", description="HMAC key for per-call stream tokens; random per process if empty.")
+    stream_token_secret: str = Field("", description="HMAC key for per-call stream tokens; random if empty.")
     stream_token_ttl_s: float = Field(60.0, gt=0, description="How long a per-call stream token stays valid.")
 
     # --- agent -----------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # --- barge-in detector -----------------------------------------------------------------------
     vad_energy_gate_dbfs: float = Field(-55.0, description="Frames quieter than this are never speech.")
-    vad_use_webrtc: bool = Field(False, description="Also require webrtcvad to call a frame speech (measured: no gain).")
+    vad_use_webrtc: bool = Field(True, description="Also require webrtcvad on a frame of each window.")
     vad_webrtc_mode: int = Field(1, ge=0, le=3, description="webrtcvad aggressiveness, 0 (lenient) to 3.")
     vad_silero_threshold: float = Field(0.9, gt=0, lt=1, description="Silero speech probability to count as speech.")
     vad_silero_release: float = Field(0.35, gt=0, lt=1, description="Probability under which speech is over.")

@@ -1,0 +1,82 @@
+"""Outbox: the ordered writer of agent audio and markers, paced a little ahead of real time.
+
+Audio is queued per turn and sent in chunks of `chunk_ms`, each followed by a marker from the playback ledger.
+Pacing keeps about `lead_ms` of audio buffered at the edge: enough to ride out scheduling jitter, little enough
+that a clear has little to throw away. A clear never waits behind queued audio: `drop()` empties the queue
+synchronously and the session writes the clear itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from app.bargein.playback import PlaybackLedger
+from app.clock import Clock
+from providers.telephony.base import TelephonyProtocol
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[str], Awaitable[None]]
+
+
+class Outbox:
+    def __init__(
+        self,
+        protocol: TelephonyProtocol,
+        send: Send,
+        ledger: PlaybackLedger,
+        clock: Clock,
+        chunk_ms: int,
+        lead_ms: int,
+    ) -> None:
+        self._protocol = protocol
+        self._send = send
+        self.ledger = ledger
+        self._clock = clock
+        self._chunk_bytes = max(1, chunk_ms * 8)  # mu-law at 8 kHz: 8 bytes per ms
+        self._lead_ms = float(lead_ms)
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self.sent_chunks = 0
+
+    @property
+    def queued_ms(self) -> float:
+        return sum(len(chunk) for _, chunk in self._queue) / 8.0
+
+    @property
+    def has_queued(self) -> bool:
+        return bool(self._queue)
+
+    def enqueue(self, turn_id: int, ulaw: bytes) -> None:
+        """Queue a turn's audio (mu-law 8 kHz); it goes out in chunks with a marker after each."""
+        step = self._chunk_bytes
+        for i in range(0, len(ulaw), step):
+            self._queue.append((turn_id, ulaw[i : i + step]))
+        self._wake.set()
+
+    def drop(self) -> int:
+        """Forget every queued chunk (barge-in); returns how many were dropped."""
+        dropped = len(self._queue)
+        self._queue.clear()
+        return dropped
+
+    async def run(self) -> None:
+        """The pacing loop; runs for the life of the stream."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                now = self._clock.now()
+                ahead = self.ledger.buffered_ms(now)
+                if ahead > self._lead_ms:
+                    await asyncio.sleep((ahead - self._lead_ms) / 1000.0)
+                    continue
+                turn_id, chunk = self._queue.popleft()
+                name = self.ledger.chunk_sent(turn_id, len(chunk) / 8.0, now)
+                # Both writes reach the transport before anything else runs: uvicorn writes synchronously.
+                await self._send(self._protocol.media(chunk))
+                await self._send(self._protocol.mark(name))
+                self.sent_chunks += 1

@@ -1,0 +1,350 @@
+"""CallSession: one per media stream. Dispatches telephony events, runs barge-in, owns the agent's turns.
+
+The barge-in path is `_on_audio` -> `CallVad.feed` -> `BargeInDetector` -> `_barge_in`, whose first await writes
+the provider's clear to the socket. Nothing slow runs on it: the VAD's model run is shared by every call that had
+a frame ready in the same loop iteration, and everything else on the path is synchronous arithmetic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import assert_never
+
+from app.audio import ulaw_to_pcm16
+from app.bargein.detector import BargeInDetector, Interrupt, UserTurnEnded
+from app.bargein.playback import PlaybackLedger
+from app.bargein.silero import WindowScorer
+from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent
+from app.call.outbox import Outbox
+from app.call.registry import CallRegistry
+from app.call.turn import AgentTurn
+from app.clock import Clock
+from app.metrics import Metrics
+from app.security import StreamTokens
+from app.settings import Settings
+from app.transcript import BargeInEvent, CallRecord, Turn
+from providers.llm.base import ChatMessage, LlmClient
+from providers.telephony.base import TelephonyProtocol
+from providers.telephony.events import (
+    AudioCleared,
+    AudioReceived,
+    CallEnded,
+    CallStarted,
+    DtmfReceived,
+    InvalidMessage,
+    MarkPlayed,
+    StreamConnected,
+    UnknownEvent,
+)
+from providers.tts.base import Synthesis, TtsEngine
+
+logger = logging.getLogger(__name__)
+
+NO_TRANSCRIPT = "[the caller spoke; speech recognition is not enabled]"
+
+
+@dataclass(slots=True)
+class CallDeps:
+    """What every call shares, built once by create_app()."""
+
+    settings: Settings
+    clock: Clock
+    wall: Callable[[], float]
+    scorer: WindowScorer
+    vad_config: VadConfig
+    tts: TtsEngine
+    llm: LlmClient
+    registry: CallRegistry
+    metrics: Metrics
+    tokens: StreamTokens
+    require_token: bool
+    fallback: list[Synthesis]  # filled at startup: the fallback line, synthesised before any call needs it
+
+
+class StreamRefused(Exception):
+    """The stream's start was refused (bad token, full, unsupported audio); the socket is closed with a reason."""
+
+
+class CallSession:
+    def __init__(
+        self,
+        protocol: TelephonyProtocol,
+        send: Callable[[str], Awaitable[None]],
+        deps: CallDeps,
+    ) -> None:
+        self.protocol = protocol
+        self._raw_send = send
+        self.deps = deps
+        self._clock = deps.clock
+        self._metrics = deps.metrics
+        self.record: CallRecord | None = None
+        self.ledger = PlaybackLedger()
+        s = deps.settings
+        self.outbox = Outbox(protocol, self._send, self.ledger, deps.clock, s.playback_chunk_ms, s.playback_lead_ms)
+        self.vad = CallVad(deps.vad_config, deps.scorer)
+        self.detector = BargeInDetector()
+        self.agent: AgentTurn | None = None
+        self._agent_record: Turn | None = None
+        self._user_record: Turn | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_frame_at = deps.clock.now()
+        self.closed = False
+        self._log_extra: dict[str, str] = {}
+
+    # -- socket writes ---------------------------------------------------------------------------
+    async def _send(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            await self._raw_send(text)
+        except Exception as exc:  # a dead socket must not kill the pacer or the barge-in path
+            logger.info("send failed, stream closing: %s", type(exc).__name__, extra=self._log_extra)
+            self.closed = True
+
+    # -- inbound ---------------------------------------------------------------------------------
+    async def handle_text(self, text: str, arrival: float) -> None:
+        """One inbound text frame. Raises StreamRefused when the stream must end."""
+        self.last_frame_at = arrival
+        for event in self.protocol.receive(text):
+            match event:
+                case AudioReceived(payload=payload):
+                    if self.record is not None:
+                        await self._on_audio(payload, arrival)
+                case MarkPlayed(name=name):
+                    self.ledger.ack(name, arrival)
+                case CallStarted():
+                    await self._on_start(event)
+                case AudioCleared():
+                    pass  # the ledger forgot the cut checkpoints when we sent clearAudio
+                case DtmfReceived():
+                    logger.info("dtmf received", extra=self._log_extra)
+                case StreamConnected():
+                    pass
+                case CallEnded():
+                    raise StreamRefused("stop")
+                case InvalidMessage(reason=reason):
+                    self._invalid("invalid", reason)
+                case UnknownEvent(event=name):
+                    self._invalid("unknown", f"unknown event {name[:40]!r}")
+                case _:
+                    assert_never(event)
+
+    def invalid_binary(self) -> None:
+        self._invalid("binary", "binary frame (providers send JSON text)")
+
+    def _invalid(self, kind: str, reason: str) -> None:
+        logger.warning("ignored inbound frame: %s", reason, extra=self._log_extra)
+        self._metrics.invalid_frames_total.labels(self.protocol.name, kind).inc()
+        if self.record is not None:
+            self.record.invalid_frames += 1
+
+    async def _on_start(self, event: CallStarted) -> None:
+        if self.record is not None:
+            self._invalid("invalid", "second start on one stream")
+            return
+        self._log_extra = {"call_sid": event.call_id, "provider": self.protocol.name}
+        if self.deps.require_token and not self.deps.tokens.consume(event.call_id, event.custom.get("token", "")):
+            logger.warning("stream refused: missing, reused or wrong per-call token", extra=self._log_extra)
+            raise StreamRefused("bad token")
+        if event.encoding.lower() not in ("audio/x-mulaw", "mulaw", "audio/mulaw") or event.sample_rate != 8000:
+            logger.warning("stream refused: unsupported audio %s/%s", event.encoding, event.sample_rate,
+                           extra=self._log_extra)
+            raise StreamRefused("unsupported audio format")
+        registry = self.deps.registry
+        known = registry.get(event.call_id)
+        if (known is None or known.ended_at is not None) and registry.active >= self.deps.settings.max_calls:
+            raise StreamRefused("server full")
+        record, is_new = registry.open(event.call_id, self.protocol.name, self.deps.wall())
+        record.stream_ids.append(event.stream_id)
+        self.record = record
+        # A reconnecting stream starts a fresh generation, so nothing from the old stream can count as heard.
+        record.generation += 1
+        self.ledger.generation = record.generation
+        self._metrics.active_calls.inc()
+        self._metrics.calls_total.labels(self.protocol.name).inc()
+        logger.info("stream started (new call: %s)", is_new, extra=self._log_extra)
+        self._tasks.append(asyncio.create_task(self._pace(), name="outbox"))
+        if is_new:
+            self._start_agent_turn(text=self.deps.settings.agent_greeting)
+
+    async def _pace(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.outbox.run()
+
+    # -- the barge-in path -----------------------------------------------------------------------
+    async def _on_audio(self, payload: bytes, arrival: float) -> None:
+        events = await self.vad.feed(ulaw_to_pcm16(payload), arrival)
+        lag_ms = (self._clock.now() - arrival) * 1000.0
+        self._metrics.frame_lag.add(lag_ms)
+        for event in events:
+            await self._on_vad(event, arrival)
+
+    async def _on_vad(self, event: VadEvent, arrival: float) -> None:
+        decision = self.detector.on_event(event, agent_speaking=self.agent_active(arrival))
+        if isinstance(event, SpeechStarted) and self._user_record is None and self.record is not None:
+            self._user_record = self.record.new_turn("user", self.deps.wall())
+        if isinstance(decision, Interrupt):
+            await self._barge_in(decision, arrival)
+        elif isinstance(decision, UserTurnEnded):
+            self._end_user_turn()
+
+    def agent_active(self, now: float) -> bool:
+        """The agent is talking, or about to: its turn is producing, audio is queued, or audio is still playing."""
+        return self.agent is not None and (
+            self.agent.running or self.outbox.has_queued or self.ledger.playing(now)
+        )
+
+    async def _barge_in(self, interrupt: Interrupt, t0: float) -> None:
+        # 1. The provider's flush, before any other await and never behind queued audio.
+        await self._send(self.protocol.clear())
+        clock = self._clock
+        t_clear = clock.now()
+        heard = self.ledger.clear(t_clear)
+        # 2. No more agent audio: drop what is queued, and make the turn discard what it synthesises next.
+        self.outbox.drop()
+        turn = self.agent
+        if turn is not None:
+            turn.stop_tts()
+        t_tts = clock.now()
+        # 3. Close the LLM stream (cancel() returns once the HTTP response is closed).
+        if turn is not None:
+            await turn.cancel()
+        t_llm = clock.now()
+        # 4. Cut the agent's turn at the last character the caller heard.
+        cut = None
+        if turn is not None and self._agent_record is not None:
+            audio_ms = heard.audio_ms if heard.turn_id == turn.turn_id else 0.0
+            cut = turn.cut_at(audio_ms)
+            rec = self._agent_record
+            rec.interrupted = True
+            rec.intended_text = turn.llm_text or turn.text
+            rec.text = cut.heard_text
+            rec.heard_text = cut.heard_text
+            rec.heard_chars = cut.char_offset
+            rec.heard_audio_ms = round(audio_ms, 1)
+            rec.audio_ms = round(turn.audio_ms, 1)
+            rec.ended_at = self.deps.wall()
+            self._agent_record = None
+        t_end = clock.now()
+        # 5. Record the event.
+
+        def ms(t: float) -> float:
+            return round((t - t0) * 1000.0, 3)
+
+        event = BargeInEvent(
+            id=uuid.uuid4().hex[:12],
+            turn_id=turn.turn_id if turn is not None else None,
+            at=self.deps.wall(),
+            confidence=round(interrupt.confidence, 3),
+            sustained_ms=round(interrupt.sustained_ms, 1),
+            peak_dbfs=round(interrupt.peak_dbfs, 1),
+            clear_sent_ms=ms(t_clear),
+            tts_stopped_ms=ms(t_tts),
+            llm_closed_ms=ms(t_llm),
+            total_ms=ms(t_end),
+            cut_word_index=cut.word_index if cut else None,
+            cut_char_offset=cut.char_offset if cut else None,
+            heard_audio_ms=round(heard.audio_ms, 1) if cut else None,
+        )
+        if self.record is not None:
+            self.record.bargeins.append(event)
+            self.record.generation = self.ledger.generation
+        m = self._metrics
+        m.bargeins_total.labels(self.protocol.name).inc()
+        m.observe_bargein(event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms, event.total_ms)
+        logger.info("barge-in: clear %.2f ms, total %.2f ms", event.clear_sent_ms, event.total_ms,
+                    extra=self._log_extra)
+
+    # -- turns -----------------------------------------------------------------------------------
+    def _end_user_turn(self) -> None:
+        if self.record is None:
+            return
+        if self._user_record is None:
+            self._user_record = self.record.new_turn("user", self.deps.wall())
+        self._user_record.ended_at = self.deps.wall()
+        self._user_record = None
+        self._start_agent_turn()
+
+    def _finalize_agent_turn(self) -> None:
+        turn, rec = self.agent, self._agent_record
+        if turn is None or rec is None:
+            return
+        rec.text = turn.text
+        rec.audio_ms = round(turn.audio_ms, 1)
+        rec.fallback = turn.used_fallback
+        rec.ended_at = self.deps.wall()
+        self._agent_record = None
+
+    def _start_agent_turn(self, text: str | None = None) -> None:
+        assert self.record is not None
+        self._finalize_agent_turn()
+        rec = self.record.new_turn("agent", self.deps.wall())
+        s = self.deps.settings
+        fallback = self.deps.fallback[0] if self.deps.fallback else None
+
+        def on_fallback(reason: str) -> None:
+            rec.fallback = True
+            self._metrics.fallbacks_total.labels("turn").inc()
+
+        self.agent = AgentTurn(
+            rec.id,
+            outbox=self.outbox,
+            tts=self.deps.tts,
+            tts_timeout_s=s.tts_timeout_s,
+            llm=self.deps.llm,
+            messages=None if text is not None else self._messages(),
+            text=text,
+            llm_first_token_timeout_s=s.llm_first_token_timeout_s,
+            fallback=fallback,
+            on_fallback=on_fallback,
+        )
+        self._agent_record = rec
+        self.agent.start()
+
+    def _messages(self) -> list[ChatMessage]:
+        assert self.record is not None
+        messages: list[ChatMessage] = [{"role": "system", "content": self.deps.settings.agent_system_prompt}]
+        for turn in self.record.history():
+            if turn is self._agent_record:
+                continue
+            if turn.role == "user":
+                messages.append({"role": "user", "content": turn.text or NO_TRANSCRIPT})
+            else:
+                messages.append({"role": "assistant", "content": turn.text})
+        return messages
+
+    # -- timer -----------------------------------------------------------------------------------
+    async def on_tick(self, now: float) -> None:
+        """Driven by a timer: turn state must move even when no frames arrive. Raises StreamRefused on idle."""
+        if self.record is None:
+            if now - self.last_frame_at > self.deps.settings.idle_timeout_s:
+                raise StreamRefused("idle before start")
+            return
+        for event in self.vad.tick(now):
+            await self._on_vad(event, now)
+        if self.agent is not None and self.agent.finished and not self.agent_active(now):
+            self._finalize_agent_turn()
+        if now - self.last_frame_at > self.deps.settings.idle_timeout_s:
+            raise StreamRefused("idle timeout")
+
+    # -- end -------------------------------------------------------------------------------------
+    async def close(self, reason: str) -> None:
+        if self.agent is not None:
+            self._finalize_agent_turn()
+            await self.agent.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.record is not None:
+            self.record.generation = max(self.record.generation, self.ledger.generation)
+            self.deps.registry.close(self.record, reason, self.deps.wall())
+            self._metrics.active_calls.dec()
+            logger.info("stream ended: %s", reason, extra=self._log_extra)
+        self.closed = True

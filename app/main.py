@@ -1,0 +1,166 @@
+"""create_app(): the FastAPI factory. Builds Settings and every shared client once and wires the routes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psutil
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from app.bargein.silero import SileroBatcher, shared_model
+from app.bargein.vad import VadConfig
+from app.call.registry import CallRegistry
+from app.call.session import CallDeps
+from app.clock import Clock, MonotonicClock
+from app.metrics import Metrics
+from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
+from app.routes.embedded_llm import embedded_llm_router
+from app.routes.media import media_router
+from app.routes.webhooks import webhook_router
+from app.security import StreamTokens, WebhookAuth
+from app.settings import Settings
+from providers.llm.openai import OpenAICompatibleLlm
+from providers.tts.base import Synthesis, TtsEngine
+from providers.tts.espeak import EspeakTts
+
+logger = logging.getLogger(__name__)
+
+
+def build_tts(settings: Settings) -> TtsEngine:
+    if settings.tts_engine == "espeak":
+        return EspeakTts(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm)
+    raise ValueError(f"unknown TTS_ENGINE {settings.tts_engine!r} (available: espeak)")
+
+
+def llm_base_url(settings: Settings) -> str:
+    if settings.llm_base_url:
+        return settings.llm_base_url
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}{EMBEDDED_LLM_PREFIX}"
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or MonotonicClock()
+    metrics = Metrics()
+    registry = CallRegistry(settings.call_records_max, settings.call_records_ttl_s, clock)
+    auth = WebhookAuth(settings)
+    tokens = StreamTokens.from_settings(settings, time.time)  # wall time: replicas on other hosts agree on it
+    state: dict[str, Any] = {"ready": False}
+    fallback: list[Synthesis] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tts = build_tts(settings)
+        llm = OpenAICompatibleLlm(
+            llm_base_url(settings),
+            settings.llm_model,
+            api_key=settings.llm_api_key,
+            first_token_timeout_s=settings.llm_first_token_timeout_s,
+            token_timeout_s=settings.llm_token_timeout_s,
+        )
+        # One Silero model for the process; one batcher per event loop, shared by every call on it.
+        batcher = SileroBatcher(shared_model())
+        try:
+            fallback.append(await tts.synthesize(settings.agent_fallback_text))
+        except Exception:
+            logger.exception("could not synthesise the fallback line; provider failures will end in silence")
+        state["deps"] = CallDeps(
+            settings=settings,
+            clock=clock,
+            wall=time.time,
+            scorer=batcher,
+            vad_config=VadConfig.from_settings(settings),
+            tts=tts,
+            llm=llm,
+            registry=registry,
+            metrics=metrics,
+            tokens=tokens,
+            require_token=not auth.insecure,
+            fallback=fallback,
+        )
+        state["ready"] = True
+        logger.info("bargein ready: LLM %s, TTS %s", "embedded" if not settings.llm_base_url else "remote",
+                    settings.tts_engine)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await llm.aclose()
+            await tts.aclose()
+
+    app = FastAPI(title="bargein", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+
+    def has_capacity() -> bool:
+        return registry.active < settings.max_calls
+
+    def ended_cleanly(call_id: str) -> bool:
+        record = registry.get(call_id)
+        return record is not None and record.end_reason in ("stop", "idle timeout")
+
+    app.include_router(
+        webhook_router(settings, auth, tokens, has_capacity, call_ended_cleanly=ended_cleanly)
+    )
+    app.include_router(media_router(lambda: state["deps"], auth))
+    app.include_router(embedded_llm_router(settings.embedded_llm_token_delay_ms / 1000.0))
+
+    def require_admin(request: Request) -> None:
+        if auth.insecure:
+            return
+        expected = settings.admin_token
+        given = request.headers.get("authorization", "")
+        if not expected or not secrets.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+            raise HTTPException(status_code=401, detail="admin token required")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        if not state["ready"]:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "active_calls": registry.active, "insecure": auth.insecure})
+
+    @app.get("/calls/{call_id}")
+    async def get_call(call_id: str, request: Request) -> dict[str, Any]:
+        require_admin(request)
+        record = registry.get(call_id)
+        if record is None:
+            raise HTTPException(status_code=404, detail="unknown call")
+        return record.to_json()
+
+    @app.get("/metrics")
+    async def get_metrics(request: Request) -> Response:
+        require_admin(request)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/stats")
+    async def get_stats(request: Request) -> dict[str, Any]:
+        """Process figures for the benchmark: exact frame-lag percentiles, CPU seconds and RSS."""
+        require_admin(request)
+        proc = psutil.Process(os.getpid())
+        cpu = proc.cpu_times()
+        return {
+            "active_calls": registry.active,
+            "calls_total": registry.calls_total,
+            "frame_lag_ms": metrics.frame_lag.summary(),
+            "cpu_s": cpu.user + cpu.system,
+            "rss_bytes": proc.memory_info().rss,
+        }
+
+    @app.post("/stats/reset")
+    async def reset_stats(request: Request) -> dict[str, str]:
+        require_admin(request)
+        metrics.frame_lag.reset()
+        return {"status": "reset"}
+
+    return app

@@ -1,0 +1,80 @@
+"""Shared fixtures: the real app under uvicorn on a loopback port, in a thread of its own."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for a test server; never reads a developer's .env."""
+    port = overrides.pop("port", None) or free_port()
+    values: dict[str, Any] = {"port": port, "host": "127.0.0.1", "public_url": f"http://127.0.0.1:{port}"}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class RunningServer:
+    """The real app served by uvicorn (websockets-sansio, as `bargein serve` runs it) on 127.0.0.1."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=settings.port, ws="websockets-sansio", log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.url = f"http://127.0.0.1:{settings.port}"
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    @property
+    def registry(self) -> Any:
+        return self.app.state.registry
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Any]:
+    running: list[RunningServer] = []
+
+    def start(**overrides: Any) -> RunningServer:
+        srv = RunningServer(make_settings(**overrides)).__enter__()
+        running.append(srv)
+        return srv
+
+    yield start
+    for srv in running:
+        srv.__exit__(None, None, None)
+
+
+@pytest.fixture(params=["twilio", "plivo"])
+def provider(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
