@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# Multithreaded BLAS only fights the event loop for the two cores here; numpy reads this at import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -126,6 +126,11 @@ def test_unknown_voice_is_a_provider_error_and_the_engine_recovers() -> None:
     assert run(EspeakTts().synthesize("hello there")).duration_ms > 0
 
 
+def test_language_tags_select_a_voice_too() -> None:
+    # "en-gb" is not a voice file name; it is found through the voices' language lists.
+    assert run(EspeakTts(voice="en-gb").synthesize("hello there")).duration_ms > 0
+
+
 def test_bad_rate_is_rejected_up_front() -> None:
     with pytest.raises(ValueError):
         EspeakTts(rate_wpm=20)

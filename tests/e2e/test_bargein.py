@@ -1,0 +1,200 @@
+"""End to end over real sockets: the real app under uvicorn, the provider-edge emulator over a real WebSocket,
+a loopback LLM streaming server-sent events, real recorded speech and noise from the corpus, in real time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from app.bargein.corpus import Clip, load_clip, mains_hum, pink_noise, read_manifest, white_noise
+from app.call.turn import split_sentences
+from app.edge.emulator import EmulatedCall
+from app.edge.llm_server import ScriptedLlmServer
+from providers.tts.base import audio_ms_at, char_offset_at
+from providers.tts.espeak import EspeakTts
+
+REPLY = (
+    "Sure, I can help with that. Your order left our warehouse yesterday afternoon and it is on the truck now. "
+    "The driver usually arrives between nine and eleven in the morning. If nobody is home, the parcel goes to "
+    "the pickup point on Main Street. You can also change the address until tonight. Is there anything else?"
+)
+TOKEN_DELAY_S = 0.12  # about 60 tokens: the stream would run for more than 7 s
+
+
+def clip(category: str, index: int = 0) -> Clip:
+    rows = [r for r in read_manifest() if r.category == category]
+    return rows[index]
+
+
+def pcm(row: Clip) -> np.ndarray:
+    return load_clip(row)
+
+
+async def get_record(url: str, call_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{url}/calls/{call_id}")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+
+async def reply_alignment(text: str) -> list[tuple[int, float, Any]]:
+    """(turn char start, turn audio start ms, synthesis) for each sentence, as the server synthesises them."""
+    tts = EspeakTts()
+    segments: list[tuple[int, float, Any]] = []
+    char, audio = 0, 0.0
+    for sentence in split_sentences(text):
+        synthesis = await tts.synthesize(sentence)
+        segments.append((char, audio, synthesis))
+        char += len(sentence) + 1
+        audio += synthesis.duration_ms
+    return segments
+
+
+def turn_char_at(segments: list[tuple[int, float, Any]], audio_ms: float) -> int:
+    for char, start, syn in segments:
+        if audio_ms < start + syn.duration_ms:
+            return char + char_offset_at(syn.words, len(syn.text), audio_ms - start, syn.duration_ms)
+    char, _, syn = segments[-1]
+    return char + len(syn.text)
+
+
+def turn_audio_at(segments: list[tuple[int, float, Any]], char_offset: int) -> float:
+    for char, start, syn in segments:
+        if char_offset <= char + len(syn.text):
+            return start + audio_ms_at(syn.words, max(0, char_offset - char), len(syn.text), syn.duration_ms)
+    return segments[-1][1] + segments[-1][2].duration_ms
+
+
+def test_speech_over_a_streaming_reply_clears_closes_the_llm_and_cuts_at_the_heard_character(
+    provider: str, server_factory: Any
+) -> None:
+    async def scenario() -> None:
+        async with ScriptedLlmServer([REPLY], token_delay_s=TOKEN_DELAY_S) as llm:
+            srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.")
+            async with EmulatedCall.start(provider, srv.url) as call:
+                # The greeting plays out; then the caller says one word and falls silent: the agent replies.
+                await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+                await asyncio.sleep(0.3)
+                greeting_bytes = call.received_samples
+                await call.send_audio(pcm(clip("isolated_word", 0)))
+                # Interrupt 2.5 s into the reply, in its second sentence, while the LLM is still streaming.
+                await call.wait_until(lambda: call.played_samples - greeting_bytes > 2.5 * 8000, 20)
+                speech = clip("read", 1)
+                sent = await call.send_audio(pcm(speech)[: int(1.2 * 8000)])
+                await call.wait_until(lambda: bool(call.clears), 5)
+                clear_at = call.clears[0]
+                received_at_clear = call.received_samples
+                await asyncio.sleep(0.4)
+                # No audio of the interrupted turn after the clear (the caller is still talking: no new turn yet).
+                assert call.received_samples == received_at_clear
+                record = await get_record(srv.url, call.call_id)
+
+            onset = sent[0] - 0.02 + speech.speech_onset_s
+            assert clear_at > onset, "the clear came before the caller spoke"
+            assert not call.violations, call.violations
+
+            # The LLM saw its connection closed long before its stream would have ended...
+            reply_request = llm.chat_requests[-1]
+            assert reply_request.disconnected and reply_request.disconnected_at is not None
+            natural_end = reply_request.started_at + len(reply_request.reply.split()) * TOKEN_DELAY_S
+            assert reply_request.disconnected_at < natural_end - 1.0
+            assert reply_request.disconnected_at - clear_at < 0.5
+            # ...and no token it sent after the clear reached the transcript.
+            before = "".join(tok for tok, t in reply_request.tokens if t <= clear_at)
+            turns = record["turns"]
+            agent = [t for t in turns if t["role"] == "agent" and t["interrupted"]]
+            assert len(agent) == 1, turns
+            cut = agent[0]
+            assert REPLY.startswith(cut["intended_text"])
+            assert len(cut["intended_text"]) <= len(before)
+
+            # The cut agrees with what the emulator actually played, within 60 ms of audio.
+            position = call.position_at(clear_at - 0.001)
+            assert position is not None
+            played_ms = (position + 1 - greeting_bytes) / 8.0
+            assert abs(cut["heard_audio_ms"] - played_ms) <= 60.0, (cut["heard_audio_ms"], played_ms)
+            segments = await reply_alignment(cut["intended_text"])
+            assert len(segments) >= 2, "the cut must fall in a multi-sentence reply"
+            assert cut["heard_chars"] == len(cut["heard_text"])
+            assert cut["text"] == cut["heard_text"] == REPLY[: cut["heard_chars"]]
+            assert abs(turn_audio_at(segments, cut["heard_chars"]) - played_ms) <= 60.0
+            expected_chars = turn_char_at(segments, played_ms)
+            assert abs(cut["heard_chars"] - expected_chars) <= 3
+
+            [event] = [b for b in record["bargeins"] if b["turn_id"] == cut["id"]]
+            assert event["cut_char_offset"] == cut["heard_chars"]
+            assert event["clear_sent_ms"] <= event["tts_stopped_ms"] <= event["llm_closed_ms"] <= event["total_ms"]
+            assert event["confidence"] >= srv.settings.vad_silero_threshold
+
+    asyncio.run(scenario())
+
+
+def test_steady_noise_hiss_and_hum_never_stop_the_agent(server_factory: Any) -> None:
+    greeting = " ".join(["This is a long announcement that keeps the agent talking for a while."] * 16)
+
+    async def caller(provider: str, url: str) -> tuple[list[float], int, int]:
+        async with EmulatedCall.start(provider, url) as call:
+            await call.wait_until(lambda: call.played_samples > 2400, 10)
+            await call.send_silence(1.0)
+            await call.send_audio(white_noise(2.0, -45.0, seed=7))
+            await call.send_audio(pink_noise(2.0, -45.0, seed=8))
+            await call.send_audio(mains_hum(2.0, -45.0, mains_hz=60))
+            for category in ("rain", "wind", "engine", "vacuum_cleaner", "train"):
+                await call.send_audio(pcm(clip(category)))
+            played = call.played_samples
+            return list(call.clears), played, len(call.violations)
+
+    async def scenario() -> None:
+        srv = server_factory(agent_greeting=greeting)
+        results = await asyncio.gather(caller("twilio", srv.url), caller("plivo", srv.url))
+        for clears, played, violations in results:
+            assert clears == []
+            assert played > 25 * 8000  # the agent kept talking through all of it
+            assert violations == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("provider", ["twilio", "plivo"])
+def test_bad_frames_are_ignored_and_other_calls_are_untouched(provider: str, server_factory: Any) -> None:
+    greeting = "Welcome. " + " ".join(["I will keep talking until you interrupt me."] * 6)
+
+    async def scenario() -> None:
+        srv = server_factory(agent_greeting=greeting)
+        async with (
+            EmulatedCall.start(provider, srv.url) as bad,
+            EmulatedCall.start(provider, srv.url) as good,
+        ):
+            await bad.wait_until(lambda: bad.played_samples > 4000, 10)
+            await good.wait_until(lambda: good.played_samples > 4000, 10)
+            other = "MZ" + "0" * 32 if provider == "twilio" else "00000000-0000-0000-0000-000000000000"
+            sid_key = "streamSid" if provider == "twilio" else "streamId"
+            media_other = (
+                f'{{"event":"media","sequenceNumber":"900","{sid_key}":"{other}",'
+                '"media":{"track":"inbound","chunk":"900","timestamp":"900","payload":"//7+/w=="}}'
+            )
+            bad_b64 = (
+                f'{{"event":"media","sequenceNumber":"901","{sid_key}":"{bad.stream_id}",'
+                '"media":{"track":"inbound","chunk":"901","timestamp":"901","payload":"@@not base64@@"}}'
+            )
+            for frame in ("{not json", '{"event":"bogus","x":1}', bad_b64, media_other, "[]"):
+                await bad.send_raw(frame)
+            await bad.send_raw(b"\x00\x01binary")
+            speech = pcm(clip("read", 3))[: int(1.0 * 8000)]
+            await asyncio.gather(bad.send_audio(speech), good.send_audio(speech))
+            await bad.wait_until(lambda: bool(bad.clears), 5)
+            await good.wait_until(lambda: bool(good.clears), 5)
+            bad_record = await get_record(srv.url, bad.call_id)
+            good_record = await get_record(srv.url, good.call_id)
+        assert bad_record["invalid_frames"] == 6
+        assert len(bad_record["bargeins"]) == 1
+        assert good_record["invalid_frames"] == 0
+        assert len(good_record["bargeins"]) == 1
+        assert good_record["turns"][0]["interrupted"]
+
+    asyncio.run(scenario())
