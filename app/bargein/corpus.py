@@ -23,11 +23,17 @@ STEADY_CATEGORIES = ("rain", "wind", "engine", "vacuum_cleaner", "train")
 
 
 def corpus_root() -> Path:
-    """BARGEIN_CORPUS if set, else the shared corpus next to the repository."""
+    """BARGEIN_CORPUS if set, else the shared corpus next to the repository (or the working directory)."""
     env = os.environ.get("BARGEIN_CORPUS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+    # The package may be installed (site-packages) rather than run from the checkout: try both places.
+    candidates = [Path(__file__).resolve().parents[2].parent, Path.cwd().resolve().parent]
+    for base in candidates:
+        root = base / "shared" / "corpus"
+        if (root / "manifest.csv").exists():
+            return root
+    return candidates[0] / "shared" / "corpus"
 
 
 @dataclass(frozen=True)
