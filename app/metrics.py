@@ -64,6 +64,10 @@ class Metrics:
                                       buckets=_MS_BUCKETS, registry=r)
         self.frame_lag = LagRecorder()
 
+    def observe_frame_lag(self, ms: float) -> None:
+        self.frame_lag.add(ms)
+        self.frame_lag_ms.observe(ms)
+
     def observe_bargein(self, clear_sent: float, tts_stopped: float, llm_closed: float, total: float) -> None:
         for hist, value in ((self.clear_sent_ms, clear_sent), (self.tts_stopped_ms, tts_stopped),
                             (self.llm_closed_ms, llm_closed), (self.total_ms, total)):

@@ -179,8 +179,7 @@ class CallSession:
     # -- the barge-in path -----------------------------------------------------------------------
     async def _on_audio(self, payload: bytes, arrival: float) -> None:
         events = await self.vad.feed(ulaw_to_pcm16(payload), arrival)
-        lag_ms = (self._clock.now() - arrival) * 1000.0
-        self._metrics.frame_lag.add(lag_ms)
+        self._metrics.observe_frame_lag((self._clock.now() - arrival) * 1000.0)
         for event in events:
             await self._on_vad(event, arrival)
 
@@ -268,7 +267,8 @@ class CallSession:
             self._user_record = self.record.new_turn("user", self.deps.wall())
         self._user_record.ended_at = self.deps.wall()
         self._user_record = None
-        self._start_agent_turn()
+        if not self.agent_active(self._clock.now()):  # the agent never talks over a turn it is already taking
+            self._start_agent_turn()
 
     def _finalize_agent_turn(self) -> None:
         turn, rec = self.agent, self._agent_record
@@ -335,6 +335,17 @@ class CallSession:
     # -- end -------------------------------------------------------------------------------------
     async def close(self, reason: str) -> None:
         if self.agent is not None:
+            now = self._clock.now()
+            if self._agent_record is not None and self.agent_active(now):
+                # The call ended mid-sentence: keep what the caller heard, not what was queued.
+                heard = self.ledger.heard(now)
+                audio_ms = heard.audio_ms if heard.turn_id == self.agent.turn_id else 0.0
+                cut = self.agent.cut_at(audio_ms)
+                rec = self._agent_record
+                rec.intended_text = self.agent.llm_text or self.agent.text
+                rec.heard_text, rec.heard_chars = cut.heard_text, cut.char_offset
+                rec.heard_audio_ms = round(audio_ms, 1)
+                self.agent.text = cut.heard_text
             self._finalize_agent_turn()
             await self.agent.cancel()
         for task in self._tasks:

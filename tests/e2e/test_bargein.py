@@ -198,3 +198,34 @@ def test_bad_frames_are_ignored_and_other_calls_are_untouched(provider: str, ser
         assert good_record["turns"][0]["interrupted"]
 
     asyncio.run(scenario())
+
+
+def test_an_llm_that_stalls_mid_reply_gets_the_spoken_fallback_and_the_call_goes_on(server_factory: Any) -> None:
+    async def scenario() -> None:
+        async with ScriptedLlmServer([REPLY], token_delay_s=0.02, mode="stall_after=8") as llm:
+            srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.", llm_token_timeout_s=0.5)
+            async with EmulatedCall.start("twilio", srv.url) as call:
+                await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+                await call.send_audio(pcm(clip("isolated_word", 0)))
+                record: dict[str, Any] = {}
+
+                async def replied() -> bool:
+                    nonlocal record
+                    record = await get_record(srv.url, call.call_id)
+                    return any(t["role"] == "agent" and t["fallback"] for t in record["turns"])
+
+                for _ in range(100):
+                    if await replied():
+                        break
+                    await asyncio.sleep(0.1)
+                reply = [t for t in record["turns"] if t["role"] == "agent"][-1]
+                assert reply["fallback"], record["turns"]
+                await call.wait_until(lambda: call.buffered_samples == 0 and call.played_samples > 8000, 10)
+                await asyncio.sleep(0.3)
+                assert not call.closed
+                record = await get_record(srv.url, call.call_id)
+                assert record["active"]
+                reply = [t for t in record["turns"] if t["role"] == "agent"][-1]
+        assert srv.settings.agent_fallback_text in reply["text"]
+
+    asyncio.run(scenario())
