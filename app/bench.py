@@ -1,0 +1,289 @@
+"""`bargein bench`: the corpus through the provider-edge emulator against a real server, and N calls held open.
+
+    bargein bench [--mode accuracy|hold|all] [--limit N] [--providers twilio,plivo] [--concurrency 1,20]
+                  [--hold-calls 100] [--hold-seconds 30] [--agent-turn llm|greeting] [--auth] [--quick]
+                  [--json out.json]
+
+Three parts, in this order, each on its own so they do not compete for the CPU:
+
+1. detector cost, in this process before any server starts (`app.bargein.evaluate.measure_cost`);
+2. accuracy (`app.bench_accuracy`): one server process; each corpus clip is one call, on each provider, at
+   each concurrency. At 1 call only the speech clips run: one at a time, the 95 noise clips of 5 s would add
+   about 12 minutes per provider (`--noise-at-1` adds them); at higher concurrency every clip runs;
+3. hold (`app.bench_hold`): a fresh server process, N calls held open with the agent talking and the callers
+   sending steady noise, measured over a window.
+
+The report goes to stdout, progress to stderr. Pass a target or not, the exit status is 0 when the benchmark
+ran; 1 when it could not (the server did not start, or no call connected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+from app.bargein.corpus import STEADY_CATEGORIES, Clip, load_clip, read_manifest
+from app.bargein.evaluate import measure_cost
+from app.bench_accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
+from app.bench_accuracy import server_env as accuracy_env
+from app.bench_common import Auth, ServerProcess, inherited_settings, progress
+from app.bench_hold import HoldOptions, HoldResult, run_hold
+from app.bench_hold import server_env as hold_env
+from app.bench_report import render
+from app.edge.emulator import EdgeEmulator, Provider
+from app.edge.llm_server import ScriptedLlmServer
+
+PROVIDERS: tuple[Provider, ...] = ("twilio", "plivo")
+PRIME_CLIP = "speech/isolated_word_01_fsdd-jackson.wav"  # the caller's word that starts the agent's reply
+
+
+@dataclass
+class Report:
+    """Everything measured; `app.bench_report.render` turns it into text."""
+
+    args: dict[str, Any]
+    plan: list[str]
+    inherited: dict[str, str]
+    cost: list[dict[str, float]] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
+    llm: dict[str, int] = field(default_factory=dict)
+    hold: HoldResult | None = None
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    failed: str | None = None
+
+
+def sample(clips: Sequence[Clip], kind: str, limit: int) -> list[Clip]:
+    """`limit` clips of one kind, spread across categories (round robin; for noise, steady ones first)."""
+    rows = [c for c in clips if c.kind == kind]
+    if limit <= 0 or limit >= len(rows):
+        return rows
+    by_category: dict[str, list[Clip]] = {}
+    for clip in rows:
+        by_category.setdefault(clip.category, []).append(clip)
+    steady = [c for c in by_category if c in STEADY_CATEGORIES]
+    other = [c for c in by_category if c not in STEADY_CATEGORIES]
+    order: list[str] = []
+    for i in range(max(len(steady), len(other))):
+        order += steady[i : i + 1] + other[i : i + 1]
+    picked: list[Clip] = []
+    for r in range(max(len(v) for v in by_category.values())):
+        for category in order:
+            if r < len(by_category[category]) and len(picked) < limit:
+                picked.append(by_category[category][r])
+    return sorted(picked, key=rows.index)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bargein bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--mode", choices=("accuracy", "hold", "all"), default="all")
+    p.add_argument("--limit", type=int, default=0, help="a sample of N clips per kind (0: the whole corpus)")
+    p.add_argument("--providers", default="twilio,plivo")
+    p.add_argument("--concurrency", default="1,20", help="accuracy-mode concurrencies, comma-separated")
+    p.add_argument("--hold-calls", type=int, default=None, help="calls held open (default 100; --quick 10)")
+    p.add_argument("--hold-seconds", type=float, default=None, help="hold window (default 30; --quick 3)")
+    p.add_argument(
+        "--agent-turn",
+        choices=("llm", "greeting"),
+        default="llm",
+        help="what the caller interrupts: an LLM reply (default) or a long greeting",
+    )
+    p.add_argument("--noise-at-1", action="store_true", help="also run the noise clips at concurrency 1")
+    p.add_argument("--auth", action="store_true", help="signed webhooks and streams (webhook first)")
+    p.add_argument("--no-cost", action="store_true", help="skip the in-process detector cost")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: noise clips cut to 2 s, hold 10 calls x 3 s, short cost runs"
+    )
+    p.add_argument("--json", metavar="PATH", help="also write every figure and every call as JSON")
+    args = p.parse_args(argv)
+    args.providers = [x.strip() for x in args.providers.split(",") if x.strip()]
+    if not args.providers or set(args.providers) - set(PROVIDERS):
+        p.error(f"--providers: choose from {', '.join(PROVIDERS)}")
+    try:
+        args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    except ValueError:
+        p.error("--concurrency: comma-separated integers")
+    if not args.concurrency or min(args.concurrency) < 1:
+        p.error("--concurrency: at least one value, each >= 1")
+    if args.hold_calls is None:
+        args.hold_calls = 10 if args.quick else 100
+    if args.hold_seconds is None:
+        args.hold_seconds = 3.0 if args.quick else 30.0
+    return args
+
+
+def detector_cost(quick: bool) -> list[dict[str, float]]:
+    rows = []
+    for calls, seconds in ((1, 10.0), (100, 4.0)):
+        cost = measure_cost(calls, 0.4 if quick else seconds)
+        rows.append(
+            {
+                "calls": float(cost.calls),
+                "frames": float(cost.frames),
+                "cpu_us": cost.cpu_us - cost.harness_cpu_us,
+                "wall_us": cost.wall_us - cost.harness_wall_us,
+                "harness_cpu_us": cost.harness_cpu_us,
+                "mean_batch": cost.mean_batch,
+            }
+        )
+    return rows
+
+
+async def run_accuracy(
+    args: argparse.Namespace, report: Report, clips: list[Clip], llm: ScriptedLlmServer, auth: Auth | None
+) -> None:
+    opts = AccuracyOptions(agent_turn=args.agent_turn, noise_max_s=2.0 if args.quick else None)
+    speech, noise = sample(clips, "speech", args.limit), sample(clips, "noise", args.limit)
+    audio = {c.path: load_clip(c) for c in speech + noise}
+    prime = load_clip(PRIME_CLIP) if opts.agent_turn == "llm" else None
+    server = ServerProcess({"LLM_BASE_URL": llm.base_url, **accuracy_env(opts)}, auth)
+    progress("accuracy: starting the server")
+    await server.start()
+    try:
+        async with _edge(server, auth) as edge:
+            runner = AccuracyRunner(server, edge, audio, prime, opts)
+            for concurrency in args.concurrency:
+                for provider in args.providers:
+                    chosen = speech + noise if concurrency > 1 or args.noise_at_1 else speech
+                    progress(f"  {provider} at {concurrency} call(s): {len(chosen)} clips")
+                    phase = await runner.phase(provider, concurrency, chosen)
+                    report.phases.append(phase)
+                    progress(f"    done in {phase.meter['wall_s']:.0f} s")
+    finally:
+        report.servers.append(await _stop(server, "accuracy"))
+    requests = llm.chat_requests
+    report.llm = {
+        "requests": len(requests),
+        "completed": sum(r.completed for r in requests),
+        "disconnected": sum(r.disconnected for r in requests),
+    }
+
+
+async def run_hold_mode(
+    args: argparse.Namespace, report: Report, clips: list[Clip], llm: ScriptedLlmServer, auth: Auth | None
+) -> None:
+    opts = HoldOptions(
+        calls=args.hold_calls,
+        seconds=args.hold_seconds,
+        providers=tuple(args.providers),
+        settle_s=1.0 if args.quick else 3.0,
+    )
+    server = ServerProcess({"LLM_BASE_URL": llm.base_url, **hold_env(opts)}, auth)
+    progress(f"hold: starting the server; {opts.calls} calls, {opts.seconds:.0f} s window")
+    await server.start()
+    try:
+        async with _edge(server, auth) as edge:
+            report.hold = await run_hold(server, edge, clips, opts)
+    finally:
+        report.servers.append(await _stop(server, "hold"))
+
+
+def _edge(server: ServerProcess, auth: Auth | None) -> EdgeEmulator:
+    if auth is None:
+        return EdgeEmulator(server.url, keep_audio=False)
+    return EdgeEmulator(
+        server.url, keep_audio=False, twilio_auth_token=auth.twilio_token, plivo_auth_token=auth.plivo_token
+    )
+
+
+async def _stop(server: ServerProcess, role: str) -> dict[str, Any]:
+    counts = server.log_counts()
+    tail = server.log_tail(5) if counts["error"] or counts["traceback"] else ""
+    code = await server.stop()
+    server.cleanup()
+    return {"role": role, "started_in_s": server.started_in_s, "exit": code, **counts, "log_tail": tail}
+
+
+async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float) -> Report:
+    auth = Auth(secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(16)) if args.auth else None
+    clips = read_manifest()
+    n_speech, n_noise = len(sample(clips, "speech", args.limit)), len(sample(clips, "noise", args.limit))
+    plan = [f"machine: {_machine()}"]
+    if args.mode in ("accuracy", "all"):
+        at = ", ".join(
+            f"{c} call{'s' if c > 1 else ''}: {n_speech} speech"
+            + (f" + {n_noise} noise" if c > 1 or args.noise_at_1 else "")
+            for c in args.concurrency
+        )
+        plan.append(f"accuracy: {at} clips on each of {', '.join(args.providers)} (one call per clip)")
+        plan.append(
+            "  the caller interrupts "
+            + (
+                "an LLM reply (greeting off; one caller word starts the reply; "
+                f"the loopback LLM streams {len(REPLY.split())} words, 40 ms apart)"
+                if args.agent_turn == "llm"
+                else "a long greeting (no LLM stream is open: 'LLM closed' is only the turn's cancellation)"
+            )
+        )
+        if args.quick:
+            plan.append("  --quick: noise clips cut to 2 s")
+    if args.mode in ("hold", "all"):
+        plan.append(
+            f"hold: {args.hold_calls} calls on {', '.join(args.providers)} (alternating) x "
+            f"{args.hold_seconds:g} s, agent talking, callers sending steady noise "
+            f"({', '.join(STEADY_CATEGORIES)})"
+        )
+    plan.append(
+        "server: `python -m app.cli serve` in its own process (uvicorn, websockets-sansio), "
+        + ("auth on (signed webhook first)" if auth else "insecure dev mode (no auth)")
+    )
+    report = Report(args=vars(args), plan=plan, inherited=inherited_settings(), cost=cost)
+    try:
+        async with ScriptedLlmServer([REPLY], token_delay_s=AccuracyOptions().token_delay_s) as llm:
+            if args.mode in ("accuracy", "all"):
+                await run_accuracy(args, report, clips, llm, auth)
+            if args.mode in ("hold", "all"):
+                await run_hold_mode(args, report, clips, llm, auth)
+    except RuntimeError as exc:
+        report.failed = str(exc)
+    report.wall_s = time.monotonic() - t0
+    return report
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {platform.system()}"
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    data = asdict(report)
+    if report.hold is not None:
+        data["hold"] = asdict(report.hold)
+    return cast(dict[str, Any], json.loads(json.dumps(data, default=str)))
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    t0 = time.monotonic()
+    cost: list[dict[str, float]] = []
+    if not args.no_cost:
+        # measure_cost runs its own event loops, and runs alone: no server, no load generator
+        progress("detector cost (in-process)")
+        cost = detector_cost(args.quick)
+    try:
+        report = asyncio.run(run(args, cost, t0))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    text, summary = render(report)
+    print(text, flush=True)
+    if args.json:
+        data = to_json(report)
+        data["summary"] = summary
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        progress(f"JSON written to {args.json}")
+    if report.failed:
+        return 1
+    connected = [r for p in report.phases for r in p.runs if not (r.error or "").startswith("connect")]
+    if report.phases and not connected:
+        return 1
+    return 0

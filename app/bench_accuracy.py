@@ -1,0 +1,316 @@
+"""Accuracy mode of `bargein bench`: each corpus clip is one call through the provider-edge emulator.
+
+One call, in real time, as the edge would carry it:
+
+1. connect (answer webhook first with `--auth`), then get the agent talking. By default (`agent_turn="llm"`)
+   the greeting is empty and the caller says one word (a corpus digit); after the caller's turn ends the agent
+   answers with a long reply streamed by the loopback LLM, so the barge-in lands while the LLM stream is still
+   open and "LLM closed" measures a real HTTP close. With `agent_turn="greeting"` a long greeting is spoken
+   instead (no LLM involved: "LLM closed" is then only the turn's cancellation).
+2. once the emulator has PLAYED `played_before_s` of agent audio, send the clip in 20 ms frames on the
+   emulator's real-time grid. Speech onset on the send clock = the start of the frame holding
+   `speech_onset_s` (its send time minus 20 ms) plus the offset inside it, so a frame the load generator
+   sent late delays the onset too and is not charged to the server.
+3. speech: hang up `after_clear_s` after the first clear (or `speech_tail_s` after the clip if none came);
+   noise: send the whole clip, wait `noise_tail_s`, hang up. Any clear during a noise clip is a false stop.
+4. read the server's record of the call (GET /calls/{id}) for the barge-in event timings.
+
+Onset->clear uses the emulator's receive time of the clear. Onset->audio stopped uses the emulator's
+playout log: the end of the last span of agent audio the caller heard; audio that resumed after a clear, or
+was still playing at the hang-up, is counted separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from app.bargein.corpus import Clip
+from app.bench_common import FRAME_S, CpuMeter, GcWatch, Sampler, ServerProcess, progress
+from app.edge.emulator import CallRejected, EdgeEmulator, EmulatedCall, Provider
+
+I16 = npt.NDArray[np.int16]
+SAMPLE_RATE = 8000
+LATE_MS = 5.0  # a caller frame this far behind the 20 ms grid counts as sent late
+
+# The first sentence is one word, so the agent starts talking as soon as the caller's turn ends; the rest
+# keeps the LLM streaming for several seconds and the agent talking for half a minute, longer than any clip.
+REPLY = (
+    "Sure. Let me look that up for you right now, it should only take a moment. "
+    "Your order left our warehouse yesterday afternoon and it is on the delivery truck this morning. "
+    "The driver usually arrives between nine and eleven, and you will get a text message about an hour before. "
+    "If nobody is at home, the parcel goes to the pickup point on Main Street, next to the pharmacy. "
+    "You can also change the delivery address or the day until eight o'clock tonight, on the website or here "
+    "with me. Is there anything else I can help you with today?"
+)
+GREETING = " ".join(
+    [
+        "Hello, and thanks for calling. I am the demo voice agent, and I will keep talking for a while.",
+        "You can interrupt me at any time: just start talking and I will stop at once.",
+        "While you think about it, let me tell you about our opening hours and our delivery options.",
+        "We are open from eight in the morning until eight at night, every day of the week.",
+    ]
+)
+ConnectErrors = (CallRejected, OSError, TimeoutError, InvalidHandshake, InvalidURI, httpx.HTTPError)
+
+
+@dataclass(frozen=True)
+class AccuracyOptions:
+    agent_turn: Literal["llm", "greeting"] = "llm"
+    played_before_s: float = 0.3
+    after_clear_s: float = 0.15
+    speech_tail_s: float = 0.5
+    noise_tail_s: float = 0.5
+    noise_max_s: float | None = None  # --quick cuts the noise clips short
+    stagger_s: float = 0.1  # the first calls of a phase start this far apart, so their 20 ms grids differ
+    token_delay_s: float = 0.04  # the loopback LLM's pace: ~75 tokens in 3 s
+
+
+def server_env(options: AccuracyOptions) -> dict[str, str]:
+    return {"AGENT_GREETING": "" if options.agent_turn == "llm" else GREETING}
+
+
+@dataclass
+class ClipRun:
+    """One clip's call and what came of it."""
+
+    provider: str
+    clip: str
+    kind: str
+    category: str
+    error: str | None = None
+    clip_s: float = 0.0  # caller audio sent (the clip, or its part before the hang-up)
+    onset_to_clear_ms: float | None = None
+    onset_to_stopped_ms: float | None = None
+    clears: int = 0  # clears received after the clip started
+    pre_clears: int = 0  # clears before it (the agent was stopped by nothing we sent: should be 0)
+    audio_after_clear: bool = False  # agent audio played again after the first clear
+    talking_at_start: bool = False  # agent audio was playing when the clip's first frame went out
+    ran_dry: bool = False  # no clear, and the agent's audio ran out before the hang-up
+    reply_ms: float | None = None  # priming: caller's last frame sent -> first agent audio played
+    edge_clear_ms: float | None = None  # last caller frame sent -> clear received, at the edge
+    frames: int = 0
+    late_frames: int = 0
+    max_late_ms: float = 0.0
+    call_s: float = 0.0
+    violations: int = 0
+    llm_open: bool | None = None  # the LLM stream was still open when the agent was interrupted
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def detected(self) -> bool:
+        return self.error is None and self.clears > 0
+
+
+@dataclass
+class Phase:
+    """One provider at one concurrency."""
+
+    provider: str
+    concurrency: int
+    runs: list[ClipRun]
+    meter: dict[str, float]
+    server_cpu_s: float
+    rss_start: int
+    rss_max: int
+    active_max: int
+    gc_max_ms: float = 0.0
+    frame_lag_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def call_seconds(self) -> float:
+        return sum(r.call_s for r in self.runs)
+
+
+def lateness_ms(times: Sequence[float]) -> npt.NDArray[np.float64]:
+    """How far each frame went out behind the 20 ms grid of its batch (the earliest frame defines the grid)."""
+    if not times:
+        return np.zeros(0)
+    t: npt.NDArray[np.float64] = np.asarray(times, dtype=np.float64) - FRAME_S * np.arange(len(times))
+    late: npt.NDArray[np.float64] = (t - t.min()) * 1000.0
+    return late
+
+
+class AccuracyRunner:
+    """Runs clips as calls against one server, one provider and concurrency at a time."""
+
+    def __init__(
+        self,
+        server: ServerProcess,
+        edge: EdgeEmulator,
+        audio: dict[str, I16],
+        prime: I16 | None,
+        options: AccuracyOptions,
+    ) -> None:
+        self.server = server
+        self.edge = edge
+        self.audio = audio
+        self.prime = prime
+        self.options = options
+
+    async def phase(self, provider: Provider, concurrency: int, clips: Sequence[Clip]) -> Phase:
+        queue = deque(clips)
+        runs: list[ClipRun] = []
+        sampler = Sampler(self.server, interval_s=1.0)
+        await self.server.reset_stats()  # frame-lag statistics per phase
+        before = await self.server.stats()
+        sampler.observe(before)
+        sampler.start()
+        meter = CpuMeter()
+        done = 0
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            await asyncio.sleep(w * self.options.stagger_s)
+            while queue:
+                clip = queue.popleft()
+                runs.append(await self.run_clip(provider, clip))
+                done += 1
+                if done % 25 == 0:
+                    progress(f"    {done}/{len(clips)} calls")
+
+        with GcWatch() as gc_watch:
+            await asyncio.gather(*(worker(w) for w in range(max(1, min(concurrency, len(clips))))))
+        measured = meter.read()
+        await sampler.stop()
+        after = await self.server.stats()
+        order = {c.path: i for i, c in enumerate(clips)}
+        runs.sort(key=lambda r: order[r.clip])
+        return Phase(
+            provider=provider,
+            concurrency=concurrency,
+            runs=runs,
+            meter=measured,
+            server_cpu_s=float(after["cpu_s"]) - float(before["cpu_s"]),
+            rss_start=int(before["rss_bytes"]),
+            rss_max=sampler.rss_max,
+            active_max=sampler.active_max,
+            gc_max_ms=gc_watch.max_ms,
+            frame_lag_ms={k: float(v) for k, v in after["frame_lag_ms"].items()},
+        )
+
+    async def run_clip(self, provider: Provider, clip: Clip) -> ClipRun:
+        run = ClipRun(provider, clip.path, clip.kind, clip.category)
+        call = self.edge.call(provider)
+        try:
+            await self._run(call, clip, run)
+        except Exception as exc:  # one broken call is a result, not the end of the benchmark
+            run.error = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            with contextlib.suppress(Exception):
+                await call.close()
+            with contextlib.suppress(ValueError):
+                self.edge.calls.remove(call)
+        return run
+
+    async def _run(self, call: EmulatedCall, clip: Clip, run: ClipRun) -> None:
+        opts = self.options
+        try:
+            await asyncio.wait_for(call.connect(), 15)
+        except ConnectErrors as exc:
+            run.error = f"connect: {type(exc).__name__}: {exc}"[:200]
+            return
+        assert call.connected_at is not None
+        if not await self._agent_talking(call, run):
+            run.error = "the server ended the call" if call.closed else "the agent never started talking"
+            return
+        pcm = self.audio[clip.path]
+        if clip.kind == "noise" and opts.noise_max_s is not None:
+            pcm = pcm[: int(opts.noise_max_s * SAMPLE_RATE)]
+        run.pre_clears = len(call.clears)
+        sender = asyncio.create_task(call.send_audio(pcm))
+        try:
+            if clip.kind == "speech":
+                limit = len(pcm) / SAMPLE_RATE + 10.0
+                await call.wait_until(lambda: len(call.clears) > run.pre_clears or sender.done(), limit)
+                await asyncio.sleep(opts.after_clear_s if len(call.clears) > run.pre_clears else opts.speech_tail_s)
+            else:
+                await asyncio.wait_for(asyncio.shield(sender), len(pcm) / SAMPLE_RATE + 10.0)
+                await asyncio.sleep(opts.noise_tail_s)
+            if call.closed:
+                run.error = "the server ended the call"
+            hangup_at = time.monotonic()
+            await call.hangup()
+            times = await sender
+        finally:
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+        run.call_s = hangup_at - call.connected_at
+        run.violations = len(call.violations)
+        self._measure(call, clip, run, times)
+        record = await self.server.call_record(call.call_id)
+        if record is not None:
+            run.events = list(record.get("bargeins", []))
+            cut = [t for t in record.get("turns", []) if t.get("role") == "agent" and t.get("interrupted")]
+            if cut and self.options.agent_turn == "llm":
+                run.llm_open = len((cut[0].get("intended_text") or "").strip()) < len(REPLY.strip())
+
+    async def _agent_talking(self, call: EmulatedCall, run: ClipRun) -> bool:
+        """Get the agent talking, and wait until the caller has heard `played_before_s` of it."""
+        need = int(self.options.played_before_s * SAMPLE_RATE)
+        if self.prime is None:
+            with contextlib.suppress(TimeoutError):
+                await call.wait_until(lambda: call.played_samples >= need or call.closed, 15.0)
+            return call.played_samples >= need
+        for _ in range(2):  # a second word if the first did not end a turn (it should)
+            if call.closed:
+                return False
+            sent = await call.send_audio(self.prime)
+            with contextlib.suppress(TimeoutError):
+                await call.wait_until(lambda: call.played_samples >= need or call.closed, 6.0)
+            if call.played_samples >= need:
+                if sent and call.first_audio_at is not None:
+                    run.reply_ms = (call.first_audio_at - sent[-1]) * 1000.0
+                return True
+        return False
+
+    def _measure(self, call: EmulatedCall, clip: Clip, run: ClipRun, times: list[float]) -> None:
+        if not times:
+            run.error = "no caller frame went out"
+            return
+        run.frames = len(times)
+        run.clip_s = len(times) * FRAME_S
+        late = lateness_ms(times)
+        run.late_frames = int((late > LATE_MS).sum())
+        run.max_late_ms = float(late.max())
+        clip_start = times[0] - FRAME_S
+        spans = call.played_spans
+        run.talking_at_start = any(s.start <= clip_start < s.end for s in spans)
+        clears = [t for t in call.clears[run.pre_clears :] if t >= clip_start]
+        run.clears = len(clears)
+        last = spans[-1] if spans else None
+        if not clears:
+            run.ran_dry = last is None or last.ended_by != "hangup"
+            return
+        first = clears[0]
+        j = bisect_right(times, first) - 1
+        if j >= 0:
+            run.edge_clear_ms = (first - times[j]) * 1000.0
+        run.audio_after_clear = any(s.start > first for s in spans) or (last is not None and last.ended_by == "hangup")
+        if clip.kind != "speech" or clip.speech_onset_s is None:
+            return
+        k = int(clip.speech_onset_s / FRAME_S)
+        if k < len(times):
+            onset = times[k] - FRAME_S + (clip.speech_onset_s - k * FRAME_S)
+        else:
+            onset = clip_start + clip.speech_onset_s
+        run.onset_to_clear_ms = (first - onset) * 1000.0
+        if last is not None and last.ended_by != "hangup":
+            run.onset_to_stopped_ms = (last.end - onset) * 1000.0
+
+
+def run_to_json(run: ClipRun) -> dict[str, Any]:
+    return asdict(run)

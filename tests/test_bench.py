@@ -1,0 +1,69 @@
+"""`bargein bench`: a sample run end to end (server process, emulator, loopback LLM), and the clip sampler."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.bargein.corpus import STEADY_CATEGORIES, read_manifest
+from app.bench import sample
+
+SECTIONS = (
+    "Detector cost",
+    "Accuracy: speech",
+    "Accuracy: noise",
+    "false stops by category",
+    "Barge-in event timings",
+    "Server per phase",
+    "Load generator per phase",
+    "Hold: 10 calls open",
+    "inbound-frame lag",
+    "Server processes",
+    "Targets",
+    "wall time:",
+)
+
+
+def test_sample_is_deterministic_and_spread_across_categories() -> None:
+    clips = read_manifest()
+    noise = sample(clips, "noise", 4)
+    assert noise == sample(clips, "noise", 4)
+    assert len({c.category for c in noise}) == 4
+    assert sum(c.category in STEADY_CATEGORIES for c in noise) == 2
+    speech = sample(clips, "speech", 3)
+    assert {c.category for c in speech} == {"read", "oration", "isolated_word"}
+    assert len(sample(clips, "speech", 0)) == sum(c.kind == "speech" for c in clips)
+
+
+@pytest.mark.slow
+def test_quick_sample_run_prints_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--limit", "2", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for section in SECTIONS:
+        assert section in proc.stdout, f"{section!r} missing from the report:\n{proc.stdout}"
+    data = json.loads(out.read_text())
+    phases = data["summary"]["phases"]
+    assert [(p["provider"], p["concurrency"]) for p in phases] == [
+        ("twilio", 1),
+        ("plivo", 1),
+        ("twilio", 20),
+        ("plivo", 20),
+    ]
+    for phase in phases:
+        assert phase["failed"] == 0, phase["errors"]
+        assert phase["speech"] == 2 and phase["noise"] == (2 if phase["concurrency"] > 1 else 0)
+        assert phase["events"] >= 1  # at least one barge-in was recorded by the server
+    assert data["hold"]["calls_up"] == 10
+    assert data["hold"]["frame_lag_ms"]["count"] > 0
+    assert all(s["exit"] == 0 and s["traceback"] == 0 for s in data["servers"])
+    assert {t["target"] for t in data["summary"]["targets"]} >= {"detection >= 98%", "no stop on steady noise"}
