@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -88,6 +89,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             require_token=not auth.insecure,
             fallback=fallback,
         )
+        state["batcher"] = batcher
+        # Everything built so far lives as long as the process: move it out of the collector's sight, so a
+        # full collection walks only per-call objects (measured: 35-42 ms pauses on the loop without this).
+        gc.collect()
+        gc.freeze()
         state["ready"] = True
         logger.info("bargein ready: LLM %s, TTS %s", "embedded" if not settings.llm_base_url else "remote",
                     settings.tts_engine)
@@ -153,6 +159,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "active_calls": registry.active,
             "calls_total": registry.calls_total,
             "frame_lag_ms": metrics.frame_lag.summary(),
+            "silero_batches": _batch_stats(state.get("batcher")),
             "cpu_s": cpu.user + cpu.system,
             "rss_bytes": proc.memory_info().rss,
         }
@@ -164,3 +171,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return {"status": "reset"}
 
     return app
+
+
+def _batch_stats(batcher: SileroBatcher | None) -> dict[str, float]:
+    if batcher is None:
+        return {}
+    stats = batcher.stats
+    return {"runs": stats.runs, "windows": stats.windows, "mean_batch": round(stats.mean_batch, 2),
+            "max_batch": stats.max_batch}

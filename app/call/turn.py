@@ -14,7 +14,7 @@ from app.audio import pcm16_to_ulaw
 from app.call.outbox import Outbox
 from providers.errors import ProviderError
 from providers.llm.base import ChatMessage, LlmClient
-from providers.tts.base import Synthesis, TtsEngine, char_offset_at
+from providers.tts.base import Synthesis, TtsEngine, WordTiming, char_offset_at
 
 logger = logging.getLogger(__name__)
 
@@ -25,19 +25,20 @@ _WORD = re.compile(r"\S+")
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A synthesised sentence placed in the turn: where its text and its audio start."""
+    """A synthesised sentence placed in the turn: where its text and its audio start, and its word timings.
+
+    The PCM itself is not kept: once encoded and queued, only the alignment is needed to cut the turn.
+    """
 
     char_start: int
     audio_start_ms: float
-    synthesis: Synthesis
-
-    @property
-    def text(self) -> str:
-        return self.synthesis.text
+    text: str
+    words: tuple[WordTiming, ...]
+    duration_ms: float
 
     @property
     def audio_end_ms(self) -> float:
-        return self.audio_start_ms + self.synthesis.duration_ms
+        return self.audio_start_ms + self.duration_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +175,9 @@ class AgentTurn:
         if self.text:
             self.text += " "
         start_ms = self.segments[-1].audio_end_ms if self.segments else 0.0
-        self.segments.append(Segment(len(self.text), start_ms, synthesis))
+        self.segments.append(
+            Segment(len(self.text), start_ms, synthesis.text, synthesis.words, synthesis.duration_ms)
+        )
         self._starts.append(start_ms)
         self.text += synthesis.text
         self._outbox.enqueue(self.turn_id, pcm16_to_ulaw(synthesis.pcm))
@@ -200,9 +203,9 @@ class AgentTurn:
         i = bisect_right(self._starts, audio_ms) - 1
         seg = self.segments[max(i, 0)]
         within = audio_ms - seg.audio_start_ms
-        local = char_offset_at(seg.synthesis.words, len(seg.text), within, seg.synthesis.duration_ms)
+        local = char_offset_at(seg.words, len(seg.text), within, seg.duration_ms)
         offset = seg.char_start + local
-        if i == len(self.segments) - 1 and within >= seg.synthesis.duration_ms:
+        if i == len(self.segments) - 1 and within >= seg.duration_ms:
             offset = len(self.text)
         heard = self.text[:offset]
         # The index of the word being spoken at the cut: the last word that started before it.
