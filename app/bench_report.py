@@ -368,10 +368,10 @@ def _hold(report: Report) -> list[str]:
         ["RSS idle (after a warm-up call) / at hold", f"{h.rss_idle / MB:.0f} MB / {h.rss_hold / MB:.0f} MB"],
         ["RSS per call", fmt(None if h.rss_per_call is None else h.rss_per_call / MB, 2, " MB")],
         [
-            "  of which the agent's turn audio",
-            f"~{h.greeting_s * 16000 / MB:.2f} MB: a {h.greeting_s:.0f} s greeting's PCM (16 KB/s, held for the "
-            f"whole turn) + up to {h.greeting_s * 8000 / MB:.2f} MB of queued mu-law",
+            "  of which queued agent audio",
+            f"up to {h.greeting_s * 8000 / MB:.2f} MB: a {h.greeting_s:.0f} s greeting queued as mu-law (8 KB/s)",
         ],
+        ["Silero windows per model run (mean)", _mean_batch(h.stats_before, h.stats_after)],
         [
             "inbound-frame lag (arrival -> VAD decision)",
             f"p50 {fmt(lag.get('p50'), 2)}  p99 {fmt(lag.get('p99'), 2)}  p99.9 {fmt(lag.get('p99_9'), 2)}  "
@@ -499,3 +499,14 @@ def _targets(report: Report, summaries: list[dict[str, Any]]) -> list[list[str]]
         ]
     )
     return rows
+
+
+def _mean_batch(before: dict[str, Any], after: dict[str, Any]) -> str:
+    b, a = before.get("silero_batches") or {}, after.get("silero_batches") or {}
+    runs = float(a.get("runs", 0)) - float(b.get("runs", 0))
+    windows = float(a.get("windows", 0)) - float(b.get("windows", 0))
+    if runs <= 0:
+        return "-"
+    model = float(a.get("model_cpu_s", 0)) - float(b.get("model_cpu_s", 0))
+    return (f"{windows / runs:.2f} ({windows:.0f} windows in {runs:.0f} runs; model CPU {model:.2f} s, "
+            f"{model / windows * 1e6:.0f} us per window)")

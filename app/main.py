@@ -178,4 +178,4 @@ def _batch_stats(batcher: SileroBatcher | None) -> dict[str, float]:
         return {}
     stats = batcher.stats
     return {"runs": stats.runs, "windows": stats.windows, "mean_batch": round(stats.mean_batch, 2),
-            "max_batch": stats.max_batch}
+            "max_batch": stats.max_batch, "model_cpu_s": round(stats.model_cpu_s, 3)}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ class BatchStats:
     runs: int = 0
     windows: int = 0
     max_batch: int = 0
+    model_cpu_s: float = 0.0
     sizes: Counter[int] = field(default_factory=Counter)
 
     def record(self, size: int) -> None:
@@ -185,7 +187,9 @@ class SileroBatcher:
             x[i, :CONTEXT] = stream.context
             x[i, CONTEXT:] = window
             state[:, i, :] = stream.state
+        started = time.thread_time()  # measurement only: the model's share of the loop thread's CPU
         probs, new_state = self.model.run(x, state)
+        self.stats.model_cpu_s += time.thread_time() - started
         for i, (stream, window) in enumerate(items):
             stream.state[...] = new_state[:, i, :]
             stream.context[...] = window[-CONTEXT:]
