@@ -109,6 +109,7 @@ class HoldResult:
     loop_late_over_5ms: int
     stats_before: dict[str, Any]
     stats_after: dict[str, Any]
+    underruns: int = 0
 
 
 async def speech_seconds(text: str) -> float:
@@ -175,6 +176,10 @@ async def run_hold(server: ServerProcess, edge: EdgeEmulator, clips: list[Clip],
         up = [h for h in held if h.up.is_set() and h.error is None and not h.call.closed]
         talking = sum(1 for h in up if (spans := h.call.played_spans) and spans[-1].ended_by == "playing")
         clears = sum(1 for h in held for t in h.call.clears if t0 <= t <= t1)
+        # The edge ran dry while the agent's turn still had audio to come: the pacing lead was too short.
+        underruns = sum(
+            1 for h in up for span in h.call.played_spans if span.ended_by == "drained" and t0 <= span.end <= t1
+        )
     finally:
         stop.set()
         await asyncio.gather(*(h.call.hangup() for h in held), return_exceptions=True)
@@ -218,6 +223,7 @@ async def run_hold(server: ServerProcess, edge: EdgeEmulator, clips: list[Clip],
         loop_late_over_5ms=loop_watch.over(5.0),
         stats_before=before,
         stats_after=after,
+        underruns=underruns,
     )
 
 

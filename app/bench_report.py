@@ -371,6 +371,7 @@ def _hold(report: Report) -> list[str]:
             "  of which queued agent audio",
             f"up to {h.greeting_s * 8000 / MB:.2f} MB: a {h.greeting_s:.0f} s greeting queued as mu-law (8 KB/s)",
         ],
+        ["agent audio underruns (edge ran dry mid-turn)", str(h.underruns)],
         ["Silero windows per model run (mean)", _mean_batch(h.stats_before, h.stats_after)],
         [
             "inbound-frame lag (arrival -> VAD decision)",

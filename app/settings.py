@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     # --- playback ledger -------------------------------------------------------------------------
     playback_chunk_ms: int = Field(160, ge=20, le=1000, description="Audio per media message; one marker each.")
+    # Measured: the server itself never let the edge run dry at 40 ms even with 100 calls (bargein bench, hold
+    # mode, 0 underruns at 40/100/200/300 ms). The rest is for the network path to the provider: jitter and one
+    # TCP retransmission (200 ms minimum RTO). A clear flushes the edge, so the lead costs no barge-in latency.
     playback_lead_ms: int = Field(300, ge=0, le=10_000, description="How far ahead of real time audio is sent.")
 
     # --- barge-in detector -----------------------------------------------------------------------
