@@ -1,8 +1,8 @@
 """`bargein bench`: the corpus through the provider-edge emulator against a real server, and N calls held open.
 
     bargein bench [--mode accuracy|hold|all] [--limit N] [--providers twilio,plivo] [--concurrency 1,20]
-                  [--hold-calls 100] [--hold-seconds 30] [--agent-turn llm|greeting] [--auth] [--quick]
-                  [--json out.json]
+                  [--hold-calls 100] [--hold-seconds 30] [--hold-caller noise|quiet]
+                  [--agent-turn llm|greeting] [--auth] [--quick] [--json out.json]
 
 Three parts, in this order, each on its own so they do not compete for the CPU:
 
@@ -92,6 +92,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--hold-calls", type=int, default=None, help="calls held open (default 100; --quick 10)")
     p.add_argument("--hold-seconds", type=float, default=None, help="hold window (default 30; --quick 3)")
     p.add_argument(
+        "--hold-caller", choices=("noise", "quiet"), default="noise",
+        help="what held callers send: steady corpus noise (default) or a quiet -60 dBFS line",
+    )
+    p.add_argument(
         "--agent-turn",
         choices=("llm", "greeting"),
         default="llm",
@@ -176,6 +180,7 @@ async def run_hold_mode(
         seconds=args.hold_seconds,
         providers=tuple(args.providers),
         settle_s=1.0 if args.quick else 3.0,
+        caller=args.hold_caller,
     )
     server = ServerProcess({"LLM_BASE_URL": llm.base_url, **hold_env(opts)}, auth)
     progress(f"hold: starting the server; {opts.calls} calls, {opts.seconds:.0f} s window")
@@ -229,8 +234,9 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
     if args.mode in ("hold", "all"):
         plan.append(
             f"hold: {args.hold_calls} calls on {', '.join(args.providers)} (alternating) x "
-            f"{args.hold_seconds:g} s, agent talking, callers sending steady noise "
-            f"({', '.join(STEADY_CATEGORIES)})"
+            f"{args.hold_seconds:g} s, agent talking, callers sending "
+            + (f"steady noise ({', '.join(STEADY_CATEGORIES)})" if args.hold_caller == "noise"
+               else "a quiet line (-60 dBFS hiss)")
         )
     plan.append(
         "server: `python -m app.cli serve` in its own process (uvicorn, websockets-sansio), "

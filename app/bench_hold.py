@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.bargein.corpus import STEADY_CATEGORIES, Clip, load_clip
+from app.bargein.corpus import STEADY_CATEGORIES, Clip, load_clip, white_noise
 from app.bench_accuracy import ConnectErrors, lateness_ms
 from app.bench_common import CpuMeter, GcWatch, LoopMonitor, ServerProcess, progress
 from app.call.turn import split_sentences
@@ -62,6 +62,9 @@ class HoldOptions:
     settle_s: float = 3.0
     max_settle_s: float = 10.0
     providers: tuple[Provider, ...] = ("twilio", "plivo")
+    # "noise": callers send the corpus's steady noises (above the energy gate: every window runs the model);
+    # "quiet": callers listen on a hissy line (-60 dBFS white noise, below the gate), the common case.
+    caller: str = "noise"
 
     @property
     def talk_s(self) -> float:
@@ -127,7 +130,10 @@ async def speech_seconds(text: str) -> float:
 
 async def run_hold(server: ServerProcess, edge: EdgeEmulator, clips: list[Clip], options: HoldOptions) -> HoldResult:
     steady = [c for c in clips if c.category in STEADY_CATEGORIES] or clips
-    noises = [load_clip(c) for c in steady]
+    if options.caller == "quiet":
+        noises = [white_noise(5.0, -60.0, seed=i) for i in range(4)]
+    else:
+        noises = [load_clip(c) for c in steady]
     greeting_s = await speech_seconds(greeting_for(options.talk_s))
 
     # One warm-up call first, so what every server allocates once (model sessions, buffers) is not charged

@@ -89,10 +89,13 @@ class SileroStream:
 
     state: F32 = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
     context: F32 = field(default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32))
+    # Windows whose verdict did not need the model (see SileroBatcher.defer), in order, not yet run.
+    deferred: list[F32] = field(default_factory=list)
 
     def reset(self) -> None:
         self.state[...] = 0.0
         self.context[...] = 0.0
+        self.deferred.clear()
 
 
 @dataclass
@@ -103,6 +106,7 @@ class BatchStats:
     windows: int = 0
     max_batch: int = 0
     model_cpu_s: float = 0.0
+    deferred: int = 0  # windows run later, in bulk, only to keep a stream's state warm
     sizes: Counter[int] = field(default_factory=Counter)
 
     def record(self, size: int) -> None:
@@ -121,8 +125,17 @@ class WindowScorer(Protocol):
 
     async def infer(self, stream: SileroStream, window: F32) -> float: ...
 
+    def defer(self, stream: SileroStream, window: F32) -> None:
+        """The window's probability is not needed (the cheap layers already ruled it out), but the stream's
+        state must still advance through it before the next `infer`."""
+        ...
 
-_Pending = tuple[SileroStream, F32, "asyncio.Future[float]"]
+
+_Pending = tuple[SileroStream, F32, "asyncio.Future[float] | None"]  # no future: a deferred window
+
+# How long deferred windows wait: long enough that one run carries the quiet windows of most live calls
+# (3 windows of 32 ms per call), short enough that the backlog before a caller's first loud window stays tiny.
+LAZY_FLUSH_S = 0.096
 
 
 class SileroBatcher:
@@ -133,6 +146,8 @@ class SileroBatcher:
         self.stats = BatchStats()
         self._pending: list[_Pending] = []
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+        self._lazy: dict[int, SileroStream] = {}
+        self._lazy_loop: asyncio.AbstractEventLoop | None = None  # the loop a lazy flush is scheduled on
 
     async def infer(self, stream: SileroStream, window: F32) -> float:
         """Speech probability of one 256-sample float32 window, continuing `stream`."""
@@ -140,6 +155,11 @@ class SileroBatcher:
             raise ValueError(f"window must have {WINDOW} samples, got {window.shape}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
+        # The stream's deferred windows go first: this window's probability depends on the state they leave.
+        if stream.deferred:
+            self._pending.extend((stream, w, None) for w in stream.deferred)
+            stream.deferred.clear()
+            self._lazy.pop(id(stream), None)
         self._pending.append((stream, window, future))
         # Compare loops, not a flag: a loop that closed with a flush still scheduled must not leave the
         # batcher waiting forever on the next loop (tests and tools run one loop after another).
@@ -147,6 +167,55 @@ class SileroBatcher:
             self._flush_loop = loop
             loop.call_soon(self._flush)
         return await future
+
+    def defer(self, stream: SileroStream, window: F32) -> None:
+        """Queue a window whose verdict is already known (below the energy gate), to run in bulk later.
+
+        A listening caller's windows are mostly below the gate. Running them the moment they complete costs
+        one model run each (calls' windows rarely complete in the same loop iteration); collected for ~100 ms,
+        the quiet windows of every call share a few large runs. Decisions are unchanged: the model still
+        sees every window in order before the stream's next `infer`.
+        """
+        if window.shape != (WINDOW,):
+            raise ValueError(f"window must have {WINDOW} samples, got {window.shape}")
+        stream.deferred.append(window)
+        self._lazy[id(stream)] = stream
+        self.stats.deferred += 1
+        loop = asyncio.get_running_loop()
+        if self._lazy_loop is not loop:
+            self._lazy_loop = loop
+            loop.call_later(LAZY_FLUSH_S, self._flush_lazy)
+
+    def _flush_lazy(self) -> None:
+        """Run one deferred window of every waiting stream as one batch; repeat on the next loop turn.
+
+        One step per callback bounds how long the loop is held (one batch), so frames keep flowing.
+        """
+        if self._lazy_step():
+            asyncio.get_running_loop().call_soon(self._flush_lazy)
+        else:
+            self._lazy_loop = None
+
+    def drain_deferred(self) -> None:
+        """Run every deferred window now (benchmarks, so that their cost is counted)."""
+        while self._lazy_step():
+            pass
+
+    def _lazy_step(self) -> bool:
+        """One batch of the oldest deferred window of each waiting stream; True while more remain."""
+        streams = [s for s in self._lazy.values() if s.deferred]
+        if not streams:
+            self._lazy.clear()
+            return False
+        items = [(s, s.deferred.pop(0)) for s in streams]
+        try:
+            self._run_batch(items)
+        except Exception:  # keep the loop alive; the states of these streams simply skip those windows
+            logger.exception("deferred silero batch of %d failed", len(items))
+        for s in streams:
+            if not s.deferred:
+                self._lazy.pop(id(s), None)
+        return bool(self._lazy)
 
     def infer_now(self, stream: SileroStream, window: F32) -> float:
         """Run one window at once, outside any event loop (offline tools)."""
@@ -156,7 +225,7 @@ class SileroBatcher:
         self._flush_loop = None
         loop = asyncio.get_running_loop()
         pending, self._pending = self._pending, []
-        live = [p for p in pending if not p[2].cancelled() and p[2].get_loop() is loop]
+        live = [p for p in pending if p[2] is None or (not p[2].cancelled() and p[2].get_loop() is loop)]
         # A stream may have two windows queued (one long inbound frame); the second needs the state the
         # first produces, so each stream appears at most once per run and later windows go in later runs.
         while live:
@@ -171,11 +240,11 @@ class SileroBatcher:
             except Exception as exc:  # the model must never take the event loop down with it
                 logger.exception("silero batch of %d failed", len(batch))
                 for _, _, fut in live:
-                    if not fut.done():
+                    if fut is not None and not fut.done():
                         fut.set_exception(exc)
                 return
             for (_, _, fut), prob in zip(batch, probs, strict=True):
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut.set_result(prob)
             live = rest
 

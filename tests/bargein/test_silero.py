@@ -160,3 +160,35 @@ def test_a_loop_that_dies_with_a_flush_pending_does_not_stall_the_next(model: Si
         return await asyncio.wait_for(batcher.infer(SileroStream(), np.zeros(WINDOW, np.float32)), 1.0)
 
     assert 0.0 <= asyncio.run(again()) <= 1.0
+
+
+def test_deferred_windows_keep_the_state_exact_and_run_in_bulk(model: SileroModel) -> None:
+    signals = _three_signals()
+    solo_batcher = SileroBatcher(model)
+    expected = []
+    for windows in signals:
+        stream = SileroStream()
+        expected.append([solo_batcher.infer_now(stream, w) for w in windows][-1])
+
+    batcher = SileroBatcher(model)
+    streams = [SileroStream() for _ in signals]
+
+    async def run() -> list[float]:
+        # Every stream defers all but its last window; the lazy flush runs them across streams.
+        for stream, windows in zip(streams, signals, strict=True):
+            for w in windows[:10]:
+                batcher.defer(stream, w)
+        await asyncio.sleep(0.2)  # past the lazy flush: ten steps of one batch of three
+        assert all(not s.deferred for s in streams)
+        assert batcher.stats.runs == 10 and batcher.stats.max_batch == 3
+        # The rest stay deferred until the next infer, which must run them first, in order.
+        for stream, windows in zip(streams, signals, strict=True):
+            for w in windows[10:-1]:
+                batcher.defer(stream, w)
+        return list(
+            await asyncio.gather(*(batcher.infer(s, w[-1]) for s, w in zip(streams, signals, strict=True)))
+        )
+
+    got = asyncio.run(run())
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert batcher.stats.deferred == 3 * 19

@@ -46,6 +46,9 @@ class ScriptedScorer:
         self.windows += 1
         return prob
 
+    def defer(self, stream: SileroStream, window: np.ndarray) -> None:
+        self.windows += 1
+
 
 class RecordingScorer:
     """Wraps the real batcher and keeps every probability it returned."""
@@ -58,6 +61,10 @@ class RecordingScorer:
         prob = await self.batcher.infer(stream, window)
         self.probs.append(prob)
         return prob
+
+    def defer(self, stream: SileroStream, window: np.ndarray) -> None:
+        self.batcher.defer(stream, window)
+        self.probs.append(0.0)
 
 
 def feed(
@@ -267,6 +274,9 @@ def test_feed_is_not_reentrant() -> None:
         async def infer(self, stream: SileroStream, window: np.ndarray) -> float:
             await self.release.wait()
             return 0.0
+
+        def defer(self, stream: SileroStream, window: np.ndarray) -> None:
+            pass
 
     async def run() -> None:
         scorer = SlowScorer()

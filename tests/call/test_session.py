@@ -80,6 +80,9 @@ class ScriptedScorer:
     async def infer(self, stream: SileroStream, window: Any) -> float:
         return self.probability
 
+    def defer(self, stream: SileroStream, window: Any) -> None:
+        pass
+
 
 class Harness:
     def __init__(self, provider: str = "twilio", llm: FakeLlm | None = None, greeting: str = "Hello there.") -> None:
