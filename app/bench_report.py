@@ -378,7 +378,7 @@ def _hold(report: Report) -> list[str]:
             f"p50 {fmt(lag.get('p50'), 2)}  p99 {fmt(lag.get('p99'), 2)}  p99.9 {fmt(lag.get('p99_9'), 2)}  "
             f"max {fmt(lag.get('max'), 2)} ms over {lag.get('count', 0):.0f} frames",
         ],
-        ["clears received in the window", f"{h.clears_in_window} (steady noise must not stop the agent)"],
+        ["clears received in the window", f"{h.clears_in_window} (what the callers send must not stop the agent)"],
         ["agent still talking at the end", f"{h.talking_at_end} of {h.calls_up}"],
         [
             "load generator CPU",
