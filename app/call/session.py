@@ -17,12 +17,12 @@ from typing import assert_never
 
 from app.audio import ulaw_to_pcm16
 from app.bargein.detector import BargeInDetector, Interrupt, UserTurnEnded
-from app.bargein.playback import PlaybackLedger
+from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
 from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent
 from app.call.outbox import Outbox
 from app.call.registry import CallRegistry
-from app.call.turn import AgentTurn
+from app.call.turn import AgentTurn, Cut
 from app.clock import Clock
 from app.metrics import Metrics
 from app.security import StreamTokens
@@ -215,20 +215,7 @@ class CallSession:
             await turn.cancel()
         t_llm = clock.now()
         # 4. Cut the agent's turn at the last character the caller heard.
-        cut = None
-        if turn is not None and self._agent_record is not None:
-            audio_ms = heard.audio_ms if heard.turn_id == turn.turn_id else 0.0
-            cut = turn.cut_at(audio_ms)
-            rec = self._agent_record
-            rec.interrupted = True
-            rec.intended_text = turn.llm_text or turn.text
-            rec.text = cut.heard_text
-            rec.heard_text = cut.heard_text
-            rec.heard_chars = cut.char_offset
-            rec.heard_audio_ms = round(audio_ms, 1)
-            rec.audio_ms = round(turn.audio_ms, 1)
-            rec.ended_at = self.deps.wall()
-            self._agent_record = None
+        cut = self._cut_agent_turn(heard, interrupted=True) if turn is not None else None
         t_end = clock.now()
         # 5. Record the event.
 
@@ -269,6 +256,24 @@ class CallSession:
         self._user_record = None
         if not self.agent_active(self._clock.now()):  # the agent never talks over a turn it is already taking
             self._start_agent_turn()
+
+    def _cut_agent_turn(self, heard: HeardPosition, interrupted: bool) -> Cut | None:
+        """Close the current agent turn's record at the heard position (the last character the caller heard)."""
+        turn, rec = self.agent, self._agent_record
+        if turn is None or rec is None:
+            return None
+        audio_ms = heard.audio_ms if heard.turn_id == turn.turn_id else 0.0
+        cut = turn.cut_at(audio_ms)
+        rec.interrupted = interrupted
+        rec.intended_text = turn.llm_text or turn.text
+        rec.text = rec.heard_text = cut.heard_text
+        rec.heard_chars = cut.char_offset
+        rec.heard_audio_ms = round(audio_ms, 1)
+        rec.audio_ms = round(turn.audio_ms, 1)
+        rec.fallback = rec.fallback or turn.used_fallback
+        rec.ended_at = self.deps.wall()
+        self._agent_record = None
+        return cut
 
     def _finalize_agent_turn(self) -> None:
         turn, rec = self.agent, self._agent_record
@@ -336,16 +341,9 @@ class CallSession:
     async def close(self, reason: str) -> None:
         if self.agent is not None:
             now = self._clock.now()
-            if self._agent_record is not None and self.agent_active(now):
+            if self.agent_active(now):
                 # The call ended mid-sentence: keep what the caller heard, not what was queued.
-                heard = self.ledger.heard(now)
-                audio_ms = heard.audio_ms if heard.turn_id == self.agent.turn_id else 0.0
-                cut = self.agent.cut_at(audio_ms)
-                rec = self._agent_record
-                rec.intended_text = self.agent.llm_text or self.agent.text
-                rec.heard_text, rec.heard_chars = cut.heard_text, cut.char_offset
-                rec.heard_audio_ms = round(audio_ms, 1)
-                self.agent.text = cut.heard_text
+                self._cut_agent_turn(self.ledger.heard(now), interrupted=False)
             self._finalize_agent_turn()
             await self.agent.cancel()
         for task in self._tasks:
