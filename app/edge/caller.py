@@ -5,7 +5,6 @@ in between (docs/reference: telephony-protocols.md §0-2)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,20 @@ FRAME_SAMPLES = 160
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 ULAW_SILENCE = 0xFF
 _SILENCE_FRAME = bytes([ULAW_SILENCE]) * FRAME_SAMPLES
+
+
+async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
+    """Wait for `event` up to `seconds`; False on timeout.
+
+    Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives as the event fires, and
+    a cancelled task then loops on (seen here: a call's close() waited forever on its playout task).
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -91,8 +104,7 @@ class CallerFrames:
                 delay = grid0 + (slot + 1) * FRAME_S - self._clock()
                 if delay > 0:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                    await wait_event(self._wake, delay)
                     if self._clock() < grid0 + (slot + 1) * FRAME_S:
                         continue  # woken early by new audio: re-evaluate (it may be a fast batch)
                 if self._queue:

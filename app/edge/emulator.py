@@ -43,7 +43,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.edge import wire
-from app.edge.caller import FRAME_S, FRAME_SAMPLES, ULAW_SILENCE, CallerFrames, Clock, IdleAudio
+from app.edge.caller import FRAME_S, FRAME_SAMPLES, ULAW_SILENCE, CallerFrames, Clock, IdleAudio, wait_event
 from app.edge.playout import SAMPLE_RATE, DroppedRange, MarkRecord, PlayedSpan, Playout
 from app.edge.wire import ProtocolViolation, Provider
 
@@ -242,11 +242,11 @@ class EmulatedCall:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise TimeoutError("condition not met in time")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(0.01, remaining))
+            await wait_event(self._changed, min(0.01, remaining))
 
     async def wait_closed(self, timeout_s: float = 5.0) -> None:
-        await asyncio.wait_for(self._closed.wait(), timeout_s)
+        if not await wait_event(self._closed, timeout_s):
+            raise TimeoutError("the call did not close in time")
 
     # --- connecting --------------------------------------------------------------------------------------
 
@@ -518,8 +518,7 @@ class EmulatedCall:
                 await self._ack(self.playout.take_due(self._clock()))
                 due = self.playout.next_due()
                 timeout = None if due is None else max(0.0, due - self._clock())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._playout_wake.wait(), timeout)
+                await wait_event(self._playout_wake, timeout)
 
     # --- helpers -----------------------------------------------------------------------------------------
 
