@@ -133,7 +133,3 @@ class PlaybackLedger:
         self._edge_end = now
         self._turn_id = None
         return heard
-
-    def turn_finished(self, turn_id: int) -> HeardPosition:
-        """The whole turn was sent; its heard position once every marker is acknowledged."""
-        return HeardPosition(turn_id, self._turn_sent_ms, self._acked_ms, self._turn_sent_ms)

@@ -43,10 +43,6 @@ class Outbox:
         self.sent_chunks = 0
 
     @property
-    def queued_ms(self) -> float:
-        return sum(len(chunk) for _, chunk in self._queue) / 8.0
-
-    @property
     def has_queued(self) -> bool:
         return bool(self._queue)
 

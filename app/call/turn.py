@@ -106,11 +106,6 @@ class AgentTurn:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def wait(self) -> None:
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
-
     # -- the pipeline ----------------------------------------------------------------------------
     async def _run(self) -> None:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
