@@ -46,13 +46,15 @@ def expected_words(text: str) -> list[tuple[int, int]]:
 
 
 def assert_same_speech(got: Synthesis, want: Synthesis) -> None:
-    # espeak-ng carries a little state from one utterance into the next, so the same text can come out a few
-    # samples longer or shorter; anything more than that would mean settings or buffers leaked between calls.
+    # espeak-ng carries a little state from one utterance into the next (reloading the voice does not reset
+    # it), so the same text does not come out sample-identical: over 150 shuffled runs of these texts a word
+    # moved by up to 11 ms and a 2.5 s sentence's length by up to 24 ms. The bounds below sit well above
+    # that and far below what a leak would cause (another rate is +-40%; another job's buffer, whole words).
     assert got.text == want.text
-    assert got.duration_ms == pytest.approx(want.duration_ms, rel=0.01, abs=5.0)
+    assert got.duration_ms == pytest.approx(want.duration_ms, rel=0.02, abs=60.0)
     assert [(w.char_start, w.char_end) for w in got.words] == [(w.char_start, w.char_end) for w in want.words]
     for a, b in zip(got.words, want.words, strict=True):
-        assert a.audio_ms == pytest.approx(b.audio_ms, rel=0.01, abs=5.0)
+        assert a.audio_ms == pytest.approx(b.audio_ms, abs=30.0)
 
 
 def assert_well_formed(synthesis: Synthesis) -> None:
