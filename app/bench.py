@@ -239,7 +239,7 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
                else "a quiet line (-60 dBFS hiss)")
         )
     plan.append(
-        "server: `python -m app.cli serve` in its own process (uvicorn, websockets-sansio), "
+        "server: `python -m app.cli serve` in its own process (uvicorn, websockets-sansio, uvloop where installed), "
         + ("auth on (signed webhook first)" if auth else "insecure dev mode (no auth)")
     )
     report = Report(args=vars(args), plan=plan, inherited=inherited_settings(), cost=cost)

@@ -363,7 +363,8 @@ def _hold(report: Report) -> list[str]:
             + (f"; failed: {h.errors}" if h.errors else ""),
         ],
         ["window", f"{h.window_s:.1f} s"],
-        ["server CPU", f"{h.server_cpu_s:.2f} s = {100 * h.server_cpu_s / h.window_s:.0f}% of a core"],
+        ["server CPU", f"{h.server_cpu_s:.2f} s = {100 * h.server_cpu_s / h.window_s:.0f}% of a core"
+         f" (event loop: {h.stats_after.get('event_loop', '?')})"],
         ["server CPU per call-second", fmt(h.cpu_ms_per_call_s, 2, " ms")],
         ["RSS idle (after a warm-up call) / at hold", f"{h.rss_idle / MB:.0f} MB / {h.rss_hold / MB:.0f} MB"],
         ["RSS per call", fmt(None if h.rss_per_call is None else h.rss_per_call / MB, 2, " MB")],

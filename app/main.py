@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -95,8 +96,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         gc.collect()
         gc.freeze()
         state["ready"] = True
-        logger.info("bargein ready: LLM %s, TTS %s", "embedded" if not settings.llm_base_url else "remote",
-                    settings.tts_engine)
+        logger.info("bargein ready: LLM %s, TTS %s, event loop %s",
+                    "embedded" if not settings.llm_base_url else "remote", settings.tts_engine,
+                    type(asyncio.get_running_loop()).__module__)
         try:
             yield
         finally:
@@ -162,6 +164,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "silero_batches": _batch_stats(state.get("batcher")),
             "cpu_s": cpu.user + cpu.system,
             "rss_bytes": proc.memory_info().rss,
+            "event_loop": type(asyncio.get_running_loop()).__module__,
         }
 
     @app.post("/stats/reset")

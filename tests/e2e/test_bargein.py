@@ -229,3 +229,22 @@ def test_an_llm_that_stalls_mid_reply_gets_the_spoken_fallback_and_the_call_goes
         assert srv.settings.agent_fallback_text in reply["text"]
 
     asyncio.run(scenario())
+
+
+def test_a_stream_that_stops_sending_is_ended_by_the_timer_and_a_live_call_is_not(server_factory: Any) -> None:
+    async def scenario() -> None:
+        srv = server_factory(agent_greeting="Hello.", idle_timeout_s=1.0)
+        async with (
+            EmulatedCall.start("twilio", srv.url, idle_audio="none") as silent,
+            EmulatedCall.start("plivo", srv.url) as live,  # keeps sending silence frames, as the real edge does
+        ):
+            await silent.wait_closed(4.0)
+            assert silent.closed_by == "server" and silent.close_code == 1008
+            await asyncio.sleep(0.5)  # the live call outlasts the idle timeout counted from its own start
+            assert not live.closed
+            silent_record = await get_record(srv.url, silent.call_id)
+            live_record = await get_record(srv.url, live.call_id)
+        assert silent_record["end_reason"] == "idle timeout"
+        assert live_record["end_reason"] is None or live_record["end_reason"] == "socket closed"
+
+    asyncio.run(scenario())
