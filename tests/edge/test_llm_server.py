@@ -68,7 +68,9 @@ def test_client_closing_mid_stream_is_noticed_at_once_and_stops_the_tokens() -> 
     reply = " ".join(f"word{i}" for i in range(40))
 
     async def main() -> None:
-        async with ScriptedLlmServer([reply], token_delay_s=0.05) as llm:
+        # Tokens 200 ms apart: a close noticed only at the next write would show up 200 ms late, well past the
+        # bound below, which leaves room for a hiccup on a busy machine.
+        async with ScriptedLlmServer([reply], token_delay_s=0.2) as llm:
             async with client() as http:
                 body = {"messages": MESSAGES, "stream": True}
                 async with http.stream("POST", f"{llm.base_url}/chat/completions", json=body) as response:
@@ -83,7 +85,7 @@ def test_client_closing_mid_stream_is_noticed_at_once_and_stops_the_tokens() -> 
             (request,) = llm.requests
             assert request.disconnected and not request.completed
             assert request.disconnected_at is not None
-            assert 0 <= request.disconnected_at - closed_at < 0.02
+            assert 0 <= request.disconnected_at - closed_at < 0.1
             assert all(t <= request.disconnected_at for _, t in request.tokens)
             written = len(request.tokens)
             assert 3 <= written <= 4

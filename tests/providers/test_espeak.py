@@ -197,7 +197,8 @@ def test_event_loop_keeps_ticking_during_a_long_synthesis() -> None:
 
     worst, synthesis = run(measure())
     assert synthesis.duration_ms > 60_000
-    assert worst < 0.020
+    # Synthesising LONG on the loop would stall it for over a second; 100 ms leaves room for a busy machine.
+    assert worst < 0.1
 
 
 def test_cancelled_callers_do_not_break_the_next_synthesis() -> None:
