@@ -46,6 +46,13 @@ def media_router(deps_factory: Callable[[], CallDeps], auth: WebhookAuth) -> API
 
 async def _serve(websocket: WebSocket, provider: str, deps: CallDeps) -> None:
     await websocket.accept()
+    # The stream runs in a task of its own. Every time a task resumes (each frame, each Silero window) Python
+    # re-enters its whole chain of awaiting coroutines, and the endpoint's chain runs ~15 deep through
+    # uvicorn, Starlette and FastAPI; the pump's own is 6. Cancelling the endpoint cancels the pump.
+    await asyncio.create_task(_pump(websocket, provider, deps), name=f"{provider}-stream")
+
+
+async def _pump(websocket: WebSocket, provider: str, deps: CallDeps) -> None:
     session = CallSession(PROTOCOLS[provider](), websocket.send_text, deps)
     clock = deps.clock
     ended: list[str] = []
