@@ -36,6 +36,7 @@ from app.bargein.evaluate import measure_cost
 from app.bench_accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
 from app.bench_accuracy import server_env as accuracy_env
 from app.bench_common import Auth, ServerProcess, inherited_settings, progress
+from app.bench_compare import run_compare
 from app.bench_hold import HoldOptions, HoldResult, run_hold
 from app.bench_hold import server_env as hold_env
 from app.bench_report import render
@@ -108,6 +109,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke run: noise clips cut to 2 s, hold 10 calls x 3 s, short cost runs"
     )
     p.add_argument("--json", metavar="PATH", help="also write every figure and every call as JSON")
+    p.add_argument(
+        "--compare", metavar="CHECKOUT",
+        help="instead of the modes above: the hold on this code and on CHECKOUT's at once (see app/bench_compare.py)",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="--compare rounds, sides swapped each round (default 2)")
     args = p.parse_args(argv)
     args.providers = [x.strip() for x in args.providers.split(",") if x.strip()]
     if not args.providers or set(args.providers) - set(PROVIDERS):
@@ -122,6 +128,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.hold_calls = 10 if args.quick else 100
     if args.hold_seconds is None:
         args.hold_seconds = 3.0 if args.quick else 30.0
+    if args.rounds < 1:
+        p.error("--rounds: at least 1")
     return args
 
 
@@ -268,6 +276,8 @@ def to_json(report: Report) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.compare:
+        return run_compare(args)
     t0 = time.monotonic()
     cost: list[dict[str, float]] = []
     if not args.no_cost:

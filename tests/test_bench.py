@@ -67,3 +67,28 @@ def test_quick_sample_run_prints_every_section(tmp_path: Path) -> None:
     assert data["hold"]["frame_lag_ms"]["count"] > 0
     assert all(s["exit"] == 0 and s["traceback"] == 0 for s in data["servers"])
     assert {t["target"] for t in data["summary"]["targets"]} >= {"detection >= 98%", "no stop on steady noise"}
+
+
+@pytest.mark.slow
+def test_compare_holds_two_servers_at_once_and_prints_their_ratio() -> None:
+    root = Path(__file__).resolve().parent.parent  # this checkout against itself: both sides must come up
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--compare", str(root), "--rounds", "1",
+         "--hold-calls", "2", "--hold-seconds", "1", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    rows = [r for r in rows if len(r) > 2 and r[0] in ("this", "other") and r[1][0].isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [("this", "2/2"), ("other", "2/2")], proc.stdout
+    assert "this / other, mean over 1 round(s):" in proc.stdout
+
+
+def test_compare_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--compare", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0 and "no app/main.py" in proc.stderr
