@@ -183,13 +183,7 @@ async def run_accuracy(
 async def run_hold_mode(
     args: argparse.Namespace, report: Report, clips: list[Clip], llm: ScriptedLlmServer, auth: Auth | None
 ) -> None:
-    opts = HoldOptions(
-        calls=args.hold_calls,
-        seconds=args.hold_seconds,
-        providers=tuple(args.providers),
-        settle_s=1.0 if args.quick else 3.0,
-        caller=args.hold_caller,
-    )
+    opts = HoldOptions.from_args(args)
     server = ServerProcess({"LLM_BASE_URL": llm.base_url, **hold_env(opts)}, auth)
     progress(f"hold: starting the server; {opts.calls} calls, {opts.seconds:.0f} s window")
     await server.start()

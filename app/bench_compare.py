@@ -86,13 +86,7 @@ def _line(label: str, r: HoldResult) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     sides = [Side("this", this_root()), Side("other", check_root(args.compare))]
-    options = HoldOptions(
-        calls=args.hold_calls,
-        seconds=args.hold_seconds,
-        providers=tuple(args.providers),
-        settle_s=1.0 if args.quick else 3.0,
-        caller=args.hold_caller,
-    )
+    options = HoldOptions.from_args(args)
     clips = read_manifest()
     print("bargein bench --compare: the hold on two servers at once, under one load generator")
     for side in sides:

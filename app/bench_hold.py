@@ -17,6 +17,7 @@ start of each call), the server's frame-lag statistics are reset and the window 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import time
@@ -65,6 +66,17 @@ class HoldOptions:
     # "noise": callers send the corpus's steady noises (above the energy gate: every window runs the model);
     # "quiet": callers listen on a hissy line (-60 dBFS white noise, below the gate), the common case.
     caller: str = "noise"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> HoldOptions:
+        """From `bargein bench`'s --hold-* options (both the hold mode and --compare use them)."""
+        return cls(
+            calls=args.hold_calls,
+            seconds=args.hold_seconds,
+            providers=tuple(args.providers),
+            settle_s=1.0 if args.quick else 3.0,
+            caller=args.hold_caller,
+        )
 
     @property
     def talk_s(self) -> float:
