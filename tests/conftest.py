@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import uvicorn
@@ -29,32 +29,40 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-class RunningServer:
-    """The real app served by uvicorn (websockets-sansio, as `bargein serve` runs it) on 127.0.0.1."""
+class ServedApp:
+    """An ASGI app under uvicorn (websockets-sansio, as `bargein serve` runs it) on 127.0.0.1, in a thread."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.app = create_app(settings)
+    def __init__(self, app: Any, port: int = 0, lifespan: str = "on") -> None:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=settings.port, ws="websockets-sansio", log_level="warning",
-            lifespan="on",
+            app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning", lifespan=lifespan
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-        self.url = f"http://127.0.0.1:{settings.port}"
+        self.url = ""
 
-    def __enter__(self) -> RunningServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("test server did not start")
             time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class RunningServer(ServedApp):
+    """The real app, built by create_app from test settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        super().__init__(self.app, port=settings.port)
 
     @property
     def registry(self) -> Any:

@@ -7,8 +7,6 @@ The app sees `http://127.0.0.1:<port>/twilio/voice` while the providers sign
 from __future__ import annotations
 
 import re
-import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from app.clock import FakeClock
@@ -32,6 +29,8 @@ from app.edge.signing import (
 from app.routes.webhooks import webhook_router
 from app.security import StreamTokens, WebhookAuth
 from app.settings import Settings
+
+from .conftest import ServedApp
 
 PUBLIC = "https://agent.example.com/voice"
 TW_TOKEN = "twilio-auth-token-for-tests"
@@ -75,29 +74,6 @@ class Stack:
         return httpx.post(f"{self.url}{path}", data=data, headers=headers or {}, timeout=10)
 
 
-class LoopbackServer:
-    """uvicorn on 127.0.0.1, port 0, in a thread of its own."""
-
-    def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn-webhooks", daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 def build_stack(**overrides: Any) -> tuple[Stack, FastAPI]:
     values: dict[str, Any] = {
         "public_url": PUBLIC,
@@ -126,8 +102,8 @@ def build_stack(**overrides: Any) -> tuple[Stack, FastAPI]:
 @pytest.fixture(scope="module")
 def _secure() -> Iterator[Stack]:
     stack, app = build_stack()
-    with LoopbackServer(app) as url:
-        stack.url = url
+    with ServedApp(app, lifespan="off") as served:
+        stack.url = served.url
         yield stack
 
 
@@ -140,12 +116,12 @@ def stack(_secure: Stack) -> Stack:
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Stack]]:
-    servers: list[LoopbackServer] = []
+    servers: list[ServedApp] = []
 
     def start(**overrides: Any) -> Stack:
         stack, app = build_stack(**overrides)
-        server = LoopbackServer(app)
-        stack.url = server.__enter__()
+        server = ServedApp(app, lifespan="off").__enter__()
+        stack.url = server.url
         servers.append(server)
         return stack
 

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from plivo import plivoxml
+from starlette.datastructures import FormData
 from twilio.twiml.voice_response import VoiceResponse
 
 from app.security import StreamTokens, WebhookAuth
@@ -55,6 +56,16 @@ def webhook_router(
     """
     router = APIRouter()
 
+    async def signed_form(provider: str, route: str, request: Request) -> FormData | None:
+        """The webhook's form when its signature checks out (always, in insecure mode); None: answer 403."""
+        form = await request.form()
+        path = _signed_path(route, request)
+        if provider == "twilio":
+            ok = auth.check_twilio(path, form, request.headers)
+        else:
+            ok = auth.check_plivo("POST", path, form, request.headers)
+        return form if ok else None
+
     def ended_cleanly(call_id: str) -> bool:
         return bool(call_id) and call_ended_cleanly is not None and call_ended_cleanly(call_id)
 
@@ -62,8 +73,8 @@ def webhook_router(
 
     @router.post(TWILIO_VOICE)
     async def twilio_voice(request: Request) -> Response:
-        form = await request.form()
-        if not auth.check_twilio(_signed_path(TWILIO_VOICE, request), form, request.headers):
+        form = await signed_form("twilio", TWILIO_VOICE, request)
+        if form is None:
             return _forbidden()
         call_sid = _field(form, "CallSid")
         if not call_sid:
@@ -89,8 +100,8 @@ def webhook_router(
 
     @router.post(TWILIO_AFTER_STREAM)
     async def twilio_after_stream(request: Request) -> Response:
-        form = await request.form()
-        if not auth.check_twilio(_signed_path(TWILIO_AFTER_STREAM, request), form, request.headers):
+        form = await signed_form("twilio", TWILIO_AFTER_STREAM, request)
+        if form is None:
             return _forbidden()
         call_sid = _field(form, "CallSid")
         log = {"call_sid": call_sid, "provider": "twilio"}
@@ -104,8 +115,8 @@ def webhook_router(
 
     @router.post(TWILIO_STREAM_STATUS)
     async def twilio_stream_status(request: Request) -> Response:
-        form = await request.form()
-        if not auth.check_twilio(_signed_path(TWILIO_STREAM_STATUS, request), form, request.headers):
+        form = await signed_form("twilio", TWILIO_STREAM_STATUS, request)
+        if form is None:
             return _forbidden()
         # Fields per the <Stream> docs: StreamEvent, StreamError, StreamSid, StreamName, CallSid (§1.4).
         logger.info(
@@ -121,8 +132,8 @@ def webhook_router(
 
     @router.post(PLIVO_ANSWER)
     async def plivo_answer(request: Request) -> Response:
-        form = await request.form()
-        if not auth.check_plivo("POST", _signed_path(PLIVO_ANSWER, request), form, request.headers):
+        form = await signed_form("plivo", PLIVO_ANSWER, request)
+        if form is None:
             return _forbidden()
         call_uuid = _field(form, "CallUUID")
         if not call_uuid:
@@ -158,8 +169,8 @@ def webhook_router(
 
     @router.post(PLIVO_AFTER_STREAM)
     async def plivo_after_stream(request: Request) -> Response:
-        form = await request.form()
-        if not auth.check_plivo("POST", _signed_path(PLIVO_AFTER_STREAM, request), form, request.headers):
+        form = await signed_form("plivo", PLIVO_AFTER_STREAM, request)
+        if form is None:
             return _forbidden()
         call_uuid = _field(form, "CallUUID")
         log = {"call_sid": call_uuid, "provider": "plivo"}
@@ -173,8 +184,8 @@ def webhook_router(
 
     @router.post(PLIVO_STREAM_STATUS)
     async def plivo_stream_status(request: Request) -> Response:
-        form = await request.form()
-        if not auth.check_plivo("POST", _signed_path(PLIVO_STREAM_STATUS, request), form, request.headers):
+        form = await signed_form("plivo", PLIVO_STREAM_STATUS, request)
+        if form is None:
             return _forbidden()
         # The XML reference names the field Event (StartStream/StopStream/DroppedStream/DegradedStream), the
         # newer guide uses started/stopped/failed with StatusReason: log whichever is there (§2.4).

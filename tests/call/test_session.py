@@ -157,6 +157,12 @@ class Harness:
         return [m["mark"]["name"] if "mark" in m else m["name"] for m in self.sent
                 if m["event"] in ("mark", "checkpoint")]
 
+    async def play_out_greeting(self) -> None:
+        """The edge acknowledges every marker sent so far, then the line stays quiet for 2 s."""
+        for name in self.markers():
+            await self.ack(name)
+        self.clock.advance(2.0)
+
     def events(self) -> list[str]:
         return [m["event"] for m in self.sent]
 
@@ -214,9 +220,7 @@ def test_silence_after_the_callers_turn_starts_a_reply_from_the_llm_with_the_his
     async def scenario() -> None:
         h = Harness(greeting="Hi.")
         await h.start()
-        for name in h.markers():
-            await h.ack(name)
-        h.clock.advance(2.0)
+        await h.play_out_greeting()
         await h.session.on_tick(h.clock.now())
         await h.frames(15, loud=True, probability=0.99)  # 300 ms of speech, agent silent: no barge-in
         assert "clear" not in h.events()
@@ -238,9 +242,7 @@ def test_turn_end_is_driven_by_the_timer_when_frames_stop() -> None:
     async def scenario() -> None:
         h = Harness(greeting="Hi.")
         await h.start()
-        for name in h.markers():
-            await h.ack(name)
-        h.clock.advance(2.0)
+        await h.play_out_greeting()
         await h.frames(10, loud=True, probability=0.99)
         # No more frames (a gap on the phone leg): the timer alone must end the turn.
         h.clock.advance(1.0)
@@ -257,9 +259,7 @@ def test_an_llm_failure_mid_turn_speaks_the_fallback_and_the_call_goes_on() -> N
         h = Harness(llm=llm, greeting="Hi.")
         h.deps.fallback.append(await h.tts.synthesize("Sorry, say that again."))
         await h.start()
-        for name in h.markers():
-            await h.ack(name)
-        h.clock.advance(2.0)
+        await h.play_out_greeting()
         await h.frames(10, loud=True, probability=0.99)
         await h.frames(40, loud=False, probability=0.0)
         await settle()
