@@ -23,6 +23,7 @@ from app.bargein.vad import VadConfig
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps
 from app.clock import Clock, MonotonicClock
+from app.loopwatch import LoopWatch
 from app.metrics import Metrics
 from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
 from app.routes.embedded_llm import embedded_llm_router
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     tokens = StreamTokens.from_settings(settings, time.time)  # wall time: replicas on other hosts agree on it
     state: dict[str, Any] = {"ready": False}
     fallback: list[Synthesis] = []
+    loop_watch = LoopWatch(clock.now, on_stall=metrics.loop_stall_ms.observe)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         # full collection walks only per-call objects (measured: 35-42 ms pauses on the loop without this).
         gc.collect()
         gc.freeze()
+        loop_watch.start()
         state["ready"] = True
         logger.info("bargein ready: LLM %s, TTS %s, event loop %s",
                     "embedded" if not settings.llm_base_url else "remote", settings.tts_engine,
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             yield
         finally:
             state["ready"] = False
+            await loop_watch.stop()
             await llm.aclose()
             await tts.aclose()
 
@@ -161,6 +165,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "active_calls": registry.active,
             "calls_total": registry.calls_total,
             "frame_lag_ms": metrics.frame_lag.summary(),
+            "loop_stall_ms": loop_watch.summary(),
             "silero_batches": _batch_stats(state.get("batcher")),
             "cpu_s": cpu.user + cpu.system,
             "rss_bytes": proc.memory_info().rss,
@@ -171,6 +176,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def reset_stats(request: Request) -> dict[str, str]:
         require_admin(request)
         metrics.frame_lag.reset()
+        loop_watch.reset()
         return {"status": "reset"}
 
     return app

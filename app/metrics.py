@@ -63,6 +63,9 @@ class Metrics:
         self.frame_lag_ms = Histogram("bargein_frame_lag_ms", "Inbound frame arrival to its VAD decision",
                                       buckets=_MS_BUCKETS, registry=r)
         self.frame_lag = LagRecorder()
+        self.loop_stall_ms = Histogram("bargein_event_loop_stall_ms",
+                                       "How late the event loop woke a 10 ms timer (time it was held by others)",
+                                       buckets=_MS_BUCKETS, registry=r)
 
     def observe_frame_lag(self, ms: float) -> None:
         self.frame_lag.add(ms)

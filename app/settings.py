@@ -24,6 +24,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_calls: int = Field(200, ge=1, description="Concurrent calls; the webhook refuses the call past this.")
     idle_timeout_s: float = Field(20.0, gt=0, description="End a stream that sends nothing for this long.")
+    api_docs: bool = Field(False, description="Serve /docs and /openapi.json (off: they map the attack surface).")
+
+    # --- hostile input bounds ----------------------------------------------------------------------
+    # A provider frame is ~200-400 bytes (20 ms of mu-law in base64 inside JSON); these caps bound the work
+    # one message can cause, far above anything a provider sends and far below uvicorn's 16 MiB default.
+    ws_max_message_bytes: int = Field(
+        65_536, ge=4_096, le=16 * 1024 * 1024, description="Largest inbound WebSocket message; larger closes 1009."
+    )
+    media_max_payload_bytes: int = Field(
+        4_000, ge=160, le=48_000, description="Largest decoded audio in one media frame (4000 = 500 ms of mu-law)."
+    )
+    stream_start_timeout_s: float = Field(
+        10.0, gt=0, description="A stream must send a valid start this soon after the upgrade; junk does not extend it."
+    )
+    max_unstarted_streams_per_address: int = Field(
+        10, ge=1, description="Open streams from one client address that have not yet sent a valid start."
+    )
+    max_unstarted_streams: int = Field(
+        100, ge=1, description="Open streams from all addresses that have not yet sent a valid start."
+    )
 
     # --- security --------------------------------------------------------------------------------
     twilio_auth_token: str = ""
@@ -51,6 +71,12 @@ class Settings(BaseSettings):
     llm_model: str = "scripted"
     llm_first_token_timeout_s: float = Field(5.0, gt=0)
     llm_token_timeout_s: float = Field(5.0, gt=0, description="Longest gap between two streamed tokens.")
+    llm_max_reply_chars: int = Field(
+        4_000, ge=100, description="An LLM reply is cut (and its stream closed) past this many characters."
+    )
+    max_queued_audio_s: float = Field(
+        120.0, gt=0, description="Synthesised agent audio queued ahead of playback; synthesis waits past this."
+    )
     embedded_llm_token_delay_ms: float = Field(25.0, ge=0, description="Pace of the embedded scripted LLM.")
     agent_busy_text: str = Field(
         "Sorry, all our agents are busy right now. Please call again in a few minutes. Goodbye.",
