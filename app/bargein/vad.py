@@ -23,11 +23,14 @@ Then the hysteresis below turns windows into events. "Sustained" counts audio ti
 "silence" is measured on the arrival clock, so a timer calling `tick(now)` ends a turn on time even when
 the phone leg stops sending frames.
 
-The only time source is the `now` passed in; nothing here reads a clock.
+The only time source is the `now` passed in; nothing here reads a clock. `feed` awaits only the batcher,
+and, on a frame longer than WINDOWS_PER_TURN windows, the loop itself now and then: the work of one frame is
+linear in its length and never held in one loop turn. `close()` drops the call's windows still queued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import typing
 from dataclasses import dataclass
@@ -47,6 +50,10 @@ FRAME = 160  # 20 ms: the telephony frame and a length webrtcvad accepts
 WINDOW_S = WINDOW / SAMPLE_RATE
 _FULL_SCALE_DB = 20 * math.log10(32768.0)
 _SILENT_DBFS = -120.0
+# One inbound frame is normally one 20 ms frame; a longer one is cut into windows here, and the windows below
+# the energy gate are only queued (no await). Yield to the loop after this many windows without an await, so
+# one long frame cannot hold the loop: 64 windows (2 s of audio) take about 0.5 ms here.
+WINDOWS_PER_TURN = 64
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,7 @@ class CallVad:
         self._win_peak = _SILENT_DBFS
 
         self._feeding = False
+        self.closed = False
         self.state = VadState.QUIET
         self.last_probability = 0.0
         self._sustained_windows = 0
@@ -199,16 +207,24 @@ class CallVad:
         """
         if self._feeding:
             raise RuntimeError("CallVad.feed is not re-entrant: await the previous frame first")
+        if self.closed:
+            return []
         self._feeding = True
         try:
             return await self._feed(pcm16, now)
         finally:
             self._feeding = False
 
+    def close(self) -> None:
+        """The call ended: its windows still queued for Silero are dropped, and feed() returns nothing more."""
+        self.closed = True
+        self._stream.close()
+
     async def _feed(self, pcm16: npt.NDArray[np.int16], now: float) -> list[VadEvent]:
         events: list[VadEvent] = []
         samples = np.asarray(pcm16, dtype=np.int16).reshape(-1)
         pos, n = 0, len(samples)
+        unyielded = 0  # windows since the last await
         while pos < n:
             take = min(n - pos, FRAME - self._frame_fill, WINDOW - self._window_fill)
             chunk = samples[pos : pos + take]
@@ -225,12 +241,25 @@ class CallVad:
                 self._window_fill = 0
                 window = self._window * np.float32(1 / 32768)
                 if self._win_gate:
-                    prob = await self._batcher.infer(self._stream, window)
+                    try:
+                        prob = await self._batcher.infer(self._stream, window)
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if self.closed and task is not None and not task.cancelling():
+                            return events  # close() cancelled the window, not someone cancelling us
+                        raise
+                    unyielded = 0
                 else:
                     # Below the energy gate the window is silence whatever Silero says (see _on_window):
                     # the model only needs to see it before the next loud window, so it runs later, in bulk.
                     self._batcher.defer(self._stream, window)
                     prob = 0.0
+                    unyielded += 1
+                    if unyielded >= WINDOWS_PER_TURN:
+                        unyielded = 0
+                        await asyncio.sleep(0)
+                        if self.closed:
+                            return events
                 event = self._on_window(prob, now)
                 if event is not None:
                     events.append(event)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.telephony.base import TelephonyProtocol
+from providers.telephony.base import DEFAULT_MAX_PAYLOAD_BYTES, ProtocolFactory, TelephonyProtocol
 from providers.telephony.events import (
     AudioCleared,
     AudioReceived,
@@ -18,10 +18,12 @@ from providers.telephony.events import (
 from providers.telephony.plivo import PlivoProtocol
 from providers.telephony.twilio import TwilioProtocol
 
-# Annotated with the Protocol so mypy checks that both adapters conform to it.
-PROTOCOLS: dict[str, type[TelephonyProtocol]] = {"twilio": TwilioProtocol, "plivo": PlivoProtocol}
+# Annotated with the factory Protocol so mypy checks that both adapters conform to TelephonyProtocol and take
+# the payload cap: `PROTOCOLS[name](max_payload_bytes=settings.media_max_payload_bytes)`.
+PROTOCOLS: dict[str, ProtocolFactory] = {"twilio": TwilioProtocol, "plivo": PlivoProtocol}
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "PROTOCOLS",
     "AudioCleared",
     "AudioReceived",
@@ -31,6 +33,7 @@ __all__ = [
     "InvalidMessage",
     "MarkPlayed",
     "PlivoProtocol",
+    "ProtocolFactory",
     "StreamConnected",
     "TelephonyEvent",
     "TelephonyProtocol",

@@ -69,6 +69,12 @@ class TelephonyProtocol(Protocol):
         ...
 
 
+class ProtocolFactory(Protocol):
+    """How PROTOCOLS builds an adapter: the adapter class itself, called with the per-frame payload cap."""
+
+    def __call__(self, max_payload_bytes: int = ...) -> TelephonyProtocol: ...
+
+
 # --- Shared parsing helpers (package-internal) ------------------------------------------------------------
 # Handlers raise FrameError with a human-readable reason; the adapter's `receive` turns it into
 # InvalidMessage. Raising keeps the handlers straight-line, and a try block costs nothing unless it fires.
@@ -141,17 +147,36 @@ def optional_int(value: object, where: str) -> int | None:
     raise FrameError(f"{where} is not an integer: {describe(value)}")
 
 
-def decode_payload(value: object, where: str) -> bytes:
-    """Strict base64 to raw bytes. Any length is valid, including 0 and odd: mu-law is one byte per sample and
-    neither provider promises a chunk size [TW-WS]."""
+# 500 ms of mu-law/8000. Both providers send 20 ms (160-byte) frames in practice [TW-WS][PL-REF]; the cap only
+# bounds what one frame can make the server do (decode, VAD windows, Silero runs), and is a setting.
+DEFAULT_MAX_PAYLOAD_BYTES = 4000
+
+
+def max_base64_chars(max_bytes: int) -> int:
+    """The longest strict base64 text that can decode to at most `max_bytes` (no whitespace is allowed)."""
+    return 4 * -(-max_bytes // 3)
+
+
+def decode_payload(value: object, where: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """Strict base64 to raw bytes, at most `max_bytes` of them. Any length up to that is valid, including 0
+    and odd: mu-law is one byte per sample and neither provider promises a chunk size [TW-WS]."""
     if not isinstance(value, str):
         raise FrameError(f"{where} missing or not a string")
+    # Judged on the text's length, before decoding: a hostile frame must cost nothing to refuse.
+    if len(value) > max_base64_chars(max_bytes):
+        padding = 2 if value.endswith("==") else 1 if value.endswith("=") else 0
+        size = len(value) * 3 // 4 - padding
+        raise FrameError(f"{where} of {size} bytes exceeds the {max_bytes}-byte cap")
     try:
         # strict_mode rejects characters outside the alphabet and data after padding, which the default
         # mode silently skips (and would hand us garbled audio).
-        return a2b_base64(value, strict_mode=True)
+        payload = a2b_base64(value, strict_mode=True)
     except ValueError as exc:  # binascii.Error, or a non-ASCII str
         raise FrameError(f"{where} is not valid base64: {exc}") from None
+    # The length check above lets through up to two bytes more than the cap (base64 comes in 3-byte groups).
+    if len(payload) > max_bytes:
+        raise FrameError(f"{where} of {len(payload)} bytes exceeds the {max_bytes}-byte cap")
+    return payload
 
 
 def string_map(value: object, where: str) -> dict[str, str]:

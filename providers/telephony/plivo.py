@@ -11,6 +11,7 @@ from binascii import b2a_base64
 from typing import Any, Final
 
 from providers.telephony.base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
     FrameError,
     decode_payload,
     describe,
@@ -80,9 +81,12 @@ class PlivoProtocol:
     # checkpoints cut by clearAudio are (by that rule, and per the Vobiz clone's docs) never acknowledged.
     acks_cleared_marks: Final = False
 
-    __slots__ = ("stream_id", "call_id", "_media_head", "_mark_head", "_clear")
+    __slots__ = ("stream_id", "call_id", "max_payload_bytes", "_media_head", "_mark_head", "_clear")
 
-    def __init__(self) -> None:
+    def __init__(self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        if max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be positive")
+        self.max_payload_bytes = max_payload_bytes  # larger inbound media is refused undecoded
         self.stream_id: str | None = None
         self.call_id: str | None = None
         # Prefixes of outbound frames, fixed at `start` (see TwilioProtocol: faster than json.dumps).
@@ -146,7 +150,7 @@ class PlivoProtocol:
         if track is not None and track != "inbound":
             raise FrameError(f"media.track {describe(track)} is not inbound")
         return AudioReceived(
-            decode_payload(media.get("payload"), "media.payload"),
+            decode_payload(media.get("payload"), "media.payload", self.max_payload_bytes),
             optional_int(media.get("chunk"), "media.chunk"),
             # A string in the docs; "Unix ms" per [PL-REF] but "ms from stream start" per [plivo-stream-py].
             optional_int(media.get("timestamp"), "media.timestamp"),

@@ -9,6 +9,7 @@ from binascii import b2a_base64
 from typing import Any, Final
 
 from providers.telephony.base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
     FrameError,
     decode_payload,
     describe,
@@ -42,9 +43,12 @@ class TwilioProtocol:
     # exactly like a played one [TW-WS].
     acks_cleared_marks: Final = True
 
-    __slots__ = ("stream_id", "call_id", "_media_head", "_mark_head", "_clear")
+    __slots__ = ("stream_id", "call_id", "max_payload_bytes", "_media_head", "_mark_head", "_clear")
 
-    def __init__(self) -> None:
+    def __init__(self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        if max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be positive")
+        self.max_payload_bytes = max_payload_bytes  # larger inbound media is refused undecoded
         self.stream_id: str | None = None
         self.call_id: str | None = None
         # Outbound frames are assembled from these prefixes, fixed at `start`: it is several times faster
@@ -112,7 +116,7 @@ class TwilioProtocol:
         if track is not None and track != "inbound":
             raise FrameError(f"media.track {describe(track)} is not inbound")
         return AudioReceived(
-            decode_payload(media.get("payload"), "media.payload"),
+            decode_payload(media.get("payload"), "media.payload", self.max_payload_bytes),
             optional_int(media.get("chunk"), "media.chunk"),
             optional_int(media.get("timestamp"), "media.timestamp"),
         )
