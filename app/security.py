@@ -8,9 +8,14 @@ Theory of operation. Two independent locks guard the media socket:
    (telephony-protocols.md §1.5, §2.5), never from the request. The check itself is the provider SDK's
    validator; anything it raises counts as a failure.
 2. **Per-call stream tokens.** The answer webhook, once its signature checks out, issues a token bound to the
-   call id; it travels in `<Parameter>` (Twilio) or `extraHeaders` (Plivo) and must be presented, once, on
-   `start` before any audio is bridged. This is what keeps strangers out on Plivo, whose signed upgrade URL is
-   not settled.
+   call id and the provider; it travels in `<Parameter>` (Twilio) or `extraHeaders` (Plivo) and must be
+   presented, once, on `start` before any audio is bridged. This is what keeps strangers out on Plivo, whose
+   signed upgrade URL is not settled.
+
+Replays. A signature proves who sent a request, not that it is the first time: Twilio's has no nonce or time,
+Plivo's V3 a nonce but no time. So each call gets one token ever (a webhook retry gets the same one back, a
+replay after the stream started gets none), and a Plivo (signature, nonce) pair is accepted once. Both are
+remembered for `replay_window_s`: the longest call plus the life of its record.
 
 With no provider credential at all the server runs in an explicit insecure development mode: every check
 passes (and says so at start). With credentials for one provider only, the other provider's requests are
@@ -25,13 +30,16 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from plivo.utils import validate_v3_signature
+from plivo.utils import signature_v3, validate_v3_signature
 from twilio import request_validator as twilio_rv
 
+from app.logsafe import RateLimitedLog, safe
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,25 +67,71 @@ Params = Mapping[str, Any]
 # --------------------------------------------------------------------------------------------------------
 
 # Token layout, all lowercase hex so it fits Plivo's extraHeaders ([A-Za-z0-9] only, 512 bytes at most,
-# §2.4): 12 hex expiry (clock ms) | 16 hex random nonce | 32 hex truncated HMAC-SHA256 over call id + both.
+# §2.4): 12 hex expiry (clock ms) | 16 hex random nonce | 32 hex truncated HMAC-SHA256 over provider + call id +
+# both.
 _EXP_HEX = 12
 _NONCE_HEX = 16
 _MAC_HEX = 32
 TOKEN_LENGTH = _EXP_HEX + _NONCE_HEX + _MAC_HEX
 _TOKEN_RE = re.compile(rf"[0-9a-f]{{{TOKEN_LENGTH}}}")
 
+# The longest call to plan for: Twilio ends calls at its default time limit of 4 hours (14400 s; an account can
+# have it changed, error 32015), and Plivo's `time_limit` defaults to the same. A signed answer webhook, or a
+# Plivo nonce, replayed later than this plus how long a call's record is kept (`replay_window_s`) finds neither
+# the call nor its conversation. A call that does outlive it is still guarded while its stream is live: the
+# registry refuses a second stream for a live call whatever token it brings.
+MAX_CALL_S = 4 * 3600.0
+
+
+def replay_window_s(settings: Settings) -> float:
+    """How long issued call ids and Plivo nonces are remembered: the longest call, then its record's lifetime.
+
+    Past this, the call is over and its record (with the conversation an attacker would want as LLM context) is
+    gone, so forgetting cannot let a replay reach either.
+    """
+    return MAX_CALL_S + settings.call_records_ttl_s
+
+
+class TokenRefused(Exception):
+    """`StreamTokens.issue` will not give this call a token: `reason` is "consumed", "expired" or "full"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no stream token: {reason}")
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _CallTokenState:
+    token: str | None  # the token issued here; None when a replica issued it and it was only consumed here
+    expiry_ms: int
+    consumed: bool
+    forget_at_ms: int
+
 
 class StreamTokens:
-    """Single-use, short-lived, HMAC-authenticated tokens that bind a media stream to one call id.
+    """One short-lived, single-use, HMAC-authenticated token per call, bound to the call id and its provider.
+
+    `issue` gives a call its token and, asked again while that token is unused and unexpired, the same token
+    (a provider retrying its answer webhook must still get a working answer); once the token was used or has
+    expired it refuses, so a replayed answer webhook cannot mint a second stream for the call. `consume`
+    accepts a call's first genuine token and nothing after it.
 
     Any replica holding the same secret can verify a token. The clock must be shared too: pass `time.time`
-    when replicas run on different machines (a monotonic clock only agrees with itself on one host). Used
-    tokens are remembered until they expire, so memory is bounded by the issue rate times the TTL and by
-    `max_used`.
+    when replicas run on different machines (a monotonic clock only agrees with itself on one host). What a
+    process remembers (calls given or using a token) it keeps for `remember_s`; memory is bounded by the
+    call rate times that window and by `max_calls`, and when full it refuses rather than forgets, since a
+    forgotten call could be given a second token. The one-token rule is per process: a replayed webhook that
+    reaches another replica gets a token there, but that replica holds no live stream or record of the call.
     """
 
     def __init__(
-        self, secret: bytes, ttl_s: float, clock: Callable[[], float], *, max_used: int = 100_000
+        self,
+        secret: bytes,
+        ttl_s: float,
+        clock: Callable[[], float],
+        *,
+        remember_s: float = MAX_CALL_S,
+        max_calls: int = 100_000,
     ) -> None:
         if not secret:
             raise ValueError("StreamTokens needs a non-empty secret")
@@ -86,64 +140,143 @@ class StreamTokens:
         self._secret = secret
         self._ttl_s = ttl_s
         self._clock = clock
-        self._max_used = max_used
-        self._used: set[str] = set()
-        self._expiries: list[tuple[int, str]] = []  # min-heap of (expiry ms, mac) for _used
+        self._remember_ms = int(remember_s * 1000)
+        self._max_calls = max_calls
+        self._calls: dict[tuple[str, str], _CallTokenState] = {}
+        self._forget: list[tuple[int, tuple[str, str]]] = []  # min-heap of (forget at ms, key) for _calls
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> StreamTokens:
         """Tokens keyed by STREAM_TOKEN_SECRET, or by a random per-process key when it is empty."""
         secret = settings.stream_token_secret.encode() or secrets.token_bytes(32)
-        return cls(secret, settings.stream_token_ttl_s, clock)
+        return cls(secret, settings.stream_token_ttl_s, clock, remember_s=replay_window_s(settings))
 
-    def issue(self, call_id: str) -> str:
-        """A new token for `call_id`, valid for `ttl_s` from now and for one `consume`."""
-        expiry_ms = int((self._clock() + self._ttl_s) * 1000)
+    def issue(self, provider: str, call_id: str) -> str:
+        """The token for `provider`'s call `call_id`: new, or the same one again while it is unused and valid.
+
+        Raises TokenRefused once the call's token was consumed or expired (a replayed answer webhook), or
+        when the store is full.
+        """
+        now_ms = self._now_ms()
+        self._forget_old(now_ms)
+        key = (provider, call_id)
+        state = self._calls.get(key)
+        if state is not None:
+            if state.consumed:
+                raise TokenRefused("consumed")
+            if now_ms >= state.expiry_ms:
+                raise TokenRefused("expired")
+            if state.token is not None:
+                return state.token
+        if len(self._calls) >= self._max_calls:
+            logger.warning("stream token store full (%d calls remembered); refusing a call", len(self._calls))
+            raise TokenRefused("full")
+        expiry_ms = now_ms + int(self._ttl_s * 1000)
         if not 0 <= expiry_ms < 16**_EXP_HEX:
             raise ValueError("clock value out of range for a stream token")
         head = f"{expiry_ms:0{_EXP_HEX}x}{secrets.token_hex(_NONCE_HEX // 2)}"
-        return head + self._mac(call_id, head)
+        token = head + self._mac(provider, call_id, head)
+        # Remembered until the token has expired and then for the whole window a call can last.
+        self._remember(key, _CallTokenState(token, expiry_ms, False, expiry_ms + self._remember_ms))
+        return token
 
-    def consume(self, call_id: str, token: str) -> bool:
-        """True exactly once for a genuine, unexpired token issued for `call_id`."""
+    def consume(self, provider: str, call_id: str, token: str) -> bool:
+        """True exactly once per call: for the first genuine, unexpired token issued for `provider`'s `call_id`."""
         if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             return False
         head, mac = token[: _EXP_HEX + _NONCE_HEX], token[_EXP_HEX + _NONCE_HEX :]
-        if not hmac.compare_digest(mac, self._mac(call_id, head)):
+        if not hmac.compare_digest(mac, self._mac(provider, call_id, head)):
             return False
         expiry_ms = int(head[:_EXP_HEX], 16)
-        now_ms = self._clock() * 1000
-        self._forget_expired(now_ms)
-        if now_ms >= expiry_ms or mac in self._used:
+        now_ms = self._now_ms()
+        self._forget_old(now_ms)
+        if now_ms >= expiry_ms:
             return False
-        if len(self._used) >= self._max_used:
-            # Refusing is safer than forgetting an unexpired token (which would make it replayable).
-            logger.warning("stream token store full (%d live tokens); refusing a stream", len(self._used))
+        key = (provider, call_id)
+        state = self._calls.get(key)
+        if state is not None:
+            if state.consumed:
+                return False  # one stream per call: this token, or any other minted for the call, was used
+            # A genuine token that is not the one issued here came from a replica that answered a retry of
+            # the webhook; the provider streams with whichever answer it kept, so either may open the call.
+            state.consumed = True
+            return True
+        if len(self._calls) >= self._max_calls:
+            # Refusing is safer than forgetting a call (which would make its token replayable).
+            logger.warning("stream token store full (%d calls remembered); refusing a stream", len(self._calls))
             return False
-        self._used.add(mac)
-        heapq.heappush(self._expiries, (expiry_ms, mac))
+        self._remember(key, _CallTokenState(None, expiry_ms, True, expiry_ms + self._remember_ms))
         return True
 
     @property
     def remembered(self) -> int:
-        """How many used, not yet expired tokens are held (for tests and metrics)."""
-        return len(self._used)
+        """How many calls (given a token here, or whose token was used here) are held (for tests and metrics)."""
+        return len(self._calls)
 
-    def _mac(self, call_id: str, head: str) -> str:
-        message = (
-            b"bargein-stream-token\x00" + call_id.encode("utf-8", "surrogatepass") + b"\x00" + head.encode()
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _mac(self, provider: str, call_id: str, head: str) -> str:
+        message = b"\x00".join(
+            (
+                b"bargein-stream-token",
+                provider.encode("utf-8", "surrogatepass"),
+                call_id.encode("utf-8", "surrogatepass"),
+                head.encode(),
+            )
         )
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
 
-    def _forget_expired(self, now_ms: float) -> None:
-        while self._expiries and self._expiries[0][0] <= now_ms:
-            _, mac = heapq.heappop(self._expiries)
-            self._used.discard(mac)
+    def _remember(self, key: tuple[str, str], state: _CallTokenState) -> None:
+        self._calls[key] = state
+        heapq.heappush(self._forget, (state.forget_at_ms, key))
+
+    def _forget_old(self, now_ms: int) -> None:
+        while self._forget and self._forget[0][0] <= now_ms:
+            _, key = heapq.heappop(self._forget)
+            self._calls.pop(key, None)
 
 
 # --------------------------------------------------------------------------------------------------------
 # Provider signatures
 # --------------------------------------------------------------------------------------------------------
+
+
+class ReplayGuard:
+    """Remembers signed requests already accepted, for `window_s`, so a replay of one can be refused.
+
+    Entries are 16-byte digests; memory is bounded by the request rate times the window and by `max_entries`.
+    When full it refuses new requests rather than forgetting live entries (which would make them replayable):
+    only genuinely signed requests can fill it.
+    """
+
+    def __init__(self, window_s: float, clock: Callable[[], float], *, max_entries: int = 200_000) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._max = max_entries
+        self._seen: dict[bytes, float] = {}
+        self._expiries: list[tuple[float, bytes]] = []  # min-heap of (forget at, digest) for _seen
+
+    def first_use(self, *parts: str) -> bool:
+        """True the first time these parts are seen within the window (and remembers them); else False."""
+        digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()[:16]
+        now = self._clock()
+        while self._expiries and self._expiries[0][0] <= now:
+            _, old = heapq.heappop(self._expiries)
+            self._seen.pop(old, None)
+        if digest in self._seen:
+            return False
+        if len(self._seen) >= self._max:
+            logger.warning("replay guard full (%d signed requests remembered); refusing", len(self._seen))
+            return False
+        forget_at = now + self._window_s
+        self._seen[digest] = forget_at
+        heapq.heappush(self._expiries, (forget_at, digest))
+        return True
+
+    @property
+    def remembered(self) -> int:
+        return len(self._seen)
 
 
 class _ListParams(dict[str, list[str]]):
@@ -224,8 +357,13 @@ class WebhookAuth:
     Call them unconditionally; `twilio_enabled` / `plivo_enabled` only report whether signatures are checked.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
+        # Plivo V3 signatures carry a nonce but no timestamp, so a captured request stays valid forever: each
+        # (signature, nonce) pair is accepted once, and remembered as long as a call and its record can live.
+        self.plivo_replays = ReplayGuard(replay_window_s(settings), clock)
+        # Anyone who can reach the webhooks can make every refusal below happen at will: bound the lines.
+        self._refusals = RateLimitedLog(logger, clock)
         self._twilio_token = settings.twilio_auth_token
         self._twilio_keys = parse_webhook_keys(settings.twilio_webhook_keys)
         self._plivo_token = settings.plivo_auth_token
@@ -271,13 +409,13 @@ class WebhookAuth:
 
     def _twilio_valid(self, url: str, params: _ListParams, headers: Mapping[str, str]) -> bool:
         if not self.twilio_enabled:
-            logger.warning(
+            self._refusals.warning(
                 "twilio request refused: no Twilio credentials configured (url %s)", _no_query(url)
             )
             return False
         signature = _header(headers, TWILIO_SIGNATURE)
         if not signature:
-            logger.warning("twilio request refused: no %s header (url %s)", TWILIO_SIGNATURE, _no_query(url))
+            self._refusals.warning("twilio request refused: no %s header (url %s)", TWILIO_SIGNATURE, _no_query(url))
             return False
         settings_header = _header(headers, TWILIO_SIGNATURE_SETTINGS)
         algorithm: str | None = None
@@ -287,14 +425,14 @@ class WebhookAuth:
             if key_id is not None:
                 secret = self._twilio_keys.get(key_id, "")
                 if not secret:
-                    logger.warning(
-                        "twilio request refused: unknown webhook shared key %r (url %s)",
-                        key_id,
+                    self._refusals.warning(
+                        "twilio request refused: unknown webhook shared key %s (url %s)",
+                        safe(key_id),
                         _no_query(url),
                     )
                     return False
         if not secret:
-            logger.warning("twilio request refused: signed with the auth token, which is not configured")
+            self._refusals.warning("twilio request refused: signed with the auth token, which is not configured")
             return False
         try:
             validator = twilio_rv.RequestValidator(secret)
@@ -303,15 +441,15 @@ class WebhookAuth:
             elif algorithm in (None, "HMAC_SHA1"):
                 ok = bool(validator.validate(url, params, signature))
             else:
-                logger.warning("twilio request refused: this twilio SDK cannot check %s", algorithm)
+                self._refusals.warning("twilio request refused: this twilio SDK cannot check %s", safe(algorithm))
                 return False
         except Exception as exc:  # noqa: BLE001 - any SDK failure is a refusal, never a 500
-            logger.warning(
+            self._refusals.warning(
                 "twilio signature check raised %s; refusing (url %s)", type(exc).__name__, _no_query(url)
             )
             return False
         if not ok:
-            logger.warning("twilio request refused: signature does not match (url %s)", _no_query(url))
+            self._refusals.warning("twilio request refused: signature does not match (url %s)", _no_query(url))
         return ok
 
     # --- Plivo ------------------------------------------------------------------------------------------
@@ -320,7 +458,9 @@ class WebhookAuth:
         """A Plivo webhook (`GET`/`POST`) to `path` (plus `?query`), V3-signed over PUBLIC_URL + path."""
         if self.insecure:
             return True
-        return self._plivo_valid(method, self._settings.public_http(path), _plivo_params(params), headers)
+        url = self._settings.public_http(path)
+        signature = self._plivo_match(method, url, _plivo_params(params), headers)
+        return signature is not None and self._plivo_first_use(signature, headers, url)
 
     def plivo_upgrade_candidates(self, path: str) -> list[str]:
         """The URL forms Plivo might have signed for a stream upgrade to `path` (§2.5: not settled).
@@ -345,14 +485,23 @@ class WebhookAuth:
 
     def check_plivo_upgrade(self, path: str, headers: Mapping[str, str]) -> tuple[bool, list[str]]:
         """(whether any candidate URL form matches the V3 signature with method GET, the forms tried)."""
+        ok, forms, _ = self._plivo_upgrade(path, headers)
+        return ok, forms
+
+    def _plivo_upgrade(self, path: str, headers: Mapping[str, str]) -> tuple[bool, list[str], bool]:
+        """(accepted, forms tried, whether it matched but was a replay)."""
         if self.insecure:
-            return True, []
+            return True, [], False
         forms = self.plivo_upgrade_candidates(path)
         for url in forms:
-            if self._plivo_valid("GET", url, {}, headers, quiet=True):
+            signature = self._plivo_match("GET", url, {}, headers, quiet=True)
+            if signature is not None:
+                # One request, several candidate URLs: only the form that matched is remembered, once.
+                if not self._plivo_first_use(signature, headers, url):
+                    return False, forms, True
                 logger.info("plivo upgrade signature matched %s", url)
-                return True, forms
-        return False, forms
+                return True, forms, False
+        return False, forms, False
 
     def plivo_upgrade_allowed(self, path: str, headers: Mapping[str, str]) -> bool:
         """The upgrade policy: a mismatch is logged, and refused only with PLIVO_ENFORCE_UPGRADE_SIGNATURE.
@@ -360,13 +509,19 @@ class WebhookAuth:
         Refusing by default could lock out every call if Plivo signs a URL form we do not try; the per-call
         stream token (checked on `start`) still keeps strangers out.
         """
-        ok, forms = self.check_plivo_upgrade(path, headers)
+        ok, forms, replayed = self._plivo_upgrade(path, headers)
         if ok:
             return True
+        if replayed:
+            self._refusals.warning(
+                "plivo upgrade replayed (signature and nonce already used); %s",
+                "refusing" if self.enforce_plivo_upgrade else "allowing: the stream token decides",
+            )
+            return not self.enforce_plivo_upgrade
         has_headers = (
             _header(headers, PLIVO_SIGNATURE) is not None or _header(headers, PLIVO_SIGNATURE_MA) is not None
         )
-        logger.warning(
+        self._refusals.warning(
             "plivo upgrade signature matched none of %s (signature headers %s, nonce %s); %s",
             forms,
             "present" if has_headers else "absent",
@@ -375,7 +530,15 @@ class WebhookAuth:
         )
         return not self.enforce_plivo_upgrade
 
-    def _plivo_valid(
+    def _plivo_first_use(self, signature: str, headers: Mapping[str, str], url: str) -> bool:
+        """False (and logged) when this (signature, nonce) pair was already accepted: a replayed request."""
+        nonce = _header(headers, PLIVO_NONCE) or ""
+        if self.plivo_replays.first_use("plivo-v3", signature, nonce):
+            return True
+        self._refusals.warning("plivo request refused: replayed signature and nonce (url %s)", _no_query(url))
+        return False
+
+    def _plivo_match(
         self,
         method: str,
         url: str,
@@ -383,39 +546,54 @@ class WebhookAuth:
         headers: Mapping[str, str],
         *,
         quiet: bool = False,
-    ) -> bool:
+    ) -> str | None:
+        """The V3 signature the request carries for `url` when one matches (the SDK decides), else None."""
         if not self.plivo_enabled:
             if not quiet:
-                logger.warning("plivo request refused: no PLIVO_AUTH_TOKEN (url %s)", _no_query(url))
-            return False
+                self._refusals.warning("plivo request refused: no PLIVO_AUTH_TOKEN (url %s)", _no_query(url))
+            return None
         signatures = [
             s for s in (_header(headers, PLIVO_SIGNATURE), _header(headers, PLIVO_SIGNATURE_MA)) if s
         ]
         nonce = _header(headers, PLIVO_NONCE)
         if not signatures:
             if not quiet:
-                logger.warning(
+                self._refusals.warning(
                     "plivo request refused: no %s header (url %s)", PLIVO_SIGNATURE, _no_query(url)
                 )
-            return False
+            return None
         for signature in signatures:
             try:
                 # The SDK mutates `params` while building the GET form, so each call gets its own copy.
                 if validate_v3_signature(
                     method.upper(), url, nonce, self._plivo_token, signature, params=dict(params)
                 ):
-                    return True
+                    # The header may list several signatures, and a replay could pad it with junk: what
+                    # identifies the request is the one signature that matched, so compute it to remember it.
+                    return _plivo_signature(method, url, params, str(nonce), self._plivo_token)
             except Exception as exc:  # noqa: BLE001 - e.g. ValidationError for a missing nonce: a refusal
                 if not quiet:
-                    logger.warning(
+                    self._refusals.warning(
                         "plivo signature check raised %s; refusing (url %s)",
                         type(exc).__name__,
                         _no_query(url),
                     )
-                return False
+                return None
         if not quiet:
-            logger.warning("plivo request refused: signature does not match (url %s)", _no_query(url))
-        return False
+            self._refusals.warning("plivo request refused: signature does not match (url %s)", _no_query(url))
+        return None
+
+
+def _plivo_signature(
+    method: str, url: str, params: dict[str, str | list[str]], nonce: str, auth_token: str
+) -> str:
+    """The V3 signature Plivo computes for this request, with the SDK's own helpers (as the validator does)."""
+    if method.upper() == "GET":
+        base = signature_v3.construct_get_url(url, dict(params))
+    else:
+        base = signature_v3.construct_post_url(url, dict(params))
+    signature = signature_v3.get_signature_v3(auth_token.encode(), base.decode("utf-8"), nonce.encode())
+    return bytes(signature).decode("ascii")
 
 
 def _plivo_params(params: Params) -> dict[str, str | list[str]]:

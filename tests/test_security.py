@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from twilio import request_validator as twilio_rv
 
 from app.clock import FakeClock
@@ -20,7 +23,19 @@ from app.edge.signing import (
     sign_twilio,
     sign_twilio_upgrade,
 )
-from app.security import TOKEN_LENGTH, StreamTokens, WebhookAuth, parse_webhook_keys
+from app.main import create_app
+from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
+from app.routes.embedded_llm import embedded_llm_router
+from app.security import (
+    MAX_CALL_S,
+    TOKEN_LENGTH,
+    ReplayGuard,
+    StreamTokens,
+    TokenRefused,
+    WebhookAuth,
+    parse_webhook_keys,
+    replay_window_s,
+)
 from app.settings import Settings
 
 PUBLIC = "https://agent.example.com/voice"
@@ -70,51 +85,52 @@ def tokens(clock: FakeClock) -> StreamTokens:
 
 
 def test_token_is_alphanumeric_and_fits_plivo_extra_headers(tokens: StreamTokens) -> None:
-    token = tokens.issue(CALL)
+    token = tokens.issue("twilio", CALL)
     assert re.fullmatch(r"[A-Za-z0-9]+", token)
     assert len(token) == TOKEN_LENGTH
     assert len(f"token={token}".encode()) <= 512
-    assert tokens.issue(CALL) != token  # a fresh nonce every time
+    assert tokens.issue("twilio", "CA" + "f" * 32) != token  # a fresh nonce for every call
 
 
 def test_token_consumes_once_and_only_once(tokens: StreamTokens) -> None:
-    token = tokens.issue(CALL)
-    assert tokens.consume(CALL, token)
-    assert not tokens.consume(CALL, token)
-    assert not tokens.consume(CALL, token)
+    token = tokens.issue("twilio", CALL)
+    assert tokens.consume("twilio", CALL, token)
+    assert not tokens.consume("twilio", CALL, token)
+    assert not tokens.consume("twilio", CALL, token)
 
 
 def test_token_is_bound_to_its_call(tokens: StreamTokens) -> None:
-    token = tokens.issue(CALL)
-    assert not tokens.consume("CA" + "f" * 32, token)
-    assert not tokens.consume("", token)
-    assert tokens.consume(CALL, token)  # a failed attempt for another call does not burn it
+    token = tokens.issue("twilio", CALL)
+    assert not tokens.consume("twilio", "CA" + "f" * 32, token)
+    assert not tokens.consume("twilio", "", token)
+    assert tokens.consume("twilio", CALL, token)  # a failed attempt for another call does not burn it
 
 
 def test_token_expires_after_ttl(tokens: StreamTokens, clock: FakeClock) -> None:
-    early, late = tokens.issue(CALL), tokens.issue(CALL)
+    early = tokens.issue("twilio", CALL)
+    late = tokens.issue("plivo", CALL)
     clock.advance(59.9)
-    assert tokens.consume(CALL, early)
+    assert tokens.consume("twilio", CALL, early)
     clock.advance(0.1)
-    assert not tokens.consume(CALL, late)
+    assert not tokens.consume("plivo", CALL, late)
 
 
 def test_tampered_tokens_are_refused(tokens: StreamTokens) -> None:
-    token = tokens.issue(CALL)
+    token = tokens.issue("twilio", CALL)
     later_expiry = f"{int(token[:12], 16) + 3_600_000:012x}" + token[12:]
     flipped_mac = token[:-1] + ("0" if token[-1] != "0" else "1")
     for forged in (later_expiry, flipped_mac, token.upper(), token[:-1], token + "0", "", "token", "é" * 60):
-        assert not tokens.consume(CALL, forged), forged
-    assert tokens.consume(CALL, token)
+        assert not tokens.consume("twilio", CALL, forged), forged
+    assert tokens.consume("twilio", CALL, token)
 
 
 def test_replica_with_same_secret_verifies_and_other_secret_does_not(clock: FakeClock) -> None:
     issuer = StreamTokens(b"shared-secret", 60.0, clock.now)
     replica = StreamTokens(b"shared-secret", 60.0, clock.now)
     stranger = StreamTokens(b"other-secret", 60.0, clock.now)
-    token = issuer.issue(CALL)
-    assert not stranger.consume(CALL, token)
-    assert replica.consume(CALL, token)
+    token = issuer.issue("twilio", CALL)
+    assert not stranger.consume("twilio", CALL, token)
+    assert replica.consume("twilio", CALL, token)
 
 
 def test_random_secret_per_process_when_setting_is_empty(clock: FakeClock) -> None:
@@ -123,32 +139,40 @@ def test_random_secret_per_process_when_setting_is_empty(clock: FakeClock) -> No
         StreamTokens.from_settings(settings, clock.now),
         StreamTokens.from_settings(settings, clock.now),
     )
-    assert not two.consume(CALL, one.issue(CALL))
+    assert not two.consume("twilio", CALL, one.issue("twilio", CALL))
     configured = make_settings(stream_token_secret="s3cret")
     a, b = (
         StreamTokens.from_settings(configured, clock.now),
         StreamTokens.from_settings(configured, clock.now),
     )
-    assert b.consume(CALL, a.issue(CALL))
+    assert b.consume("twilio", CALL, a.issue("twilio", CALL))
 
 
-def test_used_tokens_are_forgotten_once_expired(tokens: StreamTokens, clock: FakeClock) -> None:
+def test_calls_are_forgotten_once_the_replay_window_has_passed(clock: FakeClock) -> None:
+    tokens = StreamTokens(b"k" * 32, 60.0, clock.now, remember_s=3600.0)
     for i in range(50):
-        assert tokens.consume(f"CA{i}", tokens.issue(f"CA{i}"))
+        assert tokens.consume("twilio", f"CA{i}", tokens.issue("twilio", f"CA{i}"))
     assert tokens.remembered == 50
     clock.advance(61)
-    assert tokens.consume("CAnew", tokens.issue("CAnew"))
+    assert tokens.remembered == 50  # an expired token's call is still remembered: no second token for it
+    with pytest.raises(TokenRefused):
+        tokens.issue("twilio", "CA0")
+    clock.advance(3600)
+    assert tokens.consume("twilio", "CAnew", tokens.issue("twilio", "CAnew"))
     assert tokens.remembered == 1
 
 
-def test_full_store_refuses_rather_than_forgetting_live_tokens(clock: FakeClock) -> None:
-    small = StreamTokens(b"k", 60.0, clock.now, max_used=3)
+def test_full_store_refuses_rather_than_forgetting_live_calls(clock: FakeClock) -> None:
+    small = StreamTokens(b"k", 60.0, clock.now, remember_s=600.0, max_calls=3)
     for i in range(3):
-        assert small.consume(f"CA{i}", small.issue(f"CA{i}"))
-    pending = small.issue("CAx")
-    assert not small.consume("CAx", pending)
-    clock.advance(61)
-    assert small.consume("CAy", small.issue("CAy"))
+        assert small.consume("twilio", f"CA{i}", small.issue("twilio", f"CA{i}"))
+    with pytest.raises(TokenRefused) as refused:
+        small.issue("twilio", "CAx")
+    assert refused.value.reason == "full"
+    replica_token = StreamTokens(b"k", 60.0, clock.now).issue("twilio", "CAy")
+    assert not small.consume("twilio", "CAy", replica_token)  # cannot remember it, so it is not used
+    clock.advance(661)
+    assert small.consume("twilio", "CAz", small.issue("twilio", "CAz"))
 
 
 def test_tokens_reject_bad_construction() -> None:
@@ -421,3 +445,178 @@ def test_parse_webhook_keys() -> None:
     for bad in ("a", "=secret", "a="):
         with pytest.raises(ValueError):
             parse_webhook_keys(bad)
+
+
+# --------------------------------------------------------------------------------------------------------
+# One token per call, bound to its provider
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_issue_is_idempotent_until_the_token_is_used_then_refuses(tokens: StreamTokens) -> None:
+    token = tokens.issue("twilio", CALL)
+    assert tokens.issue("twilio", CALL) == token  # the provider retried its webhook: same answer
+    assert tokens.consume("twilio", CALL, token)
+    with pytest.raises(TokenRefused) as refused:
+        tokens.issue("twilio", CALL)  # a replayed webhook after the stream started
+    assert refused.value.reason == "consumed"
+
+
+def test_issue_refuses_once_the_token_expired_unused(tokens: StreamTokens, clock: FakeClock) -> None:
+    token = tokens.issue("plivo", CALL)
+    clock.advance(60.0)
+    with pytest.raises(TokenRefused) as refused:
+        tokens.issue("plivo", CALL)
+    assert refused.value.reason == "expired"
+    assert not tokens.consume("plivo", CALL, token)
+
+
+def test_token_is_bound_to_its_provider(tokens: StreamTokens) -> None:
+    twilio = tokens.issue("twilio", CALL)
+    plivo = tokens.issue("plivo", CALL)
+    assert twilio != plivo
+    assert not tokens.consume("plivo", CALL, twilio)
+    assert not tokens.consume("twilio", CALL, plivo)
+    assert tokens.consume("twilio", CALL, twilio)  # the failed cross-provider tries burnt nothing
+    assert tokens.consume("plivo", CALL, plivo)
+
+
+def test_a_call_opens_once_even_with_a_token_from_a_replica(clock: FakeClock) -> None:
+    here = StreamTokens(b"shared-secret", 60.0, clock.now)
+    replica = StreamTokens(b"shared-secret", 60.0, clock.now)
+    own, other = here.issue("twilio", CALL), replica.issue("twilio", CALL)
+    assert own != other
+    # The provider kept the replica's answer (a retry that landed there): that token opens the call...
+    assert here.consume("twilio", CALL, other)
+    # ...and then no token minted for the call opens it again, nor does this process mint another.
+    assert not here.consume("twilio", CALL, own)
+    with pytest.raises(TokenRefused):
+        here.issue("twilio", CALL)
+    # A call this process only saw consumed is remembered too.
+    third = StreamTokens(b"shared-secret", 60.0, clock.now)
+    token = replica.issue("plivo", "uuid-1")
+    assert third.consume("plivo", "uuid-1", token)
+    with pytest.raises(TokenRefused):
+        third.issue("plivo", "uuid-1")
+
+
+def test_from_settings_remembers_calls_for_the_longest_call_and_its_record(clock: FakeClock) -> None:
+    settings = make_settings(call_records_ttl_s=1800.0)
+    assert replay_window_s(settings) == MAX_CALL_S + 1800.0 == 4 * 3600 + 1800
+    tokens = StreamTokens.from_settings(settings, clock.now)
+    assert tokens.consume("twilio", CALL, tokens.issue("twilio", CALL))
+    clock.advance(MAX_CALL_S + 1800.0)  # the call can still be live, or its record still kept: no new token
+    with pytest.raises(TokenRefused):
+        tokens.issue("twilio", CALL)
+    clock.advance(61.0)
+    assert tokens.issue("twilio", CALL)  # long forgotten: a call id from then is no threat now
+    assert tokens.remembered == 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# Plivo nonces: each signed request is accepted once
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_plivo_webhook_replay_with_the_same_nonce_is_refused(auth: WebhookAuth) -> None:
+    headers = sign_plivo(PL_TOKEN, "POST", ANSWER_URL, PL_PARAMS)
+    # A refused request does not use up its nonce (else a forgery could burn the genuine request's).
+    assert not auth.check_plivo("POST", "/plivo/answer", {**PL_PARAMS, "From": "1"}, headers)
+    assert auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, headers)
+    assert not auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, headers)
+    # Padding the header with other signatures, or moving it to the Ma header, is the same request.
+    padded = {**headers, PLIVO_SIGNATURE: "b2xk," + headers[PLIVO_SIGNATURE] + ",bmV3"}
+    assert not auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, padded)
+    moved = {PLIVO_SIGNATURE_MA: headers[PLIVO_SIGNATURE], PLIVO_NONCE: headers[PLIVO_NONCE]}
+    assert not auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, moved)
+    # The same webhook signed again by Plivo carries a fresh nonce: accepted.
+    assert auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, sign_plivo(PL_TOKEN, "POST", ANSWER_URL, PL_PARAMS))
+
+
+def test_plivo_nonces_are_remembered_for_a_bounded_time() -> None:
+    clock = FakeClock(0.0)
+    settings = make_settings()
+    auth = WebhookAuth(settings, clock=clock.now)
+    headers = sign_plivo(PL_TOKEN, "POST", ANSWER_URL, PL_PARAMS)
+    assert auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, headers)
+    clock.advance(replay_window_s(settings) - 1)
+    assert not auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, headers)
+    assert auth.plivo_replays.remembered == 1
+    clock.advance(1)
+    assert auth.check_plivo("POST", "/plivo/answer", PL_PARAMS, headers)  # forgotten, and remembered afresh
+    assert auth.plivo_replays.remembered == 1
+
+
+def test_replay_guard_refuses_when_full_rather_than_forgetting() -> None:
+    clock = FakeClock(0.0)
+    guard = ReplayGuard(10.0, clock.now, max_entries=2)
+    assert guard.first_use("a", "1") and guard.first_use("b", "1")
+    assert not guard.first_use("c", "1")
+    assert not guard.first_use("a", "1")
+    clock.advance(10.0)
+    assert guard.first_use("c", "1") and guard.first_use("a", "1")
+
+
+def test_plivo_upgrade_candidates_are_one_request_and_a_replay_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    strict = WebhookAuth(make_settings(plivo_enforce_upgrade_signature=True))
+    lenient = WebhookAuth(make_settings())
+    # Signed over the last candidate form: the three tried before it do not use up the nonce.
+    headers = sign_plivo(PL_TOKEN, "GET", PLIVO_FORMS[3])
+    assert strict.check_plivo_upgrade("/plivo/stream", headers) == (True, PLIVO_FORMS)
+    assert strict.check_plivo_upgrade("/plivo/stream", headers) == (False, PLIVO_FORMS)
+    assert not strict.plivo_upgrade_allowed("/plivo/stream", headers)
+    assert lenient.plivo_upgrade_allowed("/plivo/stream", headers)
+    with caplog.at_level(logging.WARNING, logger="app.security"):
+        assert lenient.plivo_upgrade_allowed("/plivo/stream", headers)  # log only: the stream token decides
+    assert "replayed" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------------------
+# The embedded LLM answers this server only
+# --------------------------------------------------------------------------------------------------------
+
+LLM_KEY = "per-process-key-for-tests"
+LLM_BODY = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+def _llm_app() -> FastAPI:
+    app = FastAPI()
+    app.include_router(embedded_llm_router(0.0, LLM_KEY))
+    return app
+
+
+async def _llm_post(app: Any, client: tuple[str, int], headers: dict[str, str]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, client=client)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as http:
+        return await http.post(f"{EMBEDDED_LLM_PREFIX}/chat/completions", json=LLM_BODY, headers=headers)
+
+
+@pytest.mark.parametrize("client", ["203.0.113.7", "10.0.0.5", "::ffff:203.0.113.7", "2001:db8::1", "localhost"])
+def test_embedded_llm_refuses_a_non_loopback_client_even_with_the_key(client: str) -> None:
+    response = asyncio.run(_llm_post(_llm_app(), (client, 1234), {"Authorization": f"Bearer {LLM_KEY}"}))
+    assert response.status_code == 403
+    assert "data:" not in response.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": LLM_KEY}, {"Authorization": f"Bearer {LLM_KEY}x"}],
+)
+def test_embedded_llm_refuses_a_loopback_client_without_the_key(headers: dict[str, str]) -> None:
+    response = asyncio.run(_llm_post(_llm_app(), ("127.0.0.1", 1234), headers))
+    assert response.status_code == 401
+    assert "data:" not in response.text
+
+
+@pytest.mark.parametrize("client", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+def test_embedded_llm_answers_a_loopback_client_with_the_key(client: str) -> None:
+    response = asyncio.run(_llm_post(_llm_app(), (client, 1234), {"Authorization": f"Bearer {LLM_KEY}"}))
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("data: [DONE]")
+
+
+def test_the_app_mounts_the_embedded_llm_behind_a_key_nobody_outside_knows() -> None:
+    app = create_app(make_settings(llm_base_url=""))
+    outside = asyncio.run(_llm_post(app, ("203.0.113.7", 1234), {"Authorization": f"Bearer {LLM_KEY}"}))
+    assert outside.status_code == 403
+    inside_without_key = asyncio.run(_llm_post(app, ("127.0.0.1", 1234), {}))
+    assert inside_without_key.status_code == 401

@@ -85,7 +85,8 @@ def build_stack(**overrides: Any) -> tuple[Stack, FastAPI]:
     values.update(overrides)
     settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
     clock = FakeClock(1_700_000_000.0)
-    stack = Stack(settings, WebhookAuth(settings), StreamTokens(b"test-secret", TTL, clock.now), clock)
+    auth = WebhookAuth(settings, clock=clock.now)
+    stack = Stack(settings, auth, StreamTokens(b"test-secret", TTL, clock.now), clock)
     app = FastAPI()
     app.include_router(
         webhook_router(
@@ -97,21 +98,6 @@ def build_stack(**overrides: Any) -> tuple[Stack, FastAPI]:
         )
     )
     return stack, app
-
-
-@pytest.fixture(scope="module")
-def _secure() -> Iterator[Stack]:
-    stack, app = build_stack()
-    with ServedApp(app, lifespan="off") as served:
-        stack.url = served.url
-        yield stack
-
-
-@pytest.fixture
-def stack(_secure: Stack) -> Stack:
-    _secure.capacity = True
-    _secure.ended.clear()
-    return _secure
 
 
 @pytest.fixture
@@ -128,6 +114,12 @@ def serve() -> Iterator[Callable[..., Stack]]:
     yield start
     for server in servers:
         server.__exit__()
+
+
+@pytest.fixture
+def stack(serve: Callable[..., Stack]) -> Stack:
+    """A fresh app per test: each call id gets one stream token, and each Plivo nonce is accepted once."""
+    return serve()
 
 
 def xml_of(response: httpx.Response) -> ET.Element:
@@ -167,19 +159,19 @@ def test_twilio_voice_signed_over_public_url_gets_a_bidirectional_stream(stack: 
     token = twilio_stream_token(root)
     assert re.fullmatch(r"[A-Za-z0-9]+", token)
     assert len("token") + len(token) < 500  # <Parameter> name + value limit
-    assert stack.tokens.consume(CALL_SID, token)
-    assert not stack.tokens.consume(CALL_SID, token)
+    assert stack.tokens.consume("twilio", CALL_SID, token)
+    assert not stack.tokens.consume("twilio", CALL_SID, token)
 
 
 def test_twilio_stream_token_expires_and_is_bound_to_the_call(stack: Stack) -> None:
     headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)
     first = twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
-    second = twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
-    assert first != second
-    assert not stack.tokens.consume("CA" + "f" * 32, first)
+    retried = twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
+    assert retried == first  # a webhook retry before the stream starts gets the same, still single, token
+    assert not stack.tokens.consume("twilio", "CA" + "f" * 32, first)
+    assert not stack.tokens.consume("plivo", CALL_SID, first)
     stack.clock.advance(TTL)
-    assert not stack.tokens.consume(CALL_SID, first)
-    assert not stack.tokens.consume(CALL_SID, second)
+    assert not stack.tokens.consume("twilio", CALL_SID, first)
 
 
 @pytest.mark.parametrize(
@@ -216,7 +208,7 @@ def test_twilio_webhook_shared_key_is_accepted(stack: Stack, algorithm: str) -> 
     headers = sign_twilio(KEY_SECRET, public("/twilio/voice"), TW_PARAMS, key_id=KEY_ID, algorithm=algorithm)
     assert headers[TWILIO_SIGNATURE_SETTINGS] == f"key={KEY_ID},algorithm={algorithm}"
     root = xml_of(stack.post("/twilio/voice", TW_PARAMS, headers))
-    assert stack.tokens.consume(CALL_SID, twilio_stream_token(root))
+    assert stack.tokens.consume("twilio", CALL_SID, twilio_stream_token(root))
 
 
 def test_twilio_webhook_shared_key_forgeries_are_refused(stack: Stack) -> None:
@@ -307,24 +299,25 @@ def test_plivo_answer_signed_over_public_url_gets_a_bidirectional_stream(stack: 
     assert redirect is not None and redirect.text == "https://agent.example.com/voice/plivo/after-stream"
     assert redirect.get("method") == "POST"
     token = plivo_stream_token(root)
-    assert stack.tokens.consume(CALL_UUID, token)
-    assert not stack.tokens.consume(CALL_UUID, token)
+    assert stack.tokens.consume("plivo", CALL_UUID, token)
+    assert not stack.tokens.consume("plivo", CALL_UUID, token)
 
 
 def test_plivo_answer_accepts_the_main_account_header(stack: Stack) -> None:
     headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS, header=PLIVO_SIGNATURE_MA)
     assert PLIVO_SIGNATURE not in headers
     root = xml_of(stack.post("/plivo/answer", PL_PARAMS, headers))
-    assert stack.tokens.consume(CALL_UUID, plivo_stream_token(root))
+    assert stack.tokens.consume("plivo", CALL_UUID, plivo_stream_token(root))
 
 
 def test_plivo_stream_token_expires_and_is_bound_to_the_call(stack: Stack) -> None:
     headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
     token = plivo_stream_token(xml_of(stack.post("/plivo/answer", PL_PARAMS, headers)))
-    assert not stack.tokens.consume("6f1c2d3e-0000-4000-8000-000000000002", token)
-    assert not stack.tokens.consume(CALL_SID, token)
+    assert not stack.tokens.consume("plivo", "6f1c2d3e-0000-4000-8000-000000000002", token)
+    assert not stack.tokens.consume("plivo", CALL_SID, token)
+    assert not stack.tokens.consume("twilio", CALL_UUID, token)  # bound to its provider too
     stack.clock.advance(TTL + 1)
-    assert not stack.tokens.consume(CALL_UUID, token)
+    assert not stack.tokens.consume("plivo", CALL_UUID, token)
 
 
 @pytest.mark.parametrize(
@@ -372,12 +365,15 @@ def test_plivo_full_server_refuses_the_call_politely(stack: Stack) -> None:
 
 def test_plivo_after_stream_apologises_unless_the_agent_ended_the_call(stack: Stack) -> None:
     params = {**PL_PARAMS, "CallStatus": "in-progress", "Event": "Redirect"}
-    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/after-stream"), params)
-    root = xml_of(stack.post("/plivo/after-stream", params, headers))
+
+    def signed() -> dict[str, str]:  # Plivo signs every request with a fresh nonce; a reused one is a replay
+        return sign_plivo(PL_TOKEN, "POST", public("/plivo/after-stream"), params)
+
+    root = xml_of(stack.post("/plivo/after-stream", params, signed()))
     assert [child.tag for child in root] == ["Speak", "Hangup"]
     assert "Sorry" in (root.findtext("Speak") or "")
     stack.ended.add(CALL_UUID)
-    assert [child.tag for child in xml_of(stack.post("/plivo/after-stream", params, headers))] == ["Hangup"]
+    assert [child.tag for child in xml_of(stack.post("/plivo/after-stream", params, signed()))] == ["Hangup"]
     assert stack.post("/plivo/after-stream", params, {}).status_code == 403
 
 
@@ -399,9 +395,9 @@ def test_insecure_dev_mode_answers_unsigned_webhooks_and_still_issues_tokens(
     dev = serve(twilio_auth_token="", twilio_webhook_keys="", plivo_auth_token="")
     assert dev.auth.insecure
     twiml = xml_of(dev.post("/twilio/voice", TW_PARAMS))
-    assert dev.tokens.consume(CALL_SID, twilio_stream_token(twiml))
+    assert dev.tokens.consume("twilio", CALL_SID, twilio_stream_token(twiml))
     plivo = xml_of(dev.post("/plivo/answer", PL_PARAMS))
-    assert dev.tokens.consume(CALL_UUID, plivo_stream_token(plivo))
+    assert dev.tokens.consume("plivo", CALL_UUID, plivo_stream_token(plivo))
 
 
 def test_provider_without_credentials_is_refused_when_the_other_is_secured(
@@ -411,3 +407,59 @@ def test_provider_without_credentials_is_refused_when_the_other_is_secured(
     assert plivo_only.post("/twilio/voice", TW_PARAMS).status_code == 403
     signed = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
     assert plivo_only.post("/plivo/answer", PL_PARAMS, signed).status_code == 200
+
+
+# --------------------------------------------------------------------------------------------------------
+# Replays: one stream token per call
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_twilio_replayed_answer_webhook_gets_a_hang_up_and_no_second_token(stack: Stack) -> None:
+    headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)
+    token = twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
+    assert stack.tokens.consume("twilio", CALL_SID, token)  # the stream started
+    # The same signed request again: Twilio signatures carry no nonce or time, so the signature still checks out.
+    replay = xml_of(stack.post("/twilio/voice", TW_PARAMS, headers))
+    assert [child.tag for child in replay] == ["Hangup"]
+    assert replay.find(".//Stream") is None and replay.find(".//Parameter") is None
+
+
+def test_twilio_answer_webhook_after_the_token_expired_unused_gets_a_hang_up(stack: Stack) -> None:
+    headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)
+    twilio_stream_token(xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)))
+    stack.clock.advance(TTL)
+    assert [child.tag for child in xml_of(stack.post("/twilio/voice", TW_PARAMS, headers))] == ["Hangup"]
+
+
+def test_plivo_replayed_answer_webhook_is_refused_and_a_late_retry_gets_no_token(stack: Stack) -> None:
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    token = plivo_stream_token(xml_of(stack.post("/plivo/answer", PL_PARAMS, headers)))
+    # The very same request (same signature, same nonce): refused outright.
+    replay = stack.post("/plivo/answer", PL_PARAMS, headers)
+    assert replay.status_code == 403 and "<Stream" not in replay.text
+    padded = {**headers, PLIVO_SIGNATURE: "Zm9yZ2Vk," + headers[PLIVO_SIGNATURE]}  # junk around the same signature
+    assert stack.post("/plivo/answer", PL_PARAMS, padded).status_code == 403
+    # Plivo retrying with a fresh nonce before the stream started: the same token again.
+    retry = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    assert plivo_stream_token(xml_of(stack.post("/plivo/answer", PL_PARAMS, retry))) == token
+    assert stack.tokens.consume("plivo", CALL_UUID, token)
+    # After the stream started, even a freshly signed request gets no token, only a hang-up.
+    late = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS)
+    root = xml_of(stack.post("/plivo/answer", PL_PARAMS, late))
+    assert [child.tag for child in root] == ["Hangup"]
+
+
+def test_each_provider_gets_its_own_token_for_the_same_call_id(stack: Stack) -> None:
+    # Call ids are the providers' own; the same string on both is two calls, and neither token opens the other.
+    twilio = twilio_stream_token(
+        xml_of(stack.post("/twilio/voice", TW_PARAMS, sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS)))
+    )
+    params = {**PL_PARAMS, "CallUUID": CALL_SID}
+    plivo = plivo_stream_token(
+        xml_of(stack.post("/plivo/answer", params, sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), params)))
+    )
+    assert twilio != plivo
+    assert not stack.tokens.consume("plivo", CALL_SID, twilio)
+    assert not stack.tokens.consume("twilio", CALL_SID, plivo)
+    assert stack.tokens.consume("twilio", CALL_SID, twilio)
+    assert stack.tokens.consume("plivo", CALL_SID, plivo)

@@ -1,4 +1,9 @@
-"""CallRegistry: live and recently ended calls, in memory with a cap and a time to live."""
+"""CallRegistry: live and recently ended calls, in memory with a cap and a time to live.
+
+A call is live while exactly one media stream owns it. The owner is identified by a key the server makes for
+each stream (never by anything in the `start` frame, which the peer chooses), so a second stream that names a
+live call is refused without touching its record, and only the owning stream's end can end the call.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,14 @@ from collections import OrderedDict
 
 from app.clock import Clock
 from app.transcript import CallRecord
+
+
+class CallInUse(Exception):
+    """Another stream owns this call while it is live; the new stream must be refused."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"call {call_id} already has a live stream")
+        self.call_id = call_id
 
 
 class CallRegistry:
@@ -17,12 +30,21 @@ class CallRegistry:
         self._clock = clock
         self._records: OrderedDict[str, CallRecord] = OrderedDict()
         self._ended_at: dict[str, float] = {}
-        self._live: set[str] = set()
+        self._owners: dict[str, str] = {}  # live call id -> the key of the stream that owns it
         self.calls_total = 0
 
-    def open(self, call_id: str, provider: str, wall_now: float) -> tuple[CallRecord, bool]:
-        """The record for a starting stream, and whether the call is new (False when a stream reconnects)."""
+    def open(self, call_id: str, provider: str, stream_key: str, wall_now: float) -> tuple[CallRecord, bool]:
+        """The record for a starting stream, and whether the call is new (False when a stream reconnects).
+
+        Raises CallInUse, changing nothing, while another stream owns the call: a provider runs one stream per
+        call (telephony-protocols.md §1.4, §2.3), so a second one is a stranger or a confused peer, and letting it
+        in would give it the first caller's conversation. A stream that reconnects after the owner has closed
+        gets the same record back.
+        """
         self.prune()
+        owner = self._owners.get(call_id)
+        if owner is not None and owner != stream_key:
+            raise CallInUse(call_id)
         record = self._records.get(call_id)
         is_new = record is None or record.provider != provider
         if record is None or record.provider != provider:
@@ -33,23 +55,30 @@ class CallRegistry:
             record.ended_at = None
             record.end_reason = None
             self._ended_at.pop(call_id, None)
-        self._live.add(call_id)
+        self._owners[call_id] = stream_key
         return record, is_new
 
-    def close(self, record: CallRecord, reason: str, wall_now: float) -> None:
-        self._live.discard(record.call_id)
+    def close(self, record: CallRecord, stream_key: str, reason: str, wall_now: float) -> bool:
+        """End the call if `stream_key` owns it; False (and nothing changed) for any other stream."""
+        if self._owners.get(record.call_id) != stream_key:
+            return False
+        del self._owners[record.call_id]
         record.ended_at = wall_now
         record.end_reason = reason
         self._ended_at[record.call_id] = self._clock.now()
         self.prune()
+        return True
 
     def get(self, call_id: str) -> CallRecord | None:
         self.prune()
         return self._records.get(call_id)
 
+    def is_live(self, call_id: str) -> bool:
+        return call_id in self._owners
+
     @property
     def active(self) -> int:
-        return len(self._live)
+        return len(self._owners)
 
     def prune(self) -> None:
         now = self._clock.now()
@@ -58,7 +87,7 @@ class CallRegistry:
                 self._drop(call_id)
         # The cap only evicts ended calls: a live call is never forgotten.
         if len(self._records) > self._max:
-            for call_id in [c for c in self._records if c not in self._live]:
+            for call_id in [c for c in self._records if c not in self._owners]:
                 if len(self._records) <= self._max:
                     break
                 self._drop(call_id)

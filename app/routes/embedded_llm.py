@@ -1,22 +1,71 @@
-"""The embedded scripted LLM, mounted on the server itself at /embedded-llm/v1 (OpenAI-compatible, streamed)."""
+"""The embedded scripted LLM, mounted on the server itself at /embedded-llm/v1 (OpenAI-compatible, streamed).
+
+Only the server's own LLM client may use it: a request must come from this host (a loopback address, or the
+very address the connection arrived on, for a server bound to one interface) AND carry the per-process bearer
+key that create_app() hands to both the router and the client. The address alone is not enough: behind a
+proxy trusted with FORWARDED_ALLOW_IPS='*', uvicorn takes the client address from X-Forwarded-For, which anyone
+can set to 127.0.0.1. The key alone would do, but the address check keeps the endpoint off the public surface
+even if the key leaked into a log.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
 from providers.llm.scripted import scripted_reply, sse_chunks
 
+logger = logging.getLogger(__name__)
+
 PREFIX = "/embedded-llm/v1"
 
 
-def embedded_llm_router(token_delay_s: float) -> APIRouter:
-    router = APIRouter(prefix=PREFIX)
+def _is_local(client: str | None, server: str | None) -> bool:
+    """A loopback client (127.0.0.0/8, ::1, also IPv4-mapped), or one whose address is the server's own."""
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return True
+    # A server bound to one non-loopback interface reaches itself from that address (see llm_base_url).
+    try:
+        return server is not None and not address.is_unspecified and address == ipaddress.ip_address(server)
+    except ValueError:
+        return False
+
+
+def embedded_llm_router(token_delay_s: float, api_key: str) -> APIRouter:
+    """The scripted LLM's routes; every request needs `Authorization: Bearer {api_key}` and a local client."""
+    if not api_key:
+        raise ValueError("the embedded LLM needs a key")
+    expected = f"Bearer {api_key}".encode()
+
+    def only_this_server(request: Request) -> None:
+        client = request.client.host if request.client else None
+        server = request.scope.get("server")
+        server_host = server[0] if isinstance(server, (tuple, list)) and server else None
+        if not _is_local(client, server_host):
+            logger.warning("embedded LLM refused a request from a non-local address")
+            raise HTTPException(status_code=403, detail="the embedded LLM answers this server only")
+        given = request.headers.get("authorization", "").encode()
+        if not secrets.compare_digest(given, expected):
+            logger.warning("embedded LLM refused a request without the server's key")
+            raise HTTPException(status_code=401, detail="the embedded LLM answers this server only")
+
+    router = APIRouter(prefix=PREFIX, dependencies=[Depends(only_this_server)])
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:

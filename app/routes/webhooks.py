@@ -17,7 +17,8 @@ from plivo import plivoxml
 from starlette.datastructures import FormData
 from twilio.twiml.voice_response import VoiceResponse
 
-from app.security import StreamTokens, WebhookAuth
+from app.logsafe import safe
+from app.security import StreamTokens, TokenRefused, WebhookAuth
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,20 @@ def webhook_router(
             ok = auth.check_plivo("POST", path, form, request.headers)
         return form if ok else None
 
+    def issue_token(provider: str, call_id: str, log: dict[str, str]) -> str | None:
+        """The call's stream token; None when it already had one that was used or expired: hang up then.
+
+        A provider retrying its webhook gets the same token back. Anything later is a replay of a signed
+        request (Twilio signatures carry no nonce or time), and a second token would let its sender open a
+        second stream for the call, so the answer is a plain hang-up.
+        """
+        try:
+            return tokens.issue(provider, call_id)
+        except TokenRefused as refused:
+            hint = "" if refused.reason == "full" else " (a replayed or late answer webhook)"
+            logger.warning("no stream token for the call: %s%s; hanging up", refused.reason, hint, extra=log)
+            return None
+
     def ended_cleanly(call_id: str) -> bool:
         return bool(call_id) and call_ended_cleanly is not None and call_ended_cleanly(call_id)
 
@@ -83,6 +98,9 @@ def webhook_router(
         if not has_capacity():
             logger.warning("at capacity: refusing a Twilio call", extra=log)
             return _xml(_twilio_say_and_hang_up(settings.agent_busy_text))
+        token = issue_token("twilio", call_sid, log)
+        if token is None:
+            return _xml(_twilio_hang_up())
         response = VoiceResponse()
         # With <Connect>, Twilio requests `action` once our side closes the socket (§1.4): the place to speak
         # an apology instead of leaving a caller in silence or cutting them off after a fault.
@@ -94,7 +112,7 @@ def webhook_router(
             status_callback=settings.public_http(TWILIO_STREAM_STATUS),
             status_callback_method="POST",
         )
-        stream.parameter(name=TOKEN_PARAM, value=tokens.issue(call_sid))
+        stream.parameter(name=TOKEN_PARAM, value=token)
         logger.info("answering Twilio call with a media stream", extra=log)
         return _xml(str(response))
 
@@ -107,9 +125,7 @@ def webhook_router(
         log = {"call_sid": call_sid, "provider": "twilio"}
         if ended_cleanly(call_sid):
             logger.info("stream ended by the agent; hanging up", extra=log)
-            response = VoiceResponse()
-            response.hangup()
-            return _xml(str(response))
+            return _xml(_twilio_hang_up())
         logger.warning("stream ended without the agent ending the call; apologising", extra=log)
         return _xml(_twilio_say_and_hang_up(settings.agent_apology_text))
 
@@ -121,9 +137,9 @@ def webhook_router(
         # Fields per the <Stream> docs: StreamEvent, StreamError, StreamSid, StreamName, CallSid (§1.4).
         logger.info(
             "twilio stream status %s (stream %s)%s",
-            _field(form, "StreamEvent") or "?",
-            _field(form, "StreamSid") or "?",
-            f": {_field(form, 'StreamError')}" if _field(form, "StreamError") else "",
+            safe(_field(form, "StreamEvent") or "?", quote=False),
+            safe(_field(form, "StreamSid") or "?", quote=False),
+            f": {safe(_field(form, 'StreamError'), 200, quote=False)}" if _field(form, "StreamError") else "",
             extra={"call_sid": _field(form, "CallSid"), "provider": "twilio"},
         )
         return Response(status_code=204)
@@ -142,7 +158,10 @@ def webhook_router(
         if not has_capacity():
             logger.warning("at capacity: refusing a Plivo call", extra=log)
             return _xml(_plivo_speak_and_hang_up(settings.agent_busy_text))
-        extra_headers = f"{TOKEN_PARAM}={tokens.issue(call_uuid)}"
+        token = issue_token("plivo", call_uuid, log)
+        if token is None:
+            return _xml(_plivo_hang_up())
+        extra_headers = f"{TOKEN_PARAM}={token}"
         if len(extra_headers.encode()) > PLIVO_EXTRA_HEADERS_MAX:  # cannot happen with our 60-char tokens
             raise RuntimeError("stream token too long for Plivo extraHeaders")
         response = plivoxml.ResponseElement()
@@ -176,9 +195,7 @@ def webhook_router(
         log = {"call_sid": call_uuid, "provider": "plivo"}
         if ended_cleanly(call_uuid):
             logger.info("stream ended by the agent; hanging up", extra=log)
-            response = plivoxml.ResponseElement()
-            response.add(plivoxml.HangupElement())
-            return _xml(_plivo_xml(response))
+            return _xml(_plivo_hang_up())
         logger.warning("stream ended without the agent ending the call; apologising", extra=log)
         return _xml(_plivo_speak_and_hang_up(settings.agent_apology_text))
 
@@ -191,9 +208,9 @@ def webhook_router(
         # newer guide uses started/stopped/failed with StatusReason: log whichever is there (§2.4).
         logger.info(
             "plivo stream status %s (stream %s)%s",
-            _field(form, "Event") or _field(form, "StreamEvent") or _field(form, "Status") or "?",
-            _field(form, "StreamID") or _field(form, "StreamId") or "?",
-            f": {_field(form, 'StatusReason')}" if _field(form, "StatusReason") else "",
+            safe(_field(form, "Event") or _field(form, "StreamEvent") or _field(form, "Status") or "?", quote=False),
+            safe(_field(form, "StreamID") or _field(form, "StreamId") or "?", quote=False),
+            f": {safe(_field(form, 'StatusReason'), 200, quote=False)}" if _field(form, "StatusReason") else "",
             extra={"call_sid": _field(form, "CallUUID"), "provider": "plivo"},
         )
         return Response(status_code=204)
@@ -225,6 +242,18 @@ def _twilio_say_and_hang_up(text: str) -> str:
     response.say(text)
     response.hangup()
     return str(response)
+
+
+def _twilio_hang_up() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def _plivo_hang_up() -> str:
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.HangupElement())
+    return _plivo_xml(response)
 
 
 def _plivo_speak_and_hang_up(text: str) -> str:
