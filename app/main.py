@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     metrics = Metrics()
     registry = CallRegistry(settings.call_records_max, settings.call_records_ttl_s, clock)
     auth = WebhookAuth(settings)
+    if not auth.insecure and not settings.admin_token:
+        logger.warning("auth is on but ADMIN_TOKEN is not set: /calls, /metrics and /stats answer 401 to everyone")
     tokens = StreamTokens.from_settings(settings, time.time)  # wall time: replicas on other hosts agree on it
     state: dict[str, Any] = {"ready": False}
     fallback: list[Synthesis] = []
@@ -68,7 +70,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         llm = OpenAICompatibleLlm(
             llm_base_url(settings),
             settings.llm_model,
-            api_key=settings.llm_api_key,
+            # The embedded LLM answers only a request carrying this process's key (see the router below).
+            api_key=settings.llm_api_key if settings.llm_base_url else embedded_llm_key,
             first_token_timeout_s=settings.llm_first_token_timeout_s,
             token_timeout_s=settings.llm_token_timeout_s,
         )
@@ -110,7 +113,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await llm.aclose()
             await tts.aclose()
 
-    app = FastAPI(title="bargein", lifespan=lifespan)
+    docs = settings.api_docs  # off by default: the schema maps the attack surface
+    app = FastAPI(title="bargein", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
@@ -126,7 +131,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         webhook_router(settings, auth, tokens, has_capacity, call_ended_cleanly=ended_cleanly)
     )
     app.include_router(media_router(lambda: state["deps"], auth))
-    app.include_router(embedded_llm_router(settings.embedded_llm_token_delay_ms / 1000.0))
+    # Random per process and known only to the LLM client built in lifespan(): a loopback address alone can be
+    # forged through X-Forwarded-For behind a proxy trusted with FORWARDED_ALLOW_IPS='*'.
+    embedded_llm_key = secrets.token_urlsafe(32)
+    app.include_router(embedded_llm_router(settings.embedded_llm_token_delay_ms / 1000.0, embedded_llm_key))
 
     def require_admin(request: Request) -> None:
         if auth.insecure:

@@ -21,9 +21,10 @@ from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
 from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent
 from app.call.outbox import Outbox
-from app.call.registry import CallRegistry
+from app.call.registry import CallInUse, CallRegistry
 from app.call.turn import AgentTurn, Cut
 from app.clock import Clock
+from app.logsafe import LogBudget, safe
 from app.metrics import Metrics
 from app.security import StreamTokens
 from app.settings import Settings
@@ -46,6 +47,9 @@ from providers.tts.base import Synthesis, TtsEngine
 logger = logging.getLogger(__name__)
 
 NO_TRANSCRIPT = "[the caller spoke; speech recognition is not enabled]"
+# Bad frames on one stream: the first few are logged in full, then one summary line per interval at most.
+INVALID_LOG_BURST = 5
+INVALID_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(slots=True)
@@ -93,6 +97,8 @@ class CallSession:
         self._user_record: Turn | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.last_frame_at = deps.clock.now()
+        self.opened_at = self.last_frame_at  # the start deadline runs from here; frames do not move it
+        self._invalid_log = LogBudget(INVALID_LOG_BURST, INVALID_LOG_INTERVAL_S)
         self.closed = False
         self._log_extra: dict[str, str] = {}
 
@@ -138,28 +144,53 @@ class CallSession:
         self._invalid("binary", "binary frame (providers send JSON text)")
 
     def _invalid(self, kind: str, reason: str) -> None:
-        logger.warning("ignored inbound frame: %s", reason, extra=self._log_extra)
+        # Counted always; logged within a per-stream budget, escaped (the reason can carry the peer's text).
         self._metrics.invalid_frames_total.labels(self.protocol.name, kind).inc()
         if self.record is not None:
             self.record.invalid_frames += 1
+        logged = self._invalid_log.take(self._clock.now(), reason)
+        if logged == 0:
+            logger.warning("ignored inbound frame: %s", safe(reason, 160, quote=False), extra=self._log_extra)
+        elif logged is not None:
+            self._log_suppressed(logged, reason)
+
+    def flush_invalid_log(self, now: float, *, final: bool = False) -> None:
+        """Sum up the bad frames not logged yet, when a summary is due (or the stream ends)."""
+        count = self._invalid_log.flush(now, force=final)
+        if count is not None:
+            self._log_suppressed(count, self._invalid_log.last_detail)
+
+    def _log_suppressed(self, count: int, latest: str) -> None:
+        logger.warning("ignored %d more inbound frames not logged one by one (%d on this stream; latest: %s)",
+                       count, self._invalid_log.seen, safe(latest, 160, quote=False), extra=self._log_extra)
 
     async def _on_start(self, event: CallStarted) -> None:
         if self.record is not None:
             self._invalid("invalid", "second start on one stream")
             return
-        self._log_extra = {"call_sid": event.call_id, "provider": self.protocol.name}
-        if self.deps.require_token and not self.deps.tokens.consume(event.call_id, event.custom.get("token", "")):
+        self._log_extra = {"call_sid": safe(event.call_id, quote=False), "provider": self.protocol.name}
+        # The token is bound to the provider too: a Twilio call's token opens nothing on /plivo/stream.
+        if self.deps.require_token and not self.deps.tokens.consume(
+            self.protocol.name, event.call_id, event.custom.get("token", "")
+        ):
             logger.warning("stream refused: missing, reused or wrong per-call token", extra=self._log_extra)
             raise StreamRefused("bad token")
         if event.encoding.lower() not in ("audio/x-mulaw", "mulaw", "audio/mulaw") or event.sample_rate != 8000:
-            logger.warning("stream refused: unsupported audio %s/%s", event.encoding, event.sample_rate,
+            logger.warning("stream refused: unsupported audio %s/%s", safe(event.encoding), event.sample_rate,
                            extra=self._log_extra)
             raise StreamRefused("unsupported audio format")
         registry = self.deps.registry
         known = registry.get(event.call_id)
         if (known is None or known.ended_at is not None) and registry.active >= self.deps.settings.max_calls:
             raise StreamRefused("server full")
-        record, is_new = registry.open(event.call_id, self.protocol.name, self.deps.wall())
+        # Made here, not taken from the frame: the peer chooses the stream id, so it cannot prove ownership.
+        self._stream_key = uuid.uuid4().hex
+        try:
+            record, is_new = registry.open(event.call_id, self.protocol.name, self._stream_key, self.deps.wall())
+        except CallInUse:
+            # Refused before touching the record: no stream id, no generation, no turns for a second stream.
+            logger.warning("stream refused: the call already has a live stream", extra=self._log_extra)
+            raise StreamRefused("call already has a live stream") from None
         record.stream_ids.append(event.stream_id)
         self.record = record
         # A reconnecting stream starts a fresh generation, so nothing from the old stream can count as heard.
@@ -307,6 +338,8 @@ class CallSession:
             llm_first_token_timeout_s=s.llm_first_token_timeout_s,
             fallback=fallback,
             on_fallback=on_fallback,
+            max_reply_chars=s.llm_max_reply_chars,
+            max_queued_audio_ms=s.max_queued_audio_s * 1000.0,
         )
         self._agent_record = rec
         self.agent.start()
@@ -327,9 +360,14 @@ class CallSession:
     async def on_tick(self, now: float) -> None:
         """Driven by a timer: turn state must move even when no frames arrive. Raises StreamRefused on idle."""
         if self.record is None:
+            # Measured from the upgrade, not the last frame: junk frames must not keep an unstarted stream open.
+            if now - self.opened_at > self.deps.settings.stream_start_timeout_s:
+                raise StreamRefused("no start")
             if now - self.last_frame_at > self.deps.settings.idle_timeout_s:
                 raise StreamRefused("idle before start")
+            self.flush_invalid_log(now)
             return
+        self.flush_invalid_log(now)
         for event in self.vad.tick(now):
             await self._on_vad(event, now)
         if self.agent is not None and self.agent.finished and not self.agent_active(now):
@@ -339,6 +377,7 @@ class CallSession:
 
     # -- end -------------------------------------------------------------------------------------
     async def close(self, reason: str) -> None:
+        self.vad.close()  # the batcher drops this call's queued windows instead of running them for nobody
         if self.agent is not None:
             now = self._clock.now()
             if self.agent_active(now):
@@ -351,9 +390,11 @@ class CallSession:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.record is not None:
+        # Only the stream that owns the call may end it (the registry checks the key it was opened with).
+        if self.record is not None and self.deps.registry.close(
+            self.record, self._stream_key, reason, self.deps.wall()
+        ):
             self.record.generation = max(self.record.generation, self.ledger.generation)
-            self.deps.registry.close(self.record, reason, self.deps.wall())
             self._metrics.active_calls.dec()
             logger.info("stream ended: %s", reason, extra=self._log_extra)
         self.closed = True
