@@ -4,6 +4,10 @@ Audio is queued per turn and sent in chunks of `chunk_ms`, each followed by a ma
 Pacing keeps about `lead_ms` of audio buffered at the edge: enough to ride out scheduling jitter, little enough
 that a clear has little to throw away. A clear never waits behind queued audio: `drop()` empties the queue
 synchronously and the session writes the clear itself.
+
+The queue's length in audio is kept as a running count (`queued_ms`), so a producer can hold back until there
+is room (`wait_for_room`): the pacer and `drop()` signal it whenever the queue shrinks. That bounds what one
+turn can queue, and so the memory a long LLM reply can take, without ever blocking a clear.
 """
 
 from __future__ import annotations
@@ -39,24 +43,44 @@ class Outbox:
         self._chunk_bytes = max(1, chunk_ms * 8)  # mu-law at 8 kHz: 8 bytes per ms
         self._lead_ms = float(lead_ms)
         self._queue: deque[tuple[int, bytes]] = deque()
+        self._queued_bytes = 0  # sum of the queued chunks' lengths, kept as they come and go
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever the queue shrinks: a chunk sent, or everything dropped
         self.sent_chunks = 0
 
     @property
     def has_queued(self) -> bool:
         return bool(self._queue)
 
+    @property
+    def queued_ms(self) -> float:
+        """Audio queued and not yet sent, in ms."""
+        return self._queued_bytes / 8.0
+
+    async def wait_for_room(self, audio_ms: float, limit_ms: float) -> None:
+        """Return once `audio_ms` more audio keeps the queue within `limit_ms`, or the queue is empty.
+
+        The empty-queue case lets audio longer than the limit through on its own, so a waiter always ends.
+        Cancelling the waiter (barge-in: `drop()` then the turn's cancel) ends the wait at once.
+        """
+        while self._queue and self._queued_bytes / 8.0 + audio_ms > limit_ms:
+            self._room.clear()
+            await self._room.wait()
+
     def enqueue(self, turn_id: int, ulaw: bytes) -> None:
         """Queue a turn's audio (mu-law 8 kHz); it goes out in chunks with a marker after each."""
         step = self._chunk_bytes
         for i in range(0, len(ulaw), step):
             self._queue.append((turn_id, ulaw[i : i + step]))
+        self._queued_bytes += len(ulaw)
         self._wake.set()
 
     def drop(self) -> int:
         """Forget every queued chunk (barge-in); returns how many were dropped."""
         dropped = len(self._queue)
         self._queue.clear()
+        self._queued_bytes = 0
+        self._room.set()
         return dropped
 
     async def run(self) -> None:
@@ -71,6 +95,8 @@ class Outbox:
                     await asyncio.sleep((ahead - self._lead_ms) / 1000.0)
                     continue
                 turn_id, chunk = self._queue.popleft()
+                self._queued_bytes -= len(chunk)
+                self._room.set()
                 name = self.ledger.chunk_sent(turn_id, len(chunk) / 8.0, now)
                 # Both writes reach the transport before anything else runs: uvicorn writes synchronously.
                 await self._send(self._protocol.media(chunk))

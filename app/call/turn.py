@@ -21,6 +21,93 @@ logger = logging.getLogger(__name__)
 # A sentence ends at . ! ? (or a newline) followed by whitespace; synthesis starts on the first one.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"\S+")
+_SPACE = re.compile(r"\s")
+
+# The longest sentence handed to TTS; a longer run with no sentence end is cut. A sentence is synthesised only
+# once it is complete, and espeak-ng's time grows faster than the text (measured here: 200 chars 13 ms, 350
+# chars 26 ms, 700 chars 62 ms, 1,400 chars 188 ms, 2,800 chars 1.4 s, which is past TTS_TIMEOUT_S's reach),
+# so a run-on reply would hold back the first audio for as long as the LLM takes to stream it, then synthesise
+# slowly or time out. 300 characters is about 15 s of speech (more than any sentence a phone agent should
+# say) and about 20 ms of synthesis; real sentences stay well under it.
+MAX_SENTENCE_CHARS = 300
+
+# A piece that is already buffered comes out of the LLM stream without the event loop running, so a server
+# that floods has a whole socket read (64 KB, some 350 SSE events through h11, httpx and json) parsed and split
+# in one stretch: 7-8 ms of CPU on this VM, measured. Letting the loop run every 32 pieces brings the longest
+# stretch to 1-1.5 ms; a model that streams at speaking pace waits on the socket for every piece anyway.
+_PIECES_PER_YIELD = 32
+
+
+class SentenceSplitter:
+    """Streamed text in, sentences out, in time linear in the text.
+
+    Sentences end where `_SENTENCE_END` matches, as splitting the whole text at once would put them (leading
+    and trailing whitespace stripped, empty ones dropped). The pending text never holds a sentence end, and
+    the pattern looks back one character only, so each `feed` scans just the text it brings, with the one
+    character before it as look-behind. A run of more than `max_chars` with no sentence end is cut at its last
+    whitespace within the bound, or at the bound itself when it has none (a word split in two: the turn then
+    joins the halves with a space, as it joins any two sentences). The pending text therefore never holds more
+    than `max_chars` characters, and a feed costs the length of its piece plus at most that.
+    """
+
+    def __init__(self, max_chars: int = MAX_SENTENCE_CHARS) -> None:
+        if max_chars < 1:
+            raise ValueError("max_chars must be at least 1")
+        self.max_chars = max_chars
+        self._pending = ""
+
+    def feed(self, piece: str) -> list[str]:
+        """The sentences completed by `piece`, in order."""
+        text = self._pending + piece
+        out: list[str] = []
+        start = 0
+        # `finditer(text, pos)` still sees the character before `pos` for the look-behind.
+        for end in _SENTENCE_END.finditer(text, len(self._pending)):
+            self._emit(text, start, end.start(), out)
+            start = end.end()
+        start = self._emit(text, start, len(text), out, keep_tail=True)
+        self._pending = text[start:]
+        return out
+
+    def flush(self) -> str | None:
+        """The text after the last sentence end (the reply ended), or None if there is none."""
+        tail, self._pending = self._pending.strip(), ""
+        return tail or None
+
+    def _emit(self, text: str, start: int, end: int, out: list[str], keep_tail: bool = False) -> int:
+        """Append `text[start:end]` to `out` in sentences of at most `max_chars`; return where the rest starts.
+
+        With `keep_tail` the last `max_chars` characters or fewer stay behind: a sentence end may yet follow.
+        """
+        limit = self.max_chars
+        while end - start > limit:
+            window = text[start : start + limit + 1]
+            space = _SPACE.search(window[::-1])
+            if space is None:  # one word longer than the bound: a hard cut
+                _append(out, window[:limit])
+                start += limit
+            else:
+                cut = limit - space.start()  # the last whitespace, so the sentence before it is <= limit
+                _append(out, window[:cut])
+                start += cut + 1
+        if keep_tail:
+            return start
+        _append(out, text[start:end])
+        return end
+
+
+def _append(out: list[str], sentence: str) -> None:
+    sentence = sentence.strip()
+    if sentence:
+        out.append(sentence)
+
+
+def _without_last_word(text: str) -> str:
+    """`text` minus its last word and the whitespace before it ("" if it is one word)."""
+    i = len(text)
+    while i and not text[i - 1].isspace():
+        i -= 1
+    return text[:i].rstrip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +151,11 @@ class AgentTurn:
         llm_first_token_timeout_s: float = 5.0,
         fallback: Synthesis | None = None,
         on_fallback: Callable[[str], None] | None = None,
+        max_reply_chars: int,
+        max_queued_audio_ms: float,
     ) -> None:
+        """`max_reply_chars` caps the LLM's reply (not a fixed `text`); `max_queued_audio_ms` caps the audio
+        this turn keeps queued in the outbox ahead of playback (synthesis waits for room)."""
         self.turn_id = turn_id
         self._outbox = outbox
         self._tts = tts
@@ -75,14 +166,26 @@ class AgentTurn:
         self._first_token_timeout_s = llm_first_token_timeout_s
         self._fallback = fallback
         self._on_fallback = on_fallback
+        self._max_reply_chars = max_reply_chars
+        self._max_queued_audio_ms = max_queued_audio_ms
         self.segments: list[Segment] = []
         self._starts: list[float] = []
         self.text = ""
-        self.llm_text = ""  # everything the LLM produced, synthesised or not
+        # Everything the LLM produced (up to the cap), synthesised or not. Kept as pieces: `+=` on an attribute
+        # copies the whole string each time, which made a long reply cost time quadratic in its length.
+        self._llm_parts: list[str] = []
+        self._llm_chars = 0
         self.tts_stopped = False
         self.finished = False  # all audio handed to the outbox (or the turn failed)
         self.used_fallback = False
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def llm_text(self) -> str:
+        """Everything the LLM produced so far (never more than `max_reply_chars`)."""
+        if len(self._llm_parts) > 1:
+            self._llm_parts[:] = ["".join(self._llm_parts)]
+        return self._llm_parts[0] if self._llm_parts else ""
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,10 +233,14 @@ class AgentTurn:
             sentences.put_nowait(None)
             return
         assert self._llm is not None
-        pending = ""
+        splitter = SentenceSplitter()
         first = True
+        pieces = 0
         async with contextlib.aclosing(self._llm.stream(self._messages)) as stream:
             while True:
+                pieces += 1
+                if pieces % _PIECES_PER_YIELD == 0:
+                    await asyncio.sleep(0)
                 try:
                     if first:
                         async with asyncio.timeout(self._first_token_timeout_s):
@@ -145,21 +252,54 @@ class AgentTurn:
                     break
                 if self.tts_stopped:
                     return  # a token that arrives after the clear reaches neither TTS nor transcript
-                self.llm_text += piece
-                pending += piece
-                parts = _SENTENCE_END.split(pending)
-                for sentence in parts[:-1]:
-                    if sentence.strip():
-                        sentences.put_nowait(sentence.strip())
-                pending = parts[-1]
-        if pending.strip():
-            sentences.put_nowait(pending.strip())
+                room = self._max_reply_chars - self._llm_chars
+                if len(piece) > room:
+                    self._cap_reply(piece, room, splitter, sentences)
+                    break  # leaving the `async with` closes the HTTP stream, so the LLM stops generating
+                self._llm_parts.append(piece)
+                self._llm_chars += len(piece)
+                for sentence in splitter.feed(piece):
+                    sentences.put_nowait(sentence)
+        if (tail := splitter.flush()) is not None:  # None after a cap: _cap_reply took the pending text
+            sentences.put_nowait(tail)
         sentences.put_nowait(None)
+
+    def _cap_reply(
+        self, piece: str, room: int, splitter: SentenceSplitter, sentences: asyncio.Queue[str | None]
+    ) -> None:
+        """The reply runs past `max_reply_chars`: keep it up to the cap, cut back to a whole word."""
+        head = piece[:room]
+        self._llm_parts.append(head)
+        for sentence in splitter.feed(head):
+            sentences.put_nowait(sentence)
+        tail = splitter.flush() or ""
+        text = self.llm_text
+        if text and not text[-1].isspace() and not piece[room].isspace():
+            # The cap fell inside a word. Its first part is still in the splitter's pending text (a sentence is
+            # only ever cut at whitespace, bar a hard cut of a word longer than MAX_SENTENCE_CHARS), so drop it
+            # there and the same characters from the end of llm_text.
+            kept = _without_last_word(tail)
+            text = text[: len(text) - (len(tail) - len(kept))]
+            tail = kept
+        self._llm_parts[:] = [text]
+        self._llm_chars = len(text)
+        if tail:
+            sentences.put_nowait(tail)
+        logger.warning(
+            "agent turn %s: LLM reply cut at %d characters (LLM_MAX_REPLY_CHARS); stream closed",
+            self.turn_id, self._max_reply_chars,
+        )
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         while (sentence := await sentences.get()) is not None:
             async with asyncio.timeout(self._tts_timeout_s):
                 synthesis = await self._tts.synthesize(sentence)
+            if self.tts_stopped:
+                return
+            # Back-pressure: queue this sentence only once it fits under MAX_QUEUED_AUDIO_S (or the queue is empty),
+            # and synthesise the next only after that: the outbox holds at most the cap, and one more sentence
+            # waits here. A barge-in drops the queue and cancels this task, which ends the wait at once.
+            await self._outbox.wait_for_room(synthesis.duration_ms, self._max_queued_audio_ms)
             if self.tts_stopped:
                 return
             self._add_segment(synthesis)
@@ -207,5 +347,10 @@ class AgentTurn:
         return Cut(offset, max(0, len(_WORD.findall(heard)) - 1), heard)
 
 
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """A whole text's sentences, as a turn speaks them."""
+    splitter = SentenceSplitter(max_chars)
+    sentences = splitter.feed(text)
+    if (tail := splitter.flush()) is not None:
+        sentences.append(tail)
+    return sentences

@@ -137,7 +137,10 @@ class ScriptedLlmServer:
 
     `replies` is a list (request n gets `replies[n % len(replies)]`) or a function of the request's
     messages. Content tokens go out `token_delay_s` apart on an absolute schedule, the first one
-    `first_token_delay_s` after the request was read.
+    `first_token_delay_s` after the request was read. A token is a word with its trailing whitespace, or,
+    with `chunk_chars`, that many characters of the reply whatever they are (`chunk_chars=len(reply)` sends
+    the whole reply as one delta, on one line). `ensure_ascii=False` writes the JSON as raw UTF-8, as
+    llama.cpp and vLLM do, instead of escaping every non-ASCII character.
     """
 
     def __init__(
@@ -148,6 +151,8 @@ class ScriptedLlmServer:
         *,
         mode: str = "ok",
         model: str = "scripted",
+        chunk_chars: int | None = None,
+        ensure_ascii: bool = True,
         clock: Clock = time.monotonic,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -159,6 +164,10 @@ class ScriptedLlmServer:
         self.first_token_delay_s = first_token_delay_s
         self.mode = mode
         self.model = model
+        if chunk_chars is not None and chunk_chars < 1:
+            raise ValueError("chunk_chars must be at least 1")
+        self.chunk_chars = chunk_chars
+        self.ensure_ascii = ensure_ascii
         self._clock = clock
         self._host = host
         self._port = port
@@ -332,7 +341,8 @@ class ScriptedLlmServer:
     ) -> None:
         completion_id = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
-        tokens = tokenize(record.reply)
+        reply, n = record.reply, self.chunk_chars
+        tokens = tokenize(reply) if n is None else [reply[i : i + n] for i in range(0, len(reply), n)]
         if not body.get("stream"):
             await asyncio.sleep(self.first_token_delay_s + self.token_delay_s * max(0, len(tokens) - 1))
             message = {"role": "assistant", "content": record.reply}
@@ -364,7 +374,7 @@ class ScriptedLlmServer:
                 "model": self.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
-            return _sse(json.dumps(data, separators=(",", ":")))
+            return _sse(json.dumps(data, separators=(",", ":"), ensure_ascii=self.ensure_ascii))
 
         head = (
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
