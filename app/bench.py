@@ -1,8 +1,9 @@
 """`bargein bench`: the corpus through the provider-edge emulator against a real server, and N calls held open.
 
-    bargein bench [--mode accuracy|hold|all] [--limit N] [--providers twilio,plivo] [--concurrency 1,20]
+    bargein bench [--mode accuracy|hold|all|fuzz] [--limit N] [--providers twilio,plivo] [--concurrency 1,20]
                   [--hold-calls 100] [--hold-seconds 30] [--hold-caller noise|quiet]
                   [--agent-turn llm|greeting] [--auth] [--quick] [--json out.json]
+                  [--fuzz-frames 100000] [--fuzz-connections 6] [--fuzz-calls 10]
 
 Three parts, in this order, each on its own so they do not compete for the CPU:
 
@@ -12,6 +13,9 @@ Three parts, in this order, each on its own so they do not compete for the CPU:
    about 12 minutes per provider (`--noise-at-1` adds them); at higher concurrency every clip runs;
 3. hold (`app.bench_hold`): a fresh server process, N calls held open with the agent talking and the callers
    sending steady noise, measured over a window.
+
+`--mode fuzz` (not part of `all`) runs `app.bench_fuzz` instead: honest calls beside connections sending
+hostile frames, and beside 1 MB / 100 KB media frames.
 
 The report goes to stdout, progress to stderr. Pass a target or not, the exit status is 0 when the benchmark
 ran; 1 when it could not (the server did not start, or no call connected).
@@ -37,6 +41,7 @@ from app.bench_accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
 from app.bench_accuracy import server_env as accuracy_env
 from app.bench_common import Auth, ServerProcess, inherited_settings, progress
 from app.bench_compare import run_compare
+from app.bench_fuzz import FuzzOptions, FuzzResult, run_fuzz
 from app.bench_hold import HoldOptions, HoldResult, run_hold
 from app.bench_hold import server_env as hold_env
 from app.bench_report import render
@@ -58,6 +63,7 @@ class Report:
     phases: list[Phase] = field(default_factory=list)
     llm: dict[str, int] = field(default_factory=dict)
     hold: HoldResult | None = None
+    fuzz: FuzzResult | None = None
     servers: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     failed: str | None = None
@@ -86,7 +92,7 @@ def sample(clips: Sequence[Clip], kind: str, limit: int) -> list[Clip]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bargein bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--mode", choices=("accuracy", "hold", "all"), default="all")
+    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz"), default="all")
     p.add_argument("--limit", type=int, default=0, help="a sample of N clips per kind (0: the whole corpus)")
     p.add_argument("--providers", default="twilio,plivo")
     p.add_argument("--concurrency", default="1,20", help="accuracy-mode concurrencies, comma-separated")
@@ -114,6 +120,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="instead of the modes above: the hold on this code and on CHECKOUT's at once (see app/bench_compare.py)",
     )
     p.add_argument("--rounds", type=int, default=2, help="--compare rounds, sides swapped each round (default 2)")
+    p.add_argument("--fuzz-frames", type=int, default=100_000, help="--mode fuzz: hostile frames to send")
+    p.add_argument("--fuzz-connections", type=int, default=6, help="--mode fuzz: hostile connections at once")
+    p.add_argument("--fuzz-calls", type=int, default=10, help="--mode fuzz: honest calls in the quiet run")
+    p.add_argument("--fuzz-seed", type=int, default=1, help="--mode fuzz: the fuzzer's seed")
     args = p.parse_args(argv)
     args.providers = [x.strip() for x in args.providers.split(",") if x.strip()]
     if not args.providers or set(args.providers) - set(PROVIDERS):
@@ -194,6 +204,21 @@ async def run_hold_mode(
         report.servers.append(await _stop(server, "hold"))
 
 
+async def run_fuzz_mode(
+    args: argparse.Namespace, report: Report, clips: list[Clip], llm: ScriptedLlmServer, auth: Auth | None
+) -> None:
+    opts = FuzzOptions.from_args(args)
+    speech = sample(clips, "speech", opts.calls)
+    audio = {c.path: load_clip(c) for c in speech}
+    server = ServerProcess({"LLM_BASE_URL": llm.base_url, **accuracy_env(AccuracyOptions())}, auth)
+    progress("fuzz: starting the server")
+    await server.start()
+    try:
+        report.fuzz = await run_fuzz(server, speech, audio, load_clip(PRIME_CLIP), opts)
+    finally:
+        report.servers.append(await _stop(server, "fuzz"))
+
+
 def _edge(server: ServerProcess, auth: Auth | None) -> EdgeEmulator:
     if auth is None:
         return EdgeEmulator(server.url, keep_audio=False)
@@ -240,6 +265,12 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
             + (f"steady noise ({', '.join(STEADY_CATEGORIES)})" if args.hold_caller == "noise"
                else "a quiet line (-60 dBFS hiss)")
         )
+    if args.mode == "fuzz":
+        plan.append(
+            f"fuzz: {args.fuzz_calls} honest calls (corpus speech over an LLM reply) quiet, then beside "
+            f"{args.fuzz_frames:,} hostile frames on {args.fuzz_connections} connections, then beside a 1 MB and "
+            "twenty 100 KB media frames"
+        )
     plan.append(
         "server: `python -m app.cli serve` in its own process (uvicorn, websockets-sansio, uvloop where installed), "
         + ("auth on (signed webhook first)" if auth else "insecure dev mode (no auth)")
@@ -251,6 +282,8 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
                 await run_accuracy(args, report, clips, llm, auth)
             if args.mode in ("hold", "all"):
                 await run_hold_mode(args, report, clips, llm, auth)
+            if args.mode == "fuzz":
+                await run_fuzz_mode(args, report, clips, llm, auth)
     except RuntimeError as exc:
         report.failed = str(exc)
     report.wall_s = time.monotonic() - t0
@@ -274,7 +307,7 @@ def main(argv: list[str]) -> int:
         return run_compare(args)
     t0 = time.monotonic()
     cost: list[dict[str, float]] = []
-    if not args.no_cost:
+    if not args.no_cost and args.mode != "fuzz":
         # measure_cost runs its own event loops, and runs alone: no server, no load generator
         progress("detector cost (in-process)")
         cost = detector_cost(args.quick)

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 from app.bargein.corpus import STEADY_CATEGORIES
 from app.bench_accuracy import ClipRun, Phase
 from app.bench_common import MB, fmt, fmt_pct, pct, table
+from app.bench_fuzz import render as fuzz_section
+from app.bench_fuzz import summary as fuzz_summary
+from app.bench_fuzz import targets as fuzz_targets
 
 if TYPE_CHECKING:
     from app.bench import Report
@@ -130,6 +133,8 @@ def render(report: Report) -> tuple[str, dict[str, Any]]:
         out += _accuracy(report, summaries)
     if report.hold is not None:
         out += _hold(report)
+    if report.fuzz is not None:
+        out += fuzz_section(report.fuzz)
     if report.servers:
         out += [
             "",
@@ -158,6 +163,7 @@ def render(report: Report) -> tuple[str, dict[str, Any]]:
     return "\n".join(out), {
         "phases": summaries,
         "targets": [dict(zip(("target", "measured", "result"), t, strict=True)) for t in targets],
+        **({"fuzz": fuzz_summary(report.fuzz)} if report.fuzz is not None else {}),
     }
 
 
@@ -492,6 +498,8 @@ def _targets(report: Report, summaries: list[dict[str, Any]]) -> list[list[str]]
         )
         per = None if h.rss_per_call is None else h.rss_per_call / MB
         rows.append(["RSS per call < 2 MB (aim)", fmt(per, 2, " MB"), _verdict(None if per is None else per < 2.0)])
+    if report.fuzz is not None:
+        rows += fuzz_targets(report.fuzz)
     full = report.args.get("mode") == "all" and not report.args.get("limit") and not report.args.get("quick")
     rows.append(
         [

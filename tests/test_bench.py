@@ -92,3 +92,34 @@ def test_compare_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode != 0 and "no app/main.py" in proc.stderr
+
+
+@pytest.mark.slow
+def test_fuzz_mode_at_a_tiny_size_reports_every_target(tmp_path: Path) -> None:
+    out = tmp_path / "fuzz.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--mode", "fuzz", "--fuzz-frames", "600", "--fuzz-calls", "2",
+         "--fuzz-connections", "3", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for text in ("Fuzz: hostile frames beside live calls", "fuzz frames sent", "fuzz connections",
+                 "server counted invalid", "honest records intact", "crashes", "RSS before / after",
+                 "600 fuzzed and hostile frames beside live calls: 0 crashes",
+                 "honest onset->clear p95 within 50 ms of a quiet run", "no event-loop stall over 20 ms (worst)",
+                 "RSS back within 10% after the run", "/healthz within 200 ms throughout",
+                 "honest clear within 400 ms of speech onset"):
+        assert text in proc.stdout, f"{text!r} missing from the report:\n{proc.stdout}"
+    data = json.loads(out.read_text())
+    fuzz = data["summary"]["fuzz"]
+    assert fuzz["frames"] == 600 and fuzz["crashes"] == 0, fuzz
+    assert fuzz["quiet_n"] == 2 and fuzz["quiet_p95"] is not None
+    assert fuzz["stall_max_ms"] is not None and fuzz["rss_growth"] is not None
+    assert fuzz["big_calls"] == 2 and fuzz["big_health_max_ms"] > 0
+    assert data["fuzz"]["big"]["big_frames"]["frames"] >= 21  # the 1 MB frame and the twenty of 100 KB went out
+    assert all(s["exit"] == 0 and s["traceback"] == 0 for s in data["servers"])
+    targets = {t["target"].strip(): t["result"] for t in data["summary"]["targets"]}
+    assert targets["600 fuzzed and hostile frames beside live calls: 0 crashes"] == "PASS"
+    assert {targets[t] for t in targets if "within" in t or "stall" in t} <= {"PASS", "MISS", "n/a"}
