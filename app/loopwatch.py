@@ -4,12 +4,18 @@ A task sleeps `interval_s` again and again; when it wakes later than asked, some
 the difference (a long callback, a blocking call, a big collection). That lateness is what every other call
 on the process waited: a frame that arrived during it got its barge-in decision that much later. The watch
 costs one timer wake-up per interval (100 a second at 10 ms), nothing per call.
+
+Lateness has two causes, told apart with the loop thread's CPU time: our code held the loop (the thread was
+running the whole time), or the machine did not give the process a core (the thread was runnable but off the
+CPU: on a 2-core box beside a load generator, the kernel can leave it waiting for tens of ms). `stalls` is
+the lateness; `held` is the part of it the thread spent on the CPU, i.e. what our own code can be blamed for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from app.metrics import LagRecorder
@@ -26,6 +32,7 @@ class LoopWatch:
         self._interval_s = interval_s
         self._on_stall = on_stall
         self.stalls = LagRecorder(capacity=1 << 16)
+        self.held = LagRecorder(capacity=1 << 16)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -41,16 +48,25 @@ class LoopWatch:
 
     def reset(self) -> None:
         self.stalls.reset()
+        self.held.reset()
 
     def summary(self) -> dict[str, float]:
         return self.stalls.summary()
 
+    def held_summary(self) -> dict[str, float]:
+        return self.held.summary()
+
     async def _run(self) -> None:
-        now, interval = self._now, self._interval_s
+        now, interval, cpu = self._now, self._interval_s, time.thread_time
         while True:
-            asked = now() + interval
+            started, cpu_started = now(), cpu()
             await asyncio.sleep(interval)
-            late_ms = max(0.0, (now() - asked) * 1000.0)
+            elapsed, cpu_used = now() - started, cpu() - cpu_started
+            late_ms = max(0.0, (elapsed - interval) * 1000.0)
+            # Off-CPU time covers the idle wait in epoll as well as time spent waiting for a core; whatever
+            # of the lateness it cannot explain, the loop thread spent running something.
+            off_cpu_ms = max(0.0, (elapsed - cpu_used) * 1000.0)
             self.stalls.add(late_ms)
+            self.held.add(max(0.0, late_ms - off_cpu_ms))
             if self._on_stall is not None:
                 self._on_stall(late_ms)

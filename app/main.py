@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "calls_total": registry.calls_total,
             "frame_lag_ms": metrics.frame_lag.summary(),
             "loop_stall_ms": loop_watch.summary(),
+            "loop_held_ms": loop_watch.held_summary(),
             "silero_batches": _batch_stats(state.get("batcher")),
             "cpu_s": cpu.user + cpu.system,
             "rss_bytes": proc.memory_info().rss,
