@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import psutil
 
+from app.background import BackgroundTask
 from app.settings import Settings
 
 FRAME_S = 0.02
@@ -288,23 +289,12 @@ class GcWatch:
         return max(self.pauses_ms, default=0.0)
 
 
-class LoopMonitor:
+class LoopMonitor(BackgroundTask):
     """How late this process's event loop wakes a 5 ms sleeper: a stall here delays the caller frames."""
 
     def __init__(self, period_s: float = 0.005) -> None:
         self.period_s = period_s
         self.late_ms: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LoopMonitor:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:

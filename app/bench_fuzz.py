@@ -35,6 +35,7 @@ import numpy as np
 import psutil
 
 from app.audio import pcm16_to_ulaw
+from app.background import BackgroundTask
 from app.bargein.corpus import Clip
 from app.bench_accuracy import I16, AccuracyOptions, AccuracyRunner, ClipRun
 from app.bench_common import MB, ServerProcess, fmt, pct, progress, table
@@ -141,7 +142,7 @@ def _loud_tail(audio: dict[str, I16]) -> bytes:
     return pcm16_to_ulaw(pcm[start : start + 4000])
 
 
-class _Aimer:
+class _Aimer(BackgroundTask):
     """Watches the emulator's calls; once one is talking, sends it `n` frames from another socket."""
 
     def __init__(self, base_url: str, edge: EdgeEmulator, n: int, seed: int, max_message: int) -> None:
@@ -150,17 +151,9 @@ class _Aimer:
         self.targets: list[tuple[str, str, Provider]] = []
         self._seen: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._watch: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _Aimer:
-        self._watch = asyncio.create_task(self._run())
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await super().__aexit__(*exc)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self) -> None:

@@ -1,6 +1,6 @@
 """LoopWatch: how long the event loop was held by one callback, measured from inside the loop.
 
-A task sleeps `interval_s` again and again; when it wakes later than asked, something held the loop for
+A timer fires every `interval_s`; when it fires later than asked, something held the loop for
 the difference (a long callback, a blocking call, a big collection). That lateness is what every other call
 on the process waited: a frame that arrived during it got its barge-in decision that much later. The watch
 costs one timer wake-up per interval (100 a second at 10 ms), nothing per call.
@@ -14,7 +14,6 @@ the lateness; `held` is the part of it the thread spent on the CPU, i.e. what ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -33,18 +32,20 @@ class LoopWatch:
         self._on_stall = on_stall
         self.stalls = LagRecorder(capacity=1 << 16)
         self.held = LagRecorder(capacity=1 << 16)
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._started = 0.0
+        self._cpu_started = 0.0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loop-watch")
+        if self._handle is None:
+            self._loop = asyncio.get_running_loop()
+            self._arm()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
 
     def reset(self) -> None:
         self.stalls.reset()
@@ -56,17 +57,21 @@ class LoopWatch:
     def held_summary(self) -> dict[str, float]:
         return self.held.summary()
 
-    async def _run(self) -> None:
-        now, interval, cpu = self._now, self._interval_s, time.thread_time
-        while True:
-            started, cpu_started = now(), cpu()
-            await asyncio.sleep(interval)
-            elapsed, cpu_used = now() - started, cpu() - cpu_started
-            late_ms = max(0.0, (elapsed - interval) * 1000.0)
-            # Off-CPU time covers the idle wait in epoll as well as time spent waiting for a core; whatever
-            # of the lateness it cannot explain, the loop thread spent running something.
-            off_cpu_ms = max(0.0, (elapsed - cpu_used) * 1000.0)
-            self.stalls.add(late_ms)
-            self.held.add(max(0.0, late_ms - off_cpu_ms))
-            if self._on_stall is not None:
-                self._on_stall(late_ms)
+    # A plain timer callback, not a task: a task's wake-up costs a coroutine resume and a sleep future each
+    # time (measured: 55-65 us a wake-up here, 6 ms of CPU a second), a callback a few microseconds.
+    def _arm(self) -> None:
+        assert self._loop is not None
+        self._started, self._cpu_started = self._now(), time.thread_time()
+        self._handle = self._loop.call_at(self._loop.time() + self._interval_s, self._wake)
+
+    def _wake(self) -> None:
+        elapsed, cpu_used = self._now() - self._started, time.thread_time() - self._cpu_started
+        late_ms = max(0.0, (elapsed - self._interval_s) * 1000.0)
+        # Off-CPU time covers the idle wait in epoll as well as time spent waiting for a core; whatever of the
+        # lateness it cannot explain, the loop thread spent running something.
+        off_cpu_ms = max(0.0, (elapsed - cpu_used) * 1000.0)
+        self.stalls.add(late_ms)
+        self.held.add(max(0.0, late_ms - off_cpu_ms))
+        if self._on_stall is not None:
+            self._on_stall(late_ms)
+        self._arm()

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_calls: int = Field(200, ge=1, description="Concurrent calls; the webhook refuses the call past this.")
     idle_timeout_s: float = Field(20.0, gt=0, description="End a stream that sends nothing for this long.")
+    loop_watch_ms: float = Field(
+        10.0, ge=0, le=1000, description="Event-loop stall watch interval (/stats, /metrics); 0 turns it off."
+    )
     api_docs: bool = Field(False, description="Serve /docs and /openapi.json (off: they map the attack surface).")
 
     # --- hostile input bounds ----------------------------------------------------------------------

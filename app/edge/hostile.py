@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from app.background import BackgroundTask
 from app.edge.fuzz import WS_MAX_MESSAGE, Hostile, Target, hostile_frames
 from app.edge.wire import Provider
 
@@ -213,7 +214,7 @@ async def hammer_process(base_url: str, frames: int, connections: int, seed: int
 # --- /healthz, polled beside them ----------------------------------------------------------------------------
 
 
-class HealthPoller:
+class HealthPoller(BackgroundTask):
     """GET /healthz every `interval_s` (after the previous answer); latency of each, and every failure."""
 
     def __init__(self, base_url: str, interval_s: float = 0.02, timeout_s: float = 5.0) -> None:
@@ -222,17 +223,6 @@ class HealthPoller:
         self.timeout_s = timeout_s
         self.latencies_ms: list[float] = []
         self.failures: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> HealthPoller:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         async with httpx.AsyncClient(base_url=self.base_url, trust_env=False, timeout=self.timeout_s) as client:
