@@ -28,10 +28,11 @@ GREETING = "Welcome. " + " ".join(["I will keep talking until you interrupt me."
 HEALTH_EVERY_S = 0.02
 HEALTH_BOUND_S = 0.2
 ONSET_TO_CLEAR_BOUND_S = 0.4
-# LoopWatch wakes every 10 ms and records how late it woke. The target is no stall over 20 ms; the bound is
-# looser because this server shares its process (and the GIL) with the emulator, the health probe and the
-# hostile client, and two cores with whatever else runs: measured 3-13 ms here with the caps in place,
-# against 1-5 s for the old server on the 1 MB frame alone.
+# LoopWatch wakes every 10 ms and records how late it woke, and how much of that the loop thread spent on the
+# CPU (`loop_held_ms`): waiting for the GIL, which this in-process server shares with the emulator, the health
+# probe and the hostile client, or for one of the two cores, is not counted. The target is no stall over 20 ms;
+# the bound is looser for a busy CI box: measured 3-13 ms here with the caps in place, against 1-5 s for the
+# old server on the 1 MB frame alone.
 LOOP_STALL_BOUND_MS = 100.0
 
 
@@ -159,7 +160,7 @@ def test_oversized_frames_close_only_their_stream_and_the_honest_call_barges_in(
         assert not probe.failures, probe.failures
         assert len(probe.latencies) >= 20
         assert max(probe.latencies) <= HEALTH_BOUND_S, max(probe.latencies)
-        assert server_stats["loop_stall_ms"]["max"] < LOOP_STALL_BOUND_MS, server_stats["loop_stall_ms"]
+        assert server_stats["loop_held_ms"]["max"] < LOOP_STALL_BOUND_MS, server_stats
 
     asyncio.run(scenario())
 
@@ -208,6 +209,6 @@ def test_a_frame_under_the_message_cap_but_over_the_payload_cap_is_refused_undec
         assert any(f"media.payload of {size} bytes exceeds the 4000-byte cap" in m for m in reasons), reasons
         assert not any("not valid base64" in m for m in reasons), reasons
         assert max(probe.latencies) <= HEALTH_BOUND_S
-        assert server_stats["loop_stall_ms"]["max"] < LOOP_STALL_BOUND_MS, server_stats["loop_stall_ms"]
+        assert server_stats["loop_held_ms"]["max"] < LOOP_STALL_BOUND_MS, server_stats
 
     asyncio.run(scenario())

@@ -136,8 +136,10 @@ def check_bounded(result: dict[str, Any], srv: Any, llm: ScriptedLlmServer, repl
 
     # The reply's first sentence was heard at once, the loop never stalled, and the call ended cleanly.
     assert result["first_audio_s"] < 1.5, result["first_audio_s"]
-    stall = result["stats"]["loop_stall_ms"]
-    assert stall["count"] > 100 and stall["max"] < STALL_BOUND_MS, stall
+    # The part of each late wake-up the loop thread spent on the CPU: waits for the GIL (this server shares its
+    # process with the emulator and the flooding LLM server) and for a core are not the server's doing.
+    stall = result["stats"]["loop_held_ms"]
+    assert stall["count"] > 100 and stall["max"] < STALL_BOUND_MS, result["stats"]
     assert not result["violations"], result["violations"]
     assert result["ended"]["end_reason"] == "stop" and not result["ended"]["active"]
     return turn
