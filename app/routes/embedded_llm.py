@@ -19,7 +19,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from providers.llm.scripted import scripted_reply, sse_chunks
 
@@ -45,6 +47,23 @@ def _is_local(client: str | None, server: str | None) -> bool:
         return server is not None and not address.is_unspecified and address == ipaddress.ip_address(server)
     except ValueError:
         return False
+
+
+class _QuietStreamingResponse(StreamingResponse):
+    """A StreamingResponse that ends quietly when the client goes away mid-stream.
+
+    On barge-in the server's LLM client closes this HTTP stream on purpose. Under ASGI spec < 2.4 (uvicorn's
+    HTTP protocols today) Starlette notices the http.disconnect and cancels the body generator, which is quiet;
+    under spec >= 2.4 the server's `send` raises OSError instead and Starlette re-raises it as ClientDisconnect,
+    which uvicorn would log at ERROR with a traceback. Either way the generator is closed where it stood, so no
+    more tokens are produced for a caller that is gone.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            logger.debug("embedded LLM: the client closed the stream (barge-in)")
 
 
 def embedded_llm_router(token_delay_s: float, api_key: str) -> APIRouter:
@@ -74,6 +93,13 @@ def embedded_llm_router(token_delay_s: float, api_key: str) -> APIRouter:
             messages = body["messages"]
             if not isinstance(messages, list):
                 raise TypeError("messages must be a list")
+        except ClientDisconnect:
+            # A barge-in that lands just after the turn sent its request closes the connection before we read
+            # the body, and uvicorn then reports http.disconnect even for a body it had received in full. That
+            # is the server's own client going away, as designed: end quietly, or uvicorn logs the
+            # ClientDisconnect as "Exception in ASGI application" with a traceback at ERROR.
+            logger.debug("embedded LLM: the client went away before its request was read")
+            return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": {"message": f"bad request: {exc}"}}, status_code=400)
         text = scripted_reply(messages)
@@ -85,7 +111,7 @@ def embedded_llm_router(token_delay_s: float, api_key: str) -> APIRouter:
                     await asyncio.sleep(token_delay_s)
                 yield chunk
 
-        return StreamingResponse(body_iter(), media_type="text/event-stream")
+        return _QuietStreamingResponse(body_iter(), media_type="text/event-stream")
 
     @router.get("/models")
     async def models() -> dict[str, Any]:

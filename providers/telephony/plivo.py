@@ -135,8 +135,9 @@ class PlivoProtocol:
         if self.stream_id is None:
             raise FrameError(f"{event} before start")
         sid = msg.get("streamId")
-        # Unlike Twilio, a Plivo frame may lack streamId (the undocumented stop often does): only a
-        # different one is refused.
+        # A Plivo frame may lack streamId (the undocumented stop often does, and so do third-party clients of
+        # the protocol): one stream per socket, so only a frame that names a different stream is refused, the
+        # same rule as TwilioProtocol.
         if sid is not None and sid != self.stream_id:
             raise FrameError(
                 f"frame for another stream: streamId {describe(sid)}, started {self.stream_id!r}"

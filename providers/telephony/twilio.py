@@ -99,10 +99,11 @@ class TwilioProtocol:
         if self.stream_id is None:
             raise FrameError(f"{event} before start")
         sid = msg.get("streamSid")
-        if sid != self.stream_id:
-            # Every Twilio frame after `connected` carries the top-level streamSid [TW-WS].
-            if sid is None:
-                raise FrameError(f"{event}.streamSid missing")
+        # Twilio itself puts the top-level streamSid on every frame after `connected` [TW-WS], but some
+        # third-party Media Streams clients (browser emulators) leave it out. A socket carries exactly one
+        # stream, so a frame that names no stream can only be this one's: only a frame that NAMES another
+        # stream (any other value, including a non-string or "") is foreign and refused.
+        if sid is not None and sid != self.stream_id:
             raise FrameError(
                 f"frame for another stream: streamSid {describe(sid)}, started {self.stream_id!r}"
             )
@@ -112,8 +113,10 @@ class TwilioProtocol:
         media = require_object(msg, "media", "media")
         track = media.get("track")
         # `<Connect><Stream>` only streams the caller's leg [TW-STREAM]; treat anything else as a fault rather
-        # than feed our own voice to the VAD. An absent track is taken as inbound.
-        if track is not None and track != "inbound":
+        # than feed our own voice to the VAD. An absent track is taken as inbound, and so is "inbound_track",
+        # the spelling of the same leg in `<Stream track>` and in dtmf.track [TW-STREAM][TW-WS], which
+        # third-party clients copy onto media.
+        if track is not None and track not in ("inbound", "inbound_track"):
             raise FrameError(f"media.track {describe(track)} is not inbound")
         return AudioReceived(
             decode_payload(media.get("payload"), "media.payload", self.max_payload_bytes),

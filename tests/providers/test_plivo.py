@@ -411,3 +411,36 @@ def test_checkpoint_name_comes_back_in_played_stream() -> None:
     ack = {"event": "playedStream", "sequenceNumber": 30, "streamId": checkpoint["streamId"]}
     ack["name"] = checkpoint["name"]
     assert only(proto.receive(dumps(ack))) == MarkPlayed("g4:s9")
+
+
+# --- lenient clients --------------------------------------------------------------------------------------
+
+
+def test_lenient_third_party_client_is_heard() -> None:
+    """A Plivo-protocol client that differs from the documented shape only without ambiguity: no
+    extra_headers or accountId, string numbers where numbers are documented and a number for the documented
+    string timestamp, no streamId on media, 16 ms (128-byte) frames. Every caller frame comes out as audio."""
+    proto = PlivoProtocol()
+    start = {"event": "start", "sequenceNumber": "1",
+             "start": {"callId": CALL, "streamId": SID, "tracks": ["inbound"],
+                       "mediaFormat": {"encoding": "audio/x-mulaw;rate=8000", "sampleRate": "8000"}}}
+    assert only(proto.receive(dumps(start))) == CallStarted(CALL, SID, "", "audio/x-mulaw", 8000, {})
+    for n in range(1, 4):
+        payload = bytes([n]) * 128
+        media = {"event": "media", "sequenceNumber": str(n + 1),
+                 "media": {"track": "inbound", "chunk": str(n), "timestamp": 16 * n,
+                           "payload": base64.b64encode(payload).decode()}}
+        assert only(proto.receive(dumps(media))) == AudioReceived(payload, n, 16 * n)
+    foreign = {"event": "media", "streamId": "another", "media": {"payload": "/w=="}}
+    assert "frame for another stream" in invalid_reason(proto, dumps(foreign))
+    assert "not valid base64" in invalid_reason(proto, dumps({"event": "media", "media": {"payload": "/w"}}))
+    big = base64.b64encode(b"\xff" * (proto.max_payload_bytes + 1)).decode()
+    assert "exceeds" in invalid_reason(proto, dumps({"event": "media", "media": {"payload": big}}))
+
+
+@pytest.mark.parametrize("sid", ["", SID.upper(), 1, [SID]])
+def test_frames_naming_any_other_stream_are_still_invalid(sid: object) -> None:
+    for line in (MEDIA, DTMF, PLAYED, CLEARED):
+        frame = json.loads(line)
+        frame["streamId"] = sid
+        assert "frame for another stream" in invalid_reason(started(), dumps(frame))

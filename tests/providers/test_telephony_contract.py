@@ -407,3 +407,35 @@ def test_receive_never_raises_on_mangled_frames(telephony: Telephony) -> None:
         flagged += isinstance(events[0], InvalidMessage | UnknownEvent)
     # Most mutations break a frame (about 80% with this seed); a parser accepting anything fails here.
     assert flagged > 1000, flagged
+
+
+# --- lenient clients (appended) ---------------------------------------------------------------------------
+
+
+def _without_stream_id(edge: Edge, line: str) -> str:
+    frame = json.loads(line)
+    frame.pop(edge.sid_key, None)
+    return dumps(frame)
+
+
+def test_frames_without_a_stream_id_belong_to_the_sockets_stream(telephony: Telephony) -> None:
+    """One stream per socket: a frame that names no stream is this one's, on both providers (third-party
+    clients omit the id); numbers may be JSON numbers and frames 16 ms (128 bytes) long."""
+    telephony.start()
+    proto, edge = telephony.proto, telephony.edge
+    for n in range(1, 4):
+        frame = json.loads(edge.caller_audio(bytes([n]) * 128, n, 16 * n))
+        del frame[edge.sid_key]
+        frame["sequenceNumber"] = n + 1
+        frame["media"].update(chunk=n, timestamp=16 * n)
+        assert proto.receive(dumps(frame)) == [AudioReceived(bytes([n]) * 128, n, 16 * n)]
+    ack = edge.played(proto.mark("g1:s1"))
+    assert proto.receive(_without_stream_id(edge, ack)) == [MarkPlayed("g1:s1")]
+    stop = {"event": "stop"}
+    assert proto.receive(dumps(stop)) == [CallEnded()]
+
+
+def test_a_frame_without_a_stream_id_before_start_is_still_refused(telephony: Telephony) -> None:
+    line = _without_stream_id(telephony.edge, telephony.edge.caller_audio(b"\xff" * 128, 1, 0))
+    [event] = telephony.proto.receive(line)
+    assert isinstance(event, InvalidMessage) and event.reason == "media before start"

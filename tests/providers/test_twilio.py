@@ -230,11 +230,55 @@ def test_frames_for_another_stream_are_invalid(line: str) -> None:
     assert "frame for another stream" in invalid_reason(started(), text)
 
 
-@pytest.mark.parametrize("line", [MEDIA, MARK, DTMF, STOP])
-def test_frames_without_stream_sid_are_invalid(line: str) -> None:
+@pytest.mark.parametrize("absent", ["deleted", "null"])
+@pytest.mark.parametrize("line", [MEDIA, MARK, DTMF, STOP], ids=["media", "mark", "dtmf", "stop"])
+def test_frames_without_stream_sid_belong_to_this_stream(line: str, absent: str) -> None:
+    # Third-party Media Streams clients omit the top-level streamSid; a socket carries one stream, so a
+    # frame that names none is this socket's own.
     frame = json.loads(line)
-    del frame["streamSid"]
-    assert "streamSid missing" in invalid_reason(started(), dumps(frame))
+    if absent == "deleted":
+        del frame["streamSid"]
+    else:
+        frame["streamSid"] = None
+    with_sid = only(started().receive(line))
+    assert not isinstance(with_sid, InvalidMessage)
+    assert only(started().receive(dumps(frame))) == with_sid
+
+
+@pytest.mark.parametrize("sid", ["", "mz01", 1, ["MZ01"], {"streamSid": "MZ01"}])
+def test_frames_naming_any_other_stream_are_still_invalid(sid: object) -> None:
+    for line in (MEDIA, MARK, DTMF, STOP):
+        frame = json.loads(line)
+        frame["streamSid"] = sid
+        assert "frame for another stream" in invalid_reason(started(), dumps(frame))
+
+
+def test_lenient_third_party_client_is_heard() -> None:
+    """A browser Media Streams client: no customParameters/accountSid on start, numbers as JSON numbers, no
+    streamSid on media, 16 ms (128-byte) frames. Every caller frame must come out as audio."""
+    proto = TwilioProtocol()
+    start = {"event": "start", "sequenceNumber": 1, "streamSid": SID,
+             "start": {"streamSid": SID, "callSid": "CA01", "tracks": ["inbound"],
+                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "8000", "channels": 1}}}
+    assert only(proto.receive(dumps(start))) == CallStarted("CA01", SID, "", "audio/x-mulaw", 8000, {})
+    for n in range(1, 4):
+        payload = bytes([n]) * 128
+        media = {"event": "media", "sequenceNumber": n + 1,
+                 "media": {"track": "inbound", "chunk": n, "timestamp": 16 * n,
+                           "payload": base64.b64encode(payload).decode()}}
+        assert only(proto.receive(dumps(media))) == AudioReceived(payload, n, 16 * n)
+    # ...while a frame that names another stream, a bad payload or an over-cap one stays refused.
+    foreign = {"event": "media", "streamSid": "MZ99", "media": {"payload": "/w=="}}
+    assert "frame for another stream" in invalid_reason(proto, dumps(foreign))
+    assert "not valid base64" in invalid_reason(proto, dumps({"event": "media", "media": {"payload": "/w"}}))
+    big = base64.b64encode(b"\xff" * (proto.max_payload_bytes + 1)).decode()
+    assert "exceeds" in invalid_reason(proto, dumps({"event": "media", "media": {"payload": big}}))
+
+
+def test_media_on_the_inbound_track_spelled_as_in_stream_track_is_audio() -> None:
+    assert only(started().receive(dumps(media_frame(track="inbound_track")))) == AudioReceived(
+        b"\xff\xfe\xfe\xff", 1, 20
+    )
 
 
 # --- mark, dtmf, stop -------------------------------------------------------------------------------------
