@@ -3,26 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 # Multithreaded BLAS only fights the event loop for the two cores here; numpy reads this at import.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-
-def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+if TYPE_CHECKING:
     from app.settings import Settings
 
-    settings = Settings()
+
+def serve(args: argparse.Namespace) -> int:
+    import functools
+
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import SettingsError, load_settings
+
+    # The flags are settings like any other, and win over the environment: the app gets this very object, so
+    # what it derives from them (the embedded LLM's loopback URL) agrees with where uvicorn listens.
+    overrides = {name: value for name, value in (("host", args.host), ("port", args.port)) if value is not None}
+    try:
+        settings = load_settings(**overrides)
+        check_tts(settings)
+    except SettingsError as exc:
+        print(f"bargein: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
-        "app.main:create_app",
+        functools.partial(create_app, settings),
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=settings.host,
+        port=settings.port,
         # The sans-I/O implementation writes frames synchronously, so a clear reaches the transport
         # before the barge-in handler yields; it is also the cheapest per message.
         ws="websockets-sansio",
@@ -38,6 +54,34 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def check_tts(settings: Settings) -> None:
+    """Refuse an unknown TTS_ENGINE or TTS_VOICE before serving (SettingsError), rather than every call in silence.
+
+    The voice is tried by synthesising one letter: espeak-ng itself decides (names, files and language tags, see
+    providers/tts/espeak.py), for the ~0.1 s of loading the library the first call would pay anyway.
+    """
+    from app.main import build_tts
+    from app.settings import SettingsError, env_name
+    from providers.errors import ProviderError
+
+    try:
+        tts = build_tts(settings)
+        asyncio.run(tts.synthesize("a"))
+    except ProviderError as exc:
+        if not isinstance(exc.__cause__, ValueError):
+            raise  # the engine itself failed, not the setting
+        raise SettingsError(
+            f"{env_name('tts_voice')} must be a voice espeak-ng knows (e.g. en-us, en-gb, fr-fr), "
+            f"got {settings.tts_voice!r}"
+        ) from None
+    except ValueError as exc:
+        if settings.tts_engine != "espeak":
+            raise SettingsError(
+                f"{env_name('tts_engine')} must be one of: espeak, got {settings.tts_engine!r}"
+            ) from None
+        raise SettingsError(f"{env_name('tts_voice')}: {exc}, got {settings.tts_voice!r}") from None
 
 
 def bench(args: argparse.Namespace, rest: list[str]) -> int:

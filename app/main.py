@@ -11,7 +11,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import psutil
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -49,6 +51,30 @@ def llm_base_url(settings: Settings) -> str:
         return settings.llm_base_url
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     return f"http://{host}:{settings.port}{EMBEDDED_LLM_PREFIX}"
+
+
+LLM_PROBE_TIMEOUT_S = 2.0
+
+
+async def probe_llm(settings: Settings, timeout_s: float = LLM_PROBE_TIMEOUT_S) -> bool:
+    """GET {LLM_BASE_URL}/models once; log a WARNING if it cannot be reached (or refuses the key). Never raises.
+
+    Any other answer, even a 404 from a server without that route, shows the URL is reachable.
+    """
+    url = f"{settings.llm_base_url.rstrip('/')}/models"
+    headers = {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
+            response = await client.get(url, headers=headers)
+    except (httpx.HTTPError, OSError) as exc:
+        logger.warning("LLM_BASE_URL %s cannot be reached (%s: %s): agent turns will speak the fallback line "
+                       "until it can", _no_secrets(settings.llm_base_url), type(exc).__name__, exc or "no detail")
+        return False
+    if response.status_code in (401, 403):
+        logger.warning("LLM_BASE_URL %s refused LLM_API_KEY (GET /models: %s): agent turns will speak the "
+                       "fallback line", _no_secrets(settings.llm_base_url), response.status_code)
+        return False
+    return True
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -105,6 +131,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if settings.loop_watch_ms:
             loop_watch.start()
         state["ready"] = True
+        # Off the critical path: readiness does not wait for a remote LLM to answer (at most LLM_PROBE_TIMEOUT_S).
+        probe = asyncio.create_task(probe_llm(settings)) if settings.llm_base_url else None
         logger.info("bargein ready: LLM %s, TTS %s, event loop %s",
                     "embedded" if not settings.llm_base_url else "remote", settings.tts_engine,
                     type(asyncio.get_running_loop()).__module__)
@@ -112,6 +140,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             yield
         finally:
             state["ready"] = False
+            if probe is not None:
+                probe.cancel()
             await loop_watch.stop()
             await llm.aclose()
             await tts.aclose()
@@ -200,3 +230,12 @@ def _batch_stats(batcher: SileroBatcher | None) -> dict[str, float]:
     stats = batcher.stats
     return {"runs": stats.runs, "windows": stats.windows, "mean_batch": round(stats.mean_batch, 2),
             "max_batch": stats.max_batch, "model_cpu_s": round(stats.model_cpu_s, 3)}
+
+
+def _no_secrets(url: str) -> str:
+    """A URL fit for a log line: no user:password@ and no query string (either may carry a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

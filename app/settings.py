@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # named by both logging and uvicorn
 
 
 class Settings(BaseSettings):
@@ -123,6 +127,13 @@ class Settings(BaseSettings):
             raise ValueError("PUBLIC_URL must be an absolute http(s) URL, e.g. https://agent.example.com")
         return value.rstrip("/")
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_is_known(cls, value: str) -> str:
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        return value
+
     @property
     def auth_enabled(self) -> bool:
         return bool(self.twilio_auth_token or self.plivo_auth_token or self.twilio_webhook_keys)
@@ -139,3 +150,55 @@ class Settings(BaseSettings):
 
     def public_ws(self, path: str) -> str:
         return f"{self.public_ws_url}{path}"
+
+
+class SettingsError(ValueError):
+    """A setting the server cannot start with, as one line naming its environment variable."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field` (pydantic-settings: the field name, case-insensitive)."""
+    return field.upper()
+
+
+# pydantic error type -> what the setting expects, for the types Settings uses.
+_EXPECTS = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "int_type": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "a boolean (true/false, 1/0, yes/no, on/off)",
+    "bool_type": "a boolean (true/false, 1/0, yes/no, on/off)",
+    "string_type": "a string",
+    "finite_number": "a finite number",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_BOUND_CTX = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+
+
+def describe_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error as `NAME must be <what it expects>, got <value>`."""
+    loc = error.get("loc") or ("?",)
+    name = env_name(str(loc[0]))
+    kind = str(error.get("type", ""))
+    got = f", got {error['input']!r}" if "input" in error and kind != "missing" else ""
+    ctx = error.get("ctx") or {}
+    if kind in _EXPECTS:
+        return f"{name} must be {_EXPECTS[kind]}{got}"
+    if kind in _BOUNDS:
+        bound = ctx.get(_BOUND_CTX[kind])
+        return f"{name} must be {_BOUNDS[kind]} {f'{bound:g}' if isinstance(bound, float) else bound}{got}"
+    if kind == "value_error":
+        # A validator's own message; those in this module already name the variable.
+        message = str(ctx.get("error", error.get("msg", "")))
+        return f"{message if message.startswith(name) else f'{name}: {message}'}{got}"
+    return f"{name}: {error.get('msg', 'invalid value')}{got}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with `overrides` on top (they win); SettingsError names the bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(describe_error(e) for e in exc.errors())) from None
