@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -88,3 +89,15 @@ def server_factory() -> Iterator[Any]:
 @pytest.fixture(params=["twilio", "plivo"])
 def provider(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+class LogCapture(logging.Handler):
+    """Keeps every record it is handed. Attach it after a test server is built: uvicorn.Config resets the
+    handlers of the uvicorn loggers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

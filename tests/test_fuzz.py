@@ -22,6 +22,7 @@ from app.edge.hostile import FuzzTally, HealthPoller, hostile_connection, invali
 from app.edge.llm_server import ScriptedLlmServer
 from providers.telephony import PROTOCOLS
 from providers.telephony.events import CallEnded, CallStarted, InvalidMessage, UnknownEvent
+from tests.conftest import LogCapture
 
 PROVIDERS = ("twilio", "plivo")
 REPLY = (
@@ -104,18 +105,11 @@ def test_media_of_size_is_a_well_formed_frame_of_that_size() -> None:
 # --- over real sockets -------------------------------------------------------------------------------------
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture
-def captured_logs() -> Iterator[_Capture]:
-    handler = _Capture()
+def captured_logs() -> Iterator[LogCapture]:
+    handler = LogCapture()
     loggers = [logging.getLogger(name) for name in WATCHED_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -152,7 +146,7 @@ async def _get(url: str, path: str) -> httpx.Response:
         return await client.get(path)
 
 
-def test_fuzzed_and_hostile_frames_beside_two_live_calls(server_factory: Any, captured_logs: _Capture) -> None:
+def test_fuzzed_and_hostile_frames_beside_two_live_calls(server_factory: Any, captured_logs: LogCapture) -> None:
     async def scenario() -> dict[str, Any]:
         async with ScriptedLlmServer([REPLY], token_delay_s=0.05) as llm:
             # No greeting: the honest callers say a word and the agent answers with the long reply; a hostile

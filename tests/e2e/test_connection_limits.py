@@ -27,21 +27,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.edge.emulator import EmulatedCall
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import LogCapture, make_settings
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"
 ATTACKER = "127.0.0.2"  # all of 127.0.0.0/8 is loopback on Linux: a second source address for one host
 GREETING = "Hello, thanks for calling. This greeting is long enough to keep audio flowing through the whole test. " * 3
 
 
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
+class Captured(LogCapture):
     def lines(self, level: int = logging.INFO) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno >= level]
 

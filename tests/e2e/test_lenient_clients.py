@@ -28,7 +28,7 @@ from app.bargein.corpus import Clip, load_clip, read_manifest
 from app.edge.emulator import EmulatedCall
 from app.routes.embedded_llm import PREFIX, embedded_llm_router
 from providers.llm.scripted import REPLIES
-from tests.conftest import ServedApp
+from tests.conftest import LogCapture, ServedApp
 
 FRAME_SAMPLES = 128  # 16 ms of mu-law/8000: not the 160-byte frame Twilio sends
 FRAME_S = FRAME_SAMPLES / 8000
@@ -183,20 +183,13 @@ def test_a_client_that_omits_stream_sid_and_sends_16_ms_frames_is_heard_and_barg
 # --- a barge-in over the embedded LLM logs no error ------------------------------------------------------
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @contextlib.contextmanager
-def captured(*names: str) -> Iterator[_Capture]:
+def captured(*names: str) -> Iterator[LogCapture]:
     """A handler on the named loggers (and the root). Attach it after the server is built: uvicorn.Config
     resets the handlers of the uvicorn loggers."""
-    handler = _Capture()
+    handler = LogCapture()
     loggers = [logging.getLogger(name) for name in ("", *names)]
     for lg in loggers:
         lg.addHandler(handler)
