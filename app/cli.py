@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Multithreaded BLAS only fights the event loop for the two cores here; numpy reads this at import.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -33,7 +33,7 @@ def serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"bargein: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = configure_logging(settings)
     uvicorn.run(
         functools.partial(create_app, settings),
         factory=True,
@@ -51,9 +51,37 @@ def serve(args: argparse.Namespace) -> int:
         # Behind a TLS terminator: trust X-Forwarded-* from FORWARDED_ALLOW_IPS (read by uvicorn from the env).
         proxy_headers=True,
         log_level=settings.log_level.lower(),
+        log_config=log_config,
         access_log=False,
     )
     return 0
+
+
+def configure_logging(settings: Settings) -> dict[str, Any]:
+    """Set up the root logger for LOG_FORMAT and return the log_config for uvicorn's own loggers.
+
+    uvicorn.run applies its log_config with logging.config.dictConfig, which configures only the loggers it
+    names ("uvicorn", "uvicorn.error", "uvicorn.access"; their handlers do not propagate) and leaves the root
+    handler set up here in place. Text mode hands it uvicorn's own default, as before; json mode the same
+    handlers with every formatter replaced by JsonFormatter, so uvicorn's start-up lines are JSON too.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    level = settings.log_level.upper()
+    if settings.log_format == "text":
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return LOGGING_CONFIG
+    from app.logformat import JsonFormatter
+
+    handler = logging.StreamHandler()  # stderr, as basicConfig's
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)  # a Python warning would otherwise be a bare multi-line text on stderr
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"] = {name: {"()": JsonFormatter} for name in config["formatters"]}
+    return config
 
 
 def check_tts(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psutil
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
@@ -33,6 +33,7 @@ from app.routes.media import media_router
 from app.routes.webhooks import webhook_router
 from app.security import StreamTokens, WebhookAuth
 from app.settings import Settings
+from app.transcript import CallRecord
 from providers.llm.openai import OpenAICompatibleLlm
 from providers.tts.base import Synthesis, TtsEngine
 from providers.tts.espeak import EspeakTts
@@ -183,6 +184,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "active_calls": registry.active, "insecure": auth.insecure})
 
+    # The token is checked as a dependency, so before the query: a stranger gets 401, never a 422 about `limit`.
+    @app.get("/calls", dependencies=[Depends(require_admin)])
+    async def list_calls(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+        """Recent calls, newest first: a summary of each (GET /calls/{id} has the turns themselves)."""
+        return {"calls": [_call_summary(record) for record in registry.recent(limit)]}
+
     @app.get("/calls/{call_id}")
     async def get_call(call_id: str, request: Request) -> dict[str, Any]:
         require_admin(request)
@@ -222,6 +229,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return {"status": "reset"}
 
     return app
+
+
+def _call_summary(record: CallRecord) -> dict[str, Any]:
+    return {"id": record.call_id, "provider": record.provider, "started_at": record.started_at,
+            "ended_at": record.ended_at, "end_reason": record.end_reason, "active": record.ended_at is None,
+            "turns": len(record.turns), "bargeins": len(record.bargeins)}
 
 
 def _batch_stats(batcher: SileroBatcher | None) -> dict[str, float]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # named by both logging and uvicorn
@@ -22,10 +22,16 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8080
     public_url: str = Field(
-        "http://localhost:8080",
-        description="Public base URL the providers call (scheme, host, optional port and path prefix).",
+        "",
+        description=(
+            "Public base URL the providers call (scheme, host, optional port and path prefix). Empty: derived "
+            "per webhook from its Forwarded / X-Forwarded-* / Host headers; required when provider auth is on."
+        ),
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines: text, or json (one JSON object per line, for log shippers)."
+    )
     max_calls: int = Field(200, ge=1, description="Concurrent calls; the webhook refuses the call past this.")
     idle_timeout_s: float = Field(20.0, gt=0, description="End a stream that sends nothing for this long.")
     loop_watch_ms: float = Field(
@@ -122,10 +128,19 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:
+        if not value.strip():
+            return ""  # unset: app/public_url.py derives the base per request
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("PUBLIC_URL must be an absolute http(s) URL, e.g. https://agent.example.com")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _public_url_set_when_signing(self) -> Self:
+        # Signatures are computed over the URL the provider called; headers a client sends cannot stand in.
+        if self.auth_enabled and not self.public_url:
+            raise ValueError(_PUBLIC_URL_REQUIRED)
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -140,16 +155,30 @@ class Settings(BaseSettings):
 
     @cached_property
     def public_ws_url(self) -> str:
-        """The wss:// (or ws:// for a plain-http dev URL) form of PUBLIC_URL."""
-        parts = urlsplit(self.public_url)
+        """The wss:// (or ws:// for a plain-http dev URL) form of PUBLIC_URL; only when it is set."""
+        parts = urlsplit(self._configured_public_url())
         scheme = "wss" if parts.scheme == "https" else "ws"
         return f"{scheme}://{parts.netloc}{parts.path}"
 
     def public_http(self, path: str) -> str:
-        return f"{self.public_url}{path}"
+        """PUBLIC_URL + `path`; only when PUBLIC_URL is set (always, with auth on)."""
+        return f"{self._configured_public_url()}{path}"
 
     def public_ws(self, path: str) -> str:
+        """The ws form of PUBLIC_URL + `path`; only when PUBLIC_URL is set (always, with auth on)."""
         return f"{self.public_ws_url}{path}"
+
+    def _configured_public_url(self) -> str:
+        # A relative URL in a signature check or the XML would be a silent bug: fail loudly instead.
+        if not self.public_url:
+            raise RuntimeError("PUBLIC_URL is unset: derive the base from the request (app/public_url.py)")
+        return self.public_url
+
+
+_PUBLIC_URL_REQUIRED = (
+    "PUBLIC_URL must be set when TWILIO_AUTH_TOKEN, TWILIO_WEBHOOK_KEYS or PLIVO_AUTH_TOKEN is set "
+    "(signatures are checked over it), e.g. https://agent.example.com"
+)
 
 
 class SettingsError(ValueError):
@@ -189,6 +218,12 @@ def describe_error(error: Mapping[str, Any]) -> str:
     if kind in _BOUNDS:
         bound = ctx.get(_BOUND_CTX[kind])
         return f"{name} must be {_BOUNDS[kind]} {f'{bound:g}' if isinstance(bound, float) else bound}{got}"
+    if kind == "value_error" and not error.get("loc"):
+        # A check across settings (a model validator): its message names the variables. Its input is every
+        # setting, secrets included, so it is never echoed.
+        return str(ctx.get("error", error.get("msg", "")))
+    if kind == "literal_error":  # a Literal[...] field, e.g. LOG_FORMAT: "must be 'text' or 'json'"
+        return f"{name} must be {ctx.get('expected', 'one of its allowed values')}{got}"
     if kind == "value_error":
         # A validator's own message; those in this module already name the variable.
         message = str(ctx.get("error", error.get("msg", "")))

@@ -6,6 +6,7 @@ The app sees `http://127.0.0.1:<port>/twilio/voice` while the providers sign
 
 from __future__ import annotations
 
+import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from app.routes.webhooks import webhook_router
 from app.security import StreamTokens, WebhookAuth
 from app.settings import Settings
 
-from .conftest import ServedApp
+from .conftest import LogCapture, ServedApp
 
 PUBLIC = "https://agent.example.com/voice"
 TW_TOKEN = "twilio-auth-token-for-tests"
@@ -463,3 +464,77 @@ def test_each_provider_gets_its_own_token_for_the_same_call_id(stack: Stack) -> 
     assert not stack.tokens.consume("twilio", CALL_SID, plivo)
     assert stack.tokens.consume("twilio", CALL_SID, twilio)
     assert stack.tokens.consume("plivo", CALL_SID, plivo)
+
+
+# --------------------------------------------------------------------------------------------------------
+# PUBLIC_URL unset: the XML points at the host the webhook was called on (app/public_url.py)
+# --------------------------------------------------------------------------------------------------------
+
+PROXIED = {"Host": "agent.example.com", "X-Forwarded-Proto": "https"}
+
+
+def _derived_warnings(capture: LogCapture) -> list[str]:
+    messages = [r.getMessage() for r in capture.records if r.levelno == logging.WARNING]
+    return [m for m in messages if "PUBLIC_URL is unset" in m]
+
+
+@pytest.fixture
+def webhook_log() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    logger = logging.getLogger("app.routes.webhooks")
+    logger.addHandler(capture)
+    yield capture
+    logger.removeHandler(capture)
+
+
+def test_unset_public_url_points_both_providers_at_the_host_called(
+    server_factory: Any, webhook_log: LogCapture
+) -> None:
+    server = server_factory(public_url="")  # the real app, insecure mode
+    twilio = xml_of(httpx.post(f"{server.url}/twilio/voice", data=TW_PARAMS, headers=PROXIED, timeout=10))
+    connect = twilio.find("./Connect")
+    stream = twilio.find("./Connect/Stream")
+    assert connect is not None and stream is not None
+    assert stream.get("url") == "wss://agent.example.com/twilio/stream"
+    assert stream.get("statusCallback") == "https://agent.example.com/twilio/stream-status"
+    assert connect.get("action") == "https://agent.example.com/twilio/after-stream"
+
+    plivo = xml_of(httpx.post(f"{server.url}/plivo/answer", data=PL_PARAMS, headers=PROXIED, timeout=10))
+    element = plivo_stream(plivo)
+    assert (element.text or "").strip() == "wss://agent.example.com/plivo/stream"
+    assert element.get("statusCallbackUrl") == "https://agent.example.com/plivo/stream-status"
+    redirect = plivo.find("./Redirect")
+    assert redirect is not None and (redirect.text or "").strip() == "https://agent.example.com/plivo/after-stream"
+
+    # one warning for the one derived base, though two webhooks used it
+    [warning] = _derived_warnings(webhook_log)
+    assert "https://agent.example.com" in warning
+
+
+def test_unset_public_url_warns_once_per_distinct_derived_base(server_factory: Any, webhook_log: LogCapture) -> None:
+    server = server_factory(public_url="")
+    for host in ("a.example", "a.example", "b.example:8080", "a.example"):
+        root = xml_of(httpx.post(f"{server.url}/twilio/voice", data=TW_PARAMS, headers={"Host": host}, timeout=10))
+        stream = root.find("./Connect/Stream")
+        assert stream is not None and stream.get("url") == f"ws://{host}/twilio/stream"
+    warnings = _derived_warnings(webhook_log)
+    assert len(warnings) == 2
+    assert "http://a.example" in warnings[0] and "http://b.example:8080" in warnings[1]
+
+
+def test_unset_public_url_ignores_a_malformed_forwarded_host(server_factory: Any) -> None:
+    server = server_factory(public_url="")
+    headers = {"Host": "agent.example.com", "X-Forwarded-Host": "evil.example/x@y", "X-Forwarded-Proto": "https"}
+    root = xml_of(httpx.post(f"{server.url}/twilio/voice", data=TW_PARAMS, headers=headers, timeout=10))
+    stream = root.find("./Connect/Stream")
+    assert stream is not None and stream.get("url") == "wss://agent.example.com/twilio/stream"
+
+
+def test_with_auth_on_the_xml_uses_public_url_never_the_headers(stack: Stack) -> None:
+    forged = {"X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example;proto=https"}
+    headers = sign_twilio(TW_TOKEN, public("/twilio/voice"), TW_PARAMS) | forged
+    stream = xml_of(stack.post("/twilio/voice", TW_PARAMS, headers)).find("./Connect/Stream")
+    assert stream is not None and stream.get("url") == "wss://agent.example.com/voice/twilio/stream"
+    headers = sign_plivo(PL_TOKEN, "POST", public("/plivo/answer"), PL_PARAMS) | forged
+    element = plivo_stream(xml_of(stack.post("/plivo/answer", PL_PARAMS, headers)))
+    assert (element.text or "").strip() == "wss://agent.example.com/voice/plivo/stream"

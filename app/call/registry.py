@@ -73,6 +73,13 @@ class CallRegistry:
         self.prune()
         return self._records.get(call_id)
 
+    def recent(self, limit: int) -> list[CallRecord]:
+        """Up to `limit` kept records, newest first (by start, then by arrival); changes nothing but expiry."""
+        self.prune()
+        records = list(reversed(self._records.values()))  # insertion order: latest opened last
+        records.sort(key=lambda r: r.started_at, reverse=True)  # stable: equal starts keep newest-first
+        return records[:max(limit, 0)]
+
     def is_live(self, call_id: str) -> bool:
         return call_id in self._owners
 

@@ -3,6 +3,8 @@
 Every URL placed in the XML is built from PUBLIC_URL (scheme, host, optional port and path prefix), because
 the provider must reach it from outside; every signature is checked over the same public form (see
 app/security.py). Route paths below are the ones the app serves; a public path prefix is the proxy's business.
+With PUBLIC_URL unset (allowed only without provider auth) the base is derived per webhook from the host it was
+called on (app/public_url.py), with a warning per distinct base.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.datastructures import FormData
 from twilio.twiml.voice_response import VoiceResponse
 
 from app.logsafe import safe
+from app.public_url import FirstSeen, derive_base_url, ws_url
 from app.security import StreamTokens, TokenRefused, WebhookAuth
 from app.settings import Settings
 
@@ -56,6 +59,23 @@ def webhook_router(
     they hang up without apologising; without it every stream end that reaches them is treated as a fault.
     """
     router = APIRouter()
+    derived_bases = FirstSeen()
+
+    def public_base(request: Request) -> str:
+        """PUBLIC_URL, or (unset, so auth is off) the base the webhook was called on, warned once per base."""
+        if settings.public_url:
+            return settings.public_url
+        server = request.scope.get("server")
+        base = derive_base_url(request.headers, request.url.scheme, tuple(server) if server else None)
+        seen = derived_bases.note(base)
+        if seen == "new":
+            logger.warning(
+                "PUBLIC_URL is unset: pointing the provider at %s, derived from the webhook's Forwarded / "
+                "X-Forwarded-Host / Host headers; set PUBLIC_URL to the URL the provider calls", base
+            )
+        elif seen == "full":
+            logger.warning("PUBLIC_URL is unset and many distinct hosts were derived; no more are logged")
+        return base
 
     async def signed_form(provider: str, route: str, request: Request) -> FormData | None:
         """The webhook's form when its signature checks out (always, in insecure mode); None: answer 403."""
@@ -101,15 +121,16 @@ def webhook_router(
         token = issue_token("twilio", call_sid, log)
         if token is None:
             return _xml(_twilio_hang_up())
+        base = public_base(request)
         response = VoiceResponse()
         # With <Connect>, Twilio requests `action` once our side closes the socket (§1.4): the place to speak
         # an apology instead of leaving a caller in silence or cutting them off after a fault.
-        connect = response.connect(action=settings.public_http(TWILIO_AFTER_STREAM), method="POST")
+        connect = response.connect(action=f"{base}{TWILIO_AFTER_STREAM}", method="POST")
         # No query string in the stream URL: it breaks the handshake (error 31920); the token rides in
         # <Parameter> and comes back in start.customParameters (§1.4, quirk 6).
         stream = connect.stream(
-            url=settings.public_ws(TWILIO_STREAM),
-            status_callback=settings.public_http(TWILIO_STREAM_STATUS),
+            url=f"{ws_url(base)}{TWILIO_STREAM}",
+            status_callback=f"{base}{TWILIO_STREAM_STATUS}",
             status_callback_method="POST",
         )
         stream.parameter(name=TOKEN_PARAM, value=token)
@@ -164,17 +185,18 @@ def webhook_router(
         extra_headers = f"{TOKEN_PARAM}={token}"
         if len(extra_headers.encode()) > PLIVO_EXTRA_HEADERS_MAX:  # cannot happen with our 60-char tokens
             raise RuntimeError("stream token too long for Plivo extraHeaders")
+        base = public_base(request)
         response = plivoxml.ResponseElement()
         response.add(
             plivoxml.StreamElement(
-                settings.public_ws(PLIVO_STREAM),
+                f"{ws_url(base)}{PLIVO_STREAM}",
                 bidirectional=True,
                 # keepCallAlive="true": the Stream runs alone and the next element runs only once the socket
                 # disconnects (§2.4), which is what makes the <Redirect> below a fallback and not a race.
                 keepCallAlive=True,
                 contentType=PLIVO_CONTENT_TYPE,
                 audioTrack="inbound",  # bidirectional streams must not use outbound/both (§2.4)
-                statusCallbackUrl=settings.public_http(PLIVO_STREAM_STATUS),
+                statusCallbackUrl=f"{base}{PLIVO_STREAM_STATUS}",
                 statusCallbackMethod="POST",
                 extraHeaders=extra_headers,
             )
@@ -182,7 +204,7 @@ def webhook_router(
         # After the socket closes, ask us what to do rather than speak a fixed apology: a stream the agent
         # ended on purpose then just hangs up (so closing the socket stays an in-band hang-up, no REST
         # credentials needed), and a fault gets the apology. Mirrors Twilio's <Connect action>.
-        response.add(plivoxml.RedirectElement(settings.public_http(PLIVO_AFTER_STREAM), method="POST"))
+        response.add(plivoxml.RedirectElement(f"{base}{PLIVO_AFTER_STREAM}", method="POST"))
         logger.info("answering Plivo call with a media stream", extra=log)
         return _xml(_plivo_xml(response))
 
