@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -14,6 +16,12 @@ import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
+
+# The clips the suite needs live in the repository (tests/corpus, with their licences), so a fresh clone tests
+# with nothing beside it. Always these, even when BARGEIN_CORPUS or ../shared/corpus is there (CI sets it): the
+# full corpus only widens the benchmark. Set at import, before any test module or subprocess reads it.
+CORPUS = Path(__file__).resolve().parent / "corpus"
+os.environ["BARGEIN_CORPUS"] = str(CORPUS)
 
 
 def free_port() -> int:
