@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from typing import Self
 
 
-class BackgroundTask:
+class BackgroundTask(ABC):
     """Subclasses implement `_run`; entering starts it as a task, leaving cancels it and waits for it."""
 
     _task: asyncio.Task[None] | None = None
@@ -27,5 +28,6 @@ class BackgroundTask:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    @abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """The watcher's loop; runs until cancelled."""

@@ -97,6 +97,9 @@ class CallSession:
         self._user_record: Turn | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.last_frame_at = deps.clock.now()
+        # This stream's claim on its call in the registry. Made here, not taken from the frame: the peer chooses
+        # the stream id, so it cannot prove ownership.
+        self._stream_key = uuid.uuid4().hex
         self.opened_at = self.last_frame_at  # the start deadline runs from here; frames do not move it
         self._invalid_log = LogBudget(INVALID_LOG_BURST, INVALID_LOG_INTERVAL_S)
         self.closed = False
@@ -183,8 +186,6 @@ class CallSession:
         known = registry.get(event.call_id)
         if (known is None or known.ended_at is not None) and registry.active >= self.deps.settings.max_calls:
             raise StreamRefused("server full")
-        # Made here, not taken from the frame: the peer chooses the stream id, so it cannot prove ownership.
-        self._stream_key = uuid.uuid4().hex
         try:
             record, is_new = registry.open(event.call_id, self.protocol.name, self._stream_key, self.deps.wall())
         except CallInUse:
