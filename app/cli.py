@@ -113,7 +113,7 @@ def check_tts(settings: Settings) -> None:
 
 
 def bench(args: argparse.Namespace, rest: list[str]) -> int:
-    from app.bench import main as bench_main
+    from app.bench.run import main as bench_main
 
     return bench_main(rest)
 

@@ -31,8 +31,9 @@ from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
 from app.routes.embedded_llm import embedded_llm_router
 from app.routes.media import media_router
 from app.routes.webhooks import webhook_router
-from app.security import StreamTokens, WebhookAuth
 from app.settings import Settings
+from app.signatures import WebhookAuth
+from app.stream_tokens import StreamTokens
 from app.transcript import CallRecord
 from providers.llm.openai import OpenAICompatibleLlm
 from providers.tts.base import Synthesis, TtsEngine

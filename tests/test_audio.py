@@ -13,10 +13,10 @@ from app.audio import (
     dbfs,
     pcm16_to_ulaw,
     peak_dbfs,
-    resample,
     split_frames,
     ulaw_to_pcm16,
 )
+from providers.resample import resample
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.bargein.corpus import STEADY_CATEGORIES, read_manifest
-from app.bench import sample
+from app.bench.run import sample
+from app.offline.corpus import STEADY_CATEGORIES, read_manifest
 
 SECTIONS = (
     "Detector cost",

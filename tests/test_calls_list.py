@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.bargein.corpus import load_clip, read_manifest
 from app.call.registry import CallRegistry
 from app.clock import MonotonicClock
 from app.edge.emulator import EmulatedCall
+from app.offline.corpus import load_clip, read_manifest
 
 GREETING = "Welcome. " + " ".join(["I will keep talking until you interrupt me."] * 6)
 PUBLIC = "https://agent.example.com/voice"

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 
 from app import cli
-from app.bargein.corpus import load_clip, read_manifest
 from app.edge.emulator import EmulatedCall
+from app.offline.corpus import load_clip, read_manifest
 from app.settings import Settings
 from tests.conftest import free_port
 

@@ -15,11 +15,11 @@ import httpx
 import numpy as np
 import pytest
 
-from app.bargein.corpus import load_clip, read_manifest
 from app.edge.emulator import EmulatedCall
 from app.edge.fuzz import ALWAYS_INVALID, WS_MAX_MESSAGE, Target, aimed, frames, hostile_frames, media_of_size
 from app.edge.hostile import FuzzTally, HealthPoller, hostile_connection, invalid_frame_counts
 from app.edge.llm_server import ScriptedLlmServer
+from app.offline.corpus import load_clip, read_manifest
 from providers.telephony import PROTOCOLS
 from providers.telephony.events import CallEnded, CallStarted, InvalidMessage, UnknownEvent
 from tests.conftest import LogCapture

@@ -26,17 +26,9 @@ from app.edge.signing import (
 from app.main import create_app
 from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
 from app.routes.embedded_llm import embedded_llm_router
-from app.security import (
-    MAX_CALL_S,
-    TOKEN_LENGTH,
-    ReplayGuard,
-    StreamTokens,
-    TokenRefused,
-    WebhookAuth,
-    parse_webhook_keys,
-    replay_window_s,
-)
 from app.settings import Settings
+from app.signatures import ReplayGuard, WebhookAuth, parse_webhook_keys
+from app.stream_tokens import MAX_CALL_S, TOKEN_LENGTH, StreamTokens, TokenRefused, replay_window_s
 
 PUBLIC = "https://agent.example.com/voice"
 TW_TOKEN = "twilio-auth-token-for-tests"
@@ -384,7 +376,7 @@ def test_plivo_upgrade_policy_logs_by_default_and_refuses_when_enforced(
     forged = {PLIVO_SIGNATURE: "Zm9yZ2VkLXNpZw==", PLIVO_NONCE: "98765"}
     lenient = WebhookAuth(make_settings())
     strict = WebhookAuth(make_settings(plivo_enforce_upgrade_signature=True))
-    with caplog.at_level(logging.WARNING, logger="app.security"):
+    with caplog.at_level(logging.WARNING, logger="app.signatures"):
         assert lenient.plivo_upgrade_allowed("/plivo/stream", forged)
     assert all(form in caplog.text for form in PLIVO_FORMS)
     assert "Zm9yZ2VkLXNpZw==" not in caplog.text and "98765" not in caplog.text
@@ -404,7 +396,7 @@ def test_plivo_sdk_refuses_wss_urls_so_the_upgrade_is_never_checked_as_wss(auth:
 
 
 def test_insecure_development_mode_says_so_and_passes_everything(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.security"):
+    with caplog.at_level(logging.WARNING, logger="app.signatures"):
         dev = WebhookAuth(make_settings(twilio_auth_token="", twilio_webhook_keys="", plivo_auth_token=""))
     assert "INSECURE DEVELOPMENT MODE" in caplog.text
     assert dev.insecure and not dev.twilio_enabled and not dev.plivo_enabled
@@ -565,7 +557,7 @@ def test_plivo_upgrade_candidates_are_one_request_and_a_replay_is_refused(caplog
     assert strict.check_plivo_upgrade("/plivo/stream", headers) == (False, PLIVO_FORMS)
     assert not strict.plivo_upgrade_allowed("/plivo/stream", headers)
     assert lenient.plivo_upgrade_allowed("/plivo/stream", headers)
-    with caplog.at_level(logging.WARNING, logger="app.security"):
+    with caplog.at_level(logging.WARNING, logger="app.signatures"):
         assert lenient.plivo_upgrade_allowed("/plivo/stream", headers)  # log only: the stream token decides
     assert "replayed" in caplog.text
 

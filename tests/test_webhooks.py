@@ -28,8 +28,9 @@ from app.edge.signing import (
     sign_twilio,
 )
 from app.routes.webhooks import webhook_router
-from app.security import StreamTokens, WebhookAuth
 from app.settings import Settings
+from app.signatures import WebhookAuth
+from app.stream_tokens import StreamTokens
 
 from .conftest import LogCapture, ServedApp
 

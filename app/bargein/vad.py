@@ -60,7 +60,7 @@ WINDOWS_PER_TURN = 64
 class VadConfig:
     """Every threshold of the speech detector.
 
-    Defaults measured with `python -m app.bargein.evaluate` on the corpus (145 real clips): detection 100%,
+    Defaults measured with `python -m app.offline.evaluate` on the corpus (145 real clips): detection 100%,
     onset-to-decision p50 92 ms / p95 233 ms, false starts on 4 of 95 noise clips, none on steady noise.
     A lower threshold with a longer guard (0.8 x 96 ms) was slower and stopped on twice as much noise. On
     noisy, band-limited lines Silero is less sure of speech; 0.85 x 64 ms keeps detection there at some

@@ -26,8 +26,8 @@ from app.call.turn import AgentTurn, Cut
 from app.clock import Clock
 from app.logsafe import LogBudget, safe
 from app.metrics import Metrics
-from app.security import StreamTokens
 from app.settings import Settings
+from app.stream_tokens import StreamTokens
 from app.transcript import BargeInEvent, CallRecord, Turn
 from providers.llm.base import ChatMessage, LlmClient
 from providers.telephony.base import TelephonyProtocol

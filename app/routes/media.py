@@ -19,7 +19,7 @@ from starlette.websockets import WebSocketState
 from app.call.admission import Refused, Slot, UnstartedStreams
 from app.call.session import CallDeps, CallSession, StreamRefused
 from app.logsafe import LogBudget, drop_uvicorn_invalid_utf8_traceback, safe
-from app.security import WebhookAuth
+from app.signatures import WebhookAuth
 from providers.telephony import PROTOCOLS
 
 logger = logging.getLogger(__name__)

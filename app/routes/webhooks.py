@@ -21,8 +21,9 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from app.logsafe import safe
 from app.public_url import FirstSeen, derive_base_url, ws_url
-from app.security import StreamTokens, TokenRefused, WebhookAuth
 from app.settings import Settings
+from app.signatures import WebhookAuth
+from app.stream_tokens import StreamTokens, TokenRefused
 
 logger = logging.getLogger(__name__)
 

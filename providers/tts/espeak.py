@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from app.audio import resample
 from providers.errors import map_vendor_errors
+from providers.resample import resample
 from providers.tts.base import Synthesis, WordTiming
 
 # speak_lib.h constants.

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from app.bargein import corpus
 from app.bargein.silero import CONTEXT, WINDOW, SileroBatcher, SileroModel, SileroStream
+from app.offline import corpus
 
 
 @pytest.fixture(scope="module")

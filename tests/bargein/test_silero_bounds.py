@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from app.bargein import corpus
 from app.bargein.silero import RUN_COST, TURN_BUDGET, WINDOW, SileroBatcher, SileroModel, SileroStream
 from app.bargein.vad import CallVad, SpeechStarted, VadConfig
+from app.offline import corpus
 
 needs_corpus = pytest.mark.skipif(
     not (corpus.corpus_root() / "manifest.csv").exists(), reason="barge-in corpus not found (BARGEIN_CORPUS)"

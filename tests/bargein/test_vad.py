@@ -8,8 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from app.bargein import corpus
-from app.bargein.evaluate import LEAD_IN_S, call_audio, run_calls
 from app.bargein.silero import SileroBatcher, SileroModel, SileroStream
 from app.bargein.vad import (
     FRAME,
@@ -22,6 +20,8 @@ from app.bargein.vad import (
     VadEvent,
     VadState,
 )
+from app.offline import corpus
+from app.offline.evaluate import LEAD_IN_S, call_audio, run_calls
 
 FRAME_S = FRAME / 8000
 needs_corpus = pytest.mark.skipif(
@@ -295,7 +295,7 @@ def test_feed_is_not_reentrant() -> None:
 @needs_corpus
 def test_evaluator_runs_clips_and_measures_cost(model: SileroModel) -> None:
     # a smoke test of the offline evaluator the benchmark imports (the full corpus runs as a script)
-    from app.bargein.evaluate import Condition, evaluate, measure_cost
+    from app.offline.evaluate import Condition, evaluate, measure_cost
 
     manifest = corpus.read_manifest()
     clips = [c for c in manifest if c.kind == "speech"][:2] + [c for c in manifest if c.category == "rain"][

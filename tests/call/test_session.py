@@ -24,7 +24,7 @@ from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession, StreamRefused
 from app.clock import FakeClock
 from app.metrics import Metrics
-from app.security import StreamTokens
+from app.stream_tokens import StreamTokens
 from providers.errors import ProviderError
 from providers.llm.base import ChatMessage
 from providers.telephony import PROTOCOLS

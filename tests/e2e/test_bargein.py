@@ -10,10 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.bargein.corpus import Clip, load_clip, mains_hum, pink_noise, read_manifest, white_noise
 from app.call.turn import split_sentences
 from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
+from app.offline.corpus import Clip, load_clip, mains_hum, pink_noise, read_manifest, white_noise
 from providers.tts.base import audio_ms_at, char_offset_at
 from providers.tts.espeak import EspeakTts
 

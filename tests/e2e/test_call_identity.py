@@ -19,13 +19,13 @@ import httpx
 import numpy as np
 import pytest
 
-from app.bargein.corpus import load_clip, read_manifest
 from app.call.registry import CallInUse, CallRegistry
 from app.clock import FakeClock
 from app.edge import wire
 from app.edge.emulator import EmulatedCall
 from app.edge.signing import sign_plivo
-from app.security import StreamTokens
+from app.offline.corpus import load_clip, read_manifest
+from app.stream_tokens import StreamTokens
 from providers.llm.scripted import REPLIES
 
 PUBLIC = "https://agent.example.com/voice"

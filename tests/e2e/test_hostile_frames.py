@@ -20,9 +20,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from app.audio import pcm16_to_ulaw
-from app.bargein.corpus import Clip, load_clip, read_manifest, white_noise
 from app.edge import wire
 from app.edge.emulator import EmulatedCall, Provider
+from app.offline.corpus import Clip, load_clip, read_manifest, white_noise
 
 GREETING = "Welcome. " + " ".join(["I will keep talking until you interrupt me."] * 8)
 HEALTH_EVERY_S = 0.02

@@ -24,8 +24,8 @@ import websockets
 from fastapi import FastAPI
 
 from app.audio import pcm16_to_ulaw
-from app.bargein.corpus import Clip, load_clip, read_manifest
 from app.edge.emulator import EmulatedCall
+from app.offline.corpus import Clip, load_clip, read_manifest
 from app.routes.embedded_llm import PREFIX, embedded_llm_router
 from providers.llm.scripted import REPLIES
 from tests.conftest import LogCapture, ServedApp

@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.bargein.corpus import Clip, load_clip, read_manifest
 from app.call.turn import MAX_SENTENCE_CHARS, split_sentences
 from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
+from app.offline.corpus import Clip, load_clip, read_manifest
 from providers.errors import ProviderError
 from providers.llm.openai import MAX_LINE_CHARS, OpenAICompatibleLlm
 from providers.tts.base import char_offset_at

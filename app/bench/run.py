@@ -7,14 +7,14 @@
 
 Three parts, in this order, each on its own so they do not compete for the CPU:
 
-1. detector cost, in this process before any server starts (`app.bargein.evaluate.measure_cost`);
-2. accuracy (`app.bench_accuracy`): one server process; each corpus clip is one call, on each provider, at
+1. detector cost, in this process before any server starts (`app.offline.evaluate.measure_cost`);
+2. accuracy (`app.bench.accuracy`): one server process; each corpus clip is one call, on each provider, at
    each concurrency. At 1 call only the speech clips run: one at a time, the 95 noise clips of 5 s would add
    about 12 minutes per provider (`--noise-at-1` adds them); at higher concurrency every clip runs;
-3. hold (`app.bench_hold`): a fresh server process, N calls held open with the agent talking and the callers
+3. hold (`app.bench.hold`): a fresh server process, N calls held open with the agent talking and the callers
    sending steady noise, measured over a window.
 
-`--mode fuzz` (not part of `all`) runs `app.bench_fuzz` instead: honest calls beside connections sending
+`--mode fuzz` (not part of `all`) runs `app.bench.fuzz` instead: honest calls beside connections sending
 hostile frames, and beside 1 MB / 100 KB media frames.
 
 The report goes to stdout, progress to stderr. Pass a target or not, the exit status is 0 when the benchmark
@@ -35,18 +35,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from app.bargein.corpus import STEADY_CATEGORIES, Clip, load_clip, read_manifest
-from app.bargein.evaluate import measure_cost
-from app.bench_accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
-from app.bench_accuracy import server_env as accuracy_env
-from app.bench_common import Auth, ServerProcess, inherited_settings, progress
-from app.bench_compare import run_compare
-from app.bench_fuzz import FuzzOptions, FuzzResult, run_fuzz
-from app.bench_hold import HoldOptions, HoldResult, run_hold
-from app.bench_hold import server_env as hold_env
-from app.bench_report import render
+from app.bench.accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
+from app.bench.accuracy import server_env as accuracy_env
+from app.bench.common import Auth, ServerProcess, inherited_settings, progress
+from app.bench.compare import run_compare
+from app.bench.fuzz import FuzzOptions, FuzzResult, run_fuzz
+from app.bench.hold import HoldOptions, HoldResult, run_hold
+from app.bench.hold import server_env as hold_env
+from app.bench.report import render
 from app.edge.emulator import EdgeEmulator, Provider
 from app.edge.llm_server import ScriptedLlmServer
+from app.offline.corpus import STEADY_CATEGORIES, Clip, load_clip, read_manifest
+from app.offline.evaluate import measure_cost
 
 PROVIDERS: tuple[Provider, ...] = ("twilio", "plivo")
 PRIME_CLIP = "speech/isolated_word_01_fsdd-jackson.wav"  # the caller's word that starts the agent's reply
@@ -54,7 +54,7 @@ PRIME_CLIP = "speech/isolated_word_01_fsdd-jackson.wav"  # the caller's word tha
 
 @dataclass
 class Report:
-    """Everything measured; `app.bench_report.render` turns it into text."""
+    """Everything measured; `app.bench.report.render` turns it into text."""
 
     args: dict[str, Any]
     plan: list[str]
@@ -117,7 +117,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write every figure and every call as JSON")
     p.add_argument(
         "--compare", metavar="CHECKOUT",
-        help="instead of the modes above: the hold on this code and on CHECKOUT's at once (see app/bench_compare.py)",
+        help="instead of the modes above: the hold on this code and on CHECKOUT's at once (see app/bench/compare.py)",
     )
     p.add_argument("--rounds", type=int, default=2, help="--compare rounds, sides swapped each round (default 2)")
     p.add_argument("--fuzz-frames", type=int, default=100_000, help="--mode fuzz: hostile frames to send")

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from app.bargein.corpus import STEADY_CATEGORIES
-from app.bench_accuracy import ClipRun, Phase
-from app.bench_common import MB, fmt, fmt_pct, pct, table
-from app.bench_fuzz import render as fuzz_section
-from app.bench_fuzz import summary as fuzz_summary
-from app.bench_fuzz import targets as fuzz_targets
+from app.bench.accuracy import ClipRun, Phase
+from app.bench.common import MB, fmt, fmt_pct, pct, table
+from app.bench.fuzz import render as fuzz_section
+from app.bench.fuzz import summary as fuzz_summary
+from app.bench.fuzz import targets as fuzz_targets
+from app.offline.corpus import STEADY_CATEGORIES
 
 if TYPE_CHECKING:
-    from app.bench import Report
+    from app.bench.run import Report
 
 TIMINGS = ("clear_sent_ms", "tts_stopped_ms", "llm_closed_ms", "total_ms")
 

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.bargein.corpus import STEADY_CATEGORIES, Clip, load_clip, white_noise
-from app.bench_accuracy import ConnectErrors, lateness_ms
-from app.bench_common import CpuMeter, GcWatch, LoopMonitor, ServerProcess, progress
+from app.bench.accuracy import ConnectErrors, lateness_ms
+from app.bench.common import CpuMeter, GcWatch, LoopMonitor, ServerProcess, progress
 from app.call.turn import split_sentences
 from app.edge.emulator import EdgeEmulator, EmulatedCall, Provider
+from app.offline.corpus import STEADY_CATEGORIES, Clip, load_clip, white_noise
 from providers.tts.espeak import EspeakTts
 
 I16 = npt.NDArray[np.int16]

@@ -16,11 +16,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.bargein.corpus import Clip, read_manifest
-from app.bench_common import ServerProcess, progress
-from app.bench_hold import HoldOptions, HoldResult, run_hold, server_env
+from app.bench.common import ServerProcess, progress
+from app.bench.hold import HoldOptions, HoldResult, run_hold, server_env
 from app.edge.emulator import EdgeEmulator
 from app.edge.llm_server import ScriptedLlmServer
+from app.offline.corpus import Clip, read_manifest
 
 
 @dataclass(frozen=True)

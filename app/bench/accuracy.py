@@ -36,9 +36,9 @@ import numpy as np
 import numpy.typing as npt
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from app.bargein.corpus import Clip
-from app.bench_common import FRAME_S, CpuMeter, GcWatch, Sampler, ServerProcess, progress
+from app.bench.common import FRAME_S, CpuMeter, GcWatch, Sampler, ServerProcess, progress
 from app.edge.emulator import CallRejected, EdgeEmulator, EmulatedCall, Provider
+from app.offline.corpus import Clip
 
 I16 = npt.NDArray[np.int16]
 SAMPLE_RATE = 8000

@@ -1,21 +1,13 @@
-"""Who may open a call: provider signatures on webhooks and upgrades, and single-use per-call stream tokens.
+"""Provider signatures on webhooks and WebSocket upgrades, and the replay guard for Plivo's nonces.
 
-Theory of operation. Two independent locks guard the media socket:
+Twilio (`X-Twilio-Signature`) and Plivo (`X-Plivo-Signature-V3`) sign every webhook and every WebSocket upgrade
+over the URL *they* requested. Behind a TLS terminator the app sees `http://` / `ws://` and an internal host, so
+the URL is always rebuilt from `PUBLIC_URL` (telephony-protocols.md §1.5, §2.5), never from the request. The
+check itself is the provider SDK's validator; anything it raises counts as a failure.
 
-1. **Provider signatures.** Twilio (`X-Twilio-Signature`) and Plivo (`X-Plivo-Signature-V3`) sign every
-   webhook and every WebSocket upgrade over the URL *they* requested. Behind a TLS terminator the app sees
-   `http://` / `ws://` and an internal host, so the URL is always rebuilt from `PUBLIC_URL`
-   (telephony-protocols.md §1.5, §2.5), never from the request. The check itself is the provider SDK's
-   validator; anything it raises counts as a failure.
-2. **Per-call stream tokens.** The answer webhook, once its signature checks out, issues a token bound to the
-   call id and the provider; it travels in `<Parameter>` (Twilio) or `extraHeaders` (Plivo) and must be
-   presented, once, on `start` before any audio is bridged. This is what keeps strangers out on Plivo, whose
-   signed upgrade URL is not settled.
-
-Replays. A signature proves who sent a request, not that it is the first time: Twilio's has no nonce or time,
-Plivo's V3 a nonce but no time. So each call gets one token ever (a webhook retry gets the same one back, a
-replay after the stream started gets none), and a Plivo (signature, nonce) pair is accepted once. Both are
-remembered for `replay_window_s`: the longest call plus the life of its record.
+Replays. A signature proves who sent a request, not that it is the first time: Twilio's has no nonce or time
+(the single-use stream token in `app/stream_tokens.py` covers it), Plivo's V3 a nonce but no time, so a Plivo
+(signature, nonce) pair is accepted once, remembered for `replay_window_s`.
 
 With no provider credential at all the server runs in an explicit insecure development mode: every check
 passes (and says so at start). With credentials for one provider only, the other provider's requests are
@@ -26,13 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import hmac
 import logging
-import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +29,7 @@ from twilio import request_validator as twilio_rv
 
 from app.logsafe import RateLimitedLog, safe
 from app.settings import Settings
+from app.stream_tokens import replay_window_s
 
 logger = logging.getLogger(__name__)
 
@@ -62,184 +51,6 @@ Params = Mapping[str, Any]
 """Form or query parameters: a plain mapping, or a multidict (starlette FormData) with `getlist`."""
 
 
-# --------------------------------------------------------------------------------------------------------
-# Per-call stream tokens
-# --------------------------------------------------------------------------------------------------------
-
-# Token layout, all lowercase hex so it fits Plivo's extraHeaders ([A-Za-z0-9] only, 512 bytes at most,
-# §2.4): 12 hex expiry (clock ms) | 16 hex random nonce | 32 hex truncated HMAC-SHA256 over provider + call id +
-# both.
-_EXP_HEX = 12
-_NONCE_HEX = 16
-_MAC_HEX = 32
-TOKEN_LENGTH = _EXP_HEX + _NONCE_HEX + _MAC_HEX
-_TOKEN_RE = re.compile(rf"[0-9a-f]{{{TOKEN_LENGTH}}}")
-
-# The longest call to plan for: Twilio ends calls at its default time limit of 4 hours (14400 s; an account can
-# have it changed, error 32015), and Plivo's `time_limit` defaults to the same. A signed answer webhook, or a
-# Plivo nonce, replayed later than this plus how long a call's record is kept (`replay_window_s`) finds neither
-# the call nor its conversation. A call that does outlive it is still guarded while its stream is live: the
-# registry refuses a second stream for a live call whatever token it brings.
-MAX_CALL_S = 4 * 3600.0
-
-
-def replay_window_s(settings: Settings) -> float:
-    """How long issued call ids and Plivo nonces are remembered: the longest call, then its record's lifetime.
-
-    Past this, the call is over and its record (with the conversation an attacker would want as LLM context) is
-    gone, so forgetting cannot let a replay reach either.
-    """
-    return MAX_CALL_S + settings.call_records_ttl_s
-
-
-class TokenRefused(Exception):
-    """`StreamTokens.issue` will not give this call a token: `reason` is "consumed", "expired" or "full"."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"no stream token: {reason}")
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class _CallTokenState:
-    token: str | None  # the token issued here; None when a replica issued it and it was only consumed here
-    expiry_ms: int
-    consumed: bool
-    forget_at_ms: int
-
-
-class StreamTokens:
-    """One short-lived, single-use, HMAC-authenticated token per call, bound to the call id and its provider.
-
-    `issue` gives a call its token and, asked again while that token is unused and unexpired, the same token
-    (a provider retrying its answer webhook must still get a working answer); once the token was used or has
-    expired it refuses, so a replayed answer webhook cannot mint a second stream for the call. `consume`
-    accepts a call's first genuine token and nothing after it.
-
-    Any replica holding the same secret can verify a token. The clock must be shared too: pass `time.time`
-    when replicas run on different machines (a monotonic clock only agrees with itself on one host). What a
-    process remembers (calls given or using a token) it keeps for `remember_s`; memory is bounded by the
-    call rate times that window and by `max_calls`, and when full it refuses rather than forgets, since a
-    forgotten call could be given a second token. The one-token rule is per process: a replayed webhook that
-    reaches another replica gets a token there, but that replica holds no live stream or record of the call.
-    """
-
-    def __init__(
-        self,
-        secret: bytes,
-        ttl_s: float,
-        clock: Callable[[], float],
-        *,
-        remember_s: float = MAX_CALL_S,
-        max_calls: int = 100_000,
-    ) -> None:
-        if not secret:
-            raise ValueError("StreamTokens needs a non-empty secret")
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
-        self._secret = secret
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._remember_ms = int(remember_s * 1000)
-        self._max_calls = max_calls
-        self._calls: dict[tuple[str, str], _CallTokenState] = {}
-        self._forget: list[tuple[int, tuple[str, str]]] = []  # min-heap of (forget at ms, key) for _calls
-
-    @classmethod
-    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> StreamTokens:
-        """Tokens keyed by STREAM_TOKEN_SECRET, or by a random per-process key when it is empty."""
-        secret = settings.stream_token_secret.encode() or secrets.token_bytes(32)
-        return cls(secret, settings.stream_token_ttl_s, clock, remember_s=replay_window_s(settings))
-
-    def issue(self, provider: str, call_id: str) -> str:
-        """The token for `provider`'s call `call_id`: new, or the same one again while it is unused and valid.
-
-        Raises TokenRefused once the call's token was consumed or expired (a replayed answer webhook), or
-        when the store is full.
-        """
-        now_ms = self._now_ms()
-        self._forget_old(now_ms)
-        key = (provider, call_id)
-        state = self._calls.get(key)
-        if state is not None:
-            if state.consumed:
-                raise TokenRefused("consumed")
-            if now_ms >= state.expiry_ms:
-                raise TokenRefused("expired")
-            if state.token is not None:
-                return state.token
-        if len(self._calls) >= self._max_calls:
-            logger.warning("stream token store full (%d calls remembered); refusing a call", len(self._calls))
-            raise TokenRefused("full")
-        expiry_ms = now_ms + int(self._ttl_s * 1000)
-        if not 0 <= expiry_ms < 16**_EXP_HEX:
-            raise ValueError("clock value out of range for a stream token")
-        head = f"{expiry_ms:0{_EXP_HEX}x}{secrets.token_hex(_NONCE_HEX // 2)}"
-        token = head + self._mac(provider, call_id, head)
-        # Remembered until the token has expired and then for the whole window a call can last.
-        self._remember(key, _CallTokenState(token, expiry_ms, False, expiry_ms + self._remember_ms))
-        return token
-
-    def consume(self, provider: str, call_id: str, token: str) -> bool:
-        """True exactly once per call: for the first genuine, unexpired token issued for `provider`'s `call_id`."""
-        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
-            return False
-        head, mac = token[: _EXP_HEX + _NONCE_HEX], token[_EXP_HEX + _NONCE_HEX :]
-        if not hmac.compare_digest(mac, self._mac(provider, call_id, head)):
-            return False
-        expiry_ms = int(head[:_EXP_HEX], 16)
-        now_ms = self._now_ms()
-        self._forget_old(now_ms)
-        if now_ms >= expiry_ms:
-            return False
-        key = (provider, call_id)
-        state = self._calls.get(key)
-        if state is not None:
-            if state.consumed:
-                return False  # one stream per call: this token, or any other minted for the call, was used
-            # A genuine token that is not the one issued here came from a replica that answered a retry of
-            # the webhook; the provider streams with whichever answer it kept, so either may open the call.
-            state.consumed = True
-            return True
-        if len(self._calls) >= self._max_calls:
-            # Refusing is safer than forgetting a call (which would make its token replayable).
-            logger.warning("stream token store full (%d calls remembered); refusing a stream", len(self._calls))
-            return False
-        self._remember(key, _CallTokenState(None, expiry_ms, True, expiry_ms + self._remember_ms))
-        return True
-
-    @property
-    def remembered(self) -> int:
-        """How many calls (given a token here, or whose token was used here) are held (for tests and metrics)."""
-        return len(self._calls)
-
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
-
-    def _mac(self, provider: str, call_id: str, head: str) -> str:
-        message = b"\x00".join(
-            (
-                b"bargein-stream-token",
-                provider.encode("utf-8", "surrogatepass"),
-                call_id.encode("utf-8", "surrogatepass"),
-                head.encode(),
-            )
-        )
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
-
-    def _remember(self, key: tuple[str, str], state: _CallTokenState) -> None:
-        self._calls[key] = state
-        heapq.heappush(self._forget, (state.forget_at_ms, key))
-
-    def _forget_old(self, now_ms: int) -> None:
-        while self._forget and self._forget[0][0] <= now_ms:
-            _, key = heapq.heappop(self._forget)
-            self._calls.pop(key, None)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Provider signatures
-# --------------------------------------------------------------------------------------------------------
 
 
 class ReplayGuard:

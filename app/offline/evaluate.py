@@ -9,7 +9,7 @@ Scores: detection rate and decision latency on speech (SpeechStarted.at minus th
 the same clock), and false stops on noise (any SpeechStarted during a noise clip), per category, in total
 and on the five steady categories.
 
-    python -m app.bargein.evaluate [--limit N] [--threshold T] [--min-speech-ms MS] [--sweep] [--cost]
+    python -m app.offline.evaluate [--limit N] [--threshold T] [--min-speech-ms MS] [--sweep] [--cost]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from app.bargein.corpus import (
+from app.bargein.silero import F32, WINDOW, SileroBatcher, SileroModel, SileroStream, WindowScorer
+from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent
+from app.offline.corpus import (
     STEADY_CATEGORIES,
     Clip,
     as_received,
@@ -34,8 +36,6 @@ from app.bargein.corpus import (
     telephone_band,
     white_noise,
 )
-from app.bargein.silero import F32, WINDOW, SileroBatcher, SileroModel, SileroStream, WindowScorer
-from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent
 
 I16 = npt.NDArray[np.int16]
 FRAME_S = FRAME / SAMPLE_RATE
@@ -399,7 +399,7 @@ SWEEP_POINTS = (
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m app.bargein.evaluate", description=__doc__.splitlines()[0]
+        prog="python -m app.offline.evaluate", description=__doc__.splitlines()[0]
     )
     d = VadConfig()
     parser.add_argument("--limit", type=int, default=0, help="use the first N speech and N noise clips")

@@ -36,9 +36,8 @@ import psutil
 
 from app.audio import pcm16_to_ulaw
 from app.background import BackgroundTask
-from app.bargein.corpus import Clip
-from app.bench_accuracy import I16, AccuracyOptions, AccuracyRunner, ClipRun
-from app.bench_common import MB, ServerProcess, fmt, pct, progress, table
+from app.bench.accuracy import I16, AccuracyOptions, AccuracyRunner, ClipRun
+from app.bench.common import MB, ServerProcess, fmt, pct, progress, table
 from app.edge import wire
 from app.edge.emulator import EdgeEmulator, EmulatedCall, Provider
 from app.edge.fuzz import WS_MAX_MESSAGE, Hostile, Target, aimed, media_of_size
@@ -51,6 +50,7 @@ from app.edge.hostile import (
     hostile_connection,
     invalid_frame_counts,
 )
+from app.offline.corpus import Clip
 
 BIG_FRAME = 1024 * 1024
 MEDIUM_FRAME = 100 * 1024
