@@ -70,9 +70,9 @@ class ServedApp:
 class RunningServer(ServedApp):
     """The real app, built by create_app from test settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observers: list[Any] | None = None) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, observers=observers)
         super().__init__(self.app, port=settings.port)
 
     @property
@@ -84,8 +84,9 @@ class RunningServer(ServedApp):
 def server_factory() -> Iterator[Any]:
     running: list[RunningServer] = []
 
-    def start(**overrides: Any) -> RunningServer:
-        srv = RunningServer(make_settings(**overrides)).__enter__()
+    def start(observers: list[Any] | None = None, **overrides: Any) -> RunningServer:
+        """`observers`: called with each call's session at its start (CallDeps.observers), in the server's thread."""
+        srv = RunningServer(make_settings(**overrides), observers).__enter__()
         running.append(srv)
         return srv
 

@@ -124,6 +124,10 @@ class VadState(Enum):
     STOPPING = "stopping"  # speech went quiet; SpeechStopped once the silence lasts turn_end_silence_ms
 
 
+# (now, previous state, new state, probability of the deciding window, its loudest frame in dBFS)
+StateObserver = typing.Callable[[float, VadState, VadState, float, float], None]
+
+
 class Observation(Enum):
     SPEECH = "speech"  # window passes every layer
     SUSTAINED = "sustained"  # a SPEECH window that brings STARTING to min_speech_ms
@@ -194,6 +198,8 @@ class CallVad:
         self._peak_dbfs = _SILENT_DBFS
         self._speech_start_at = 0.0
         self._last_active_at = 0.0
+        # Told of every state change (now, previous, new, probability, level dBFS): the call's event stream.
+        self.on_change: StateObserver | None = None
 
     @property
     def speaking(self) -> bool:
@@ -269,6 +275,7 @@ class CallVad:
         """Let time pass without audio: ends the caller's turn when frames stop arriving."""
         if self.state is VadState.QUIET or not self._expired(now):
             return []
+        self.last_probability = 0.0  # no window: nothing was classified
         event = self._apply(Observation.EXPIRED, now)
         return [event] if event is not None else []
 
@@ -310,13 +317,16 @@ class CallVad:
                     obs = Observation.SUSTAINED
         elif obs is Observation.SILENCE and self._expired(now):
             obs = Observation.EXPIRED
-        return self._apply(obs, now)
+        return self._apply(obs, now, peak)
 
     def _expired(self, now: float) -> bool:
         return (now - self._last_active_at) * 1000 >= self.config.turn_end_silence_ms - 1e-6
 
-    def _apply(self, obs: Observation, now: float) -> VadEvent | None:
-        self.state, emit = TRANSITIONS[(self.state, obs)]
+    def _apply(self, obs: Observation, now: float, level_dbfs: float = _SILENT_DBFS) -> VadEvent | None:
+        previous = self.state
+        self.state, emit = TRANSITIONS[(previous, obs)]
+        if self.state is not previous and self.on_change is not None:
+            self.on_change(now, previous, self.state, self.last_probability, level_dbfs)
         if emit is Emit.STARTED:
             n = self._sustained_windows
             return SpeechStarted(

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from app.bargein.playback import PlaybackLedger
+from app.call.events import CallEvents, MarkSent
 from app.clock import Clock
 from providers.telephony.base import TelephonyProtocol
 
@@ -35,6 +36,7 @@ class Outbox:
         clock: Clock,
         chunk_ms: int,
         lead_ms: int,
+        events: CallEvents | None = None,
     ) -> None:
         self._protocol = protocol
         self._send = send
@@ -47,6 +49,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set whenever the queue shrinks: a chunk sent, or everything dropped
         self.sent_chunks = 0
+        self._events = events if events is not None else CallEvents()
 
     @property
     def has_queued(self) -> bool:
@@ -102,3 +105,5 @@ class Outbox:
                 await self._send(self._protocol.media(chunk))
                 await self._send(self._protocol.mark(name))
                 self.sent_chunks += 1
+                if self._events.active:
+                    self._events.emit(MarkSent(now, name, turn_id, len(chunk) / 8.0))

@@ -12,14 +12,29 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import assert_never
 
 from app.audio import ulaw_to_pcm16
 from app.bargein.detector import BargeInDetector, Interrupt, UserTurnEnded
 from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
-from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent
+from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent, VadState
+from app.call.events import (
+    AudioDropped,
+    BargeInDecided,
+    BargeInHandled,
+    CallClosed,
+    CallEvent,
+    CallEvents,
+    ClearSent,
+    MarkAcked,
+    TurnEnded,
+    TurnStarted,
+    VadChanged,
+    WireReceived,
+    WireSent,
+)
 from app.call.outbox import Outbox
 from app.call.registry import CallInUse, CallRegistry
 from app.call.turn import AgentTurn, Cut
@@ -50,6 +65,8 @@ NO_TRANSCRIPT = "[the caller spoke; speech recognition is not enabled]"
 # Bad frames on one stream: the first few are logged in full, then one summary line per interval at most.
 INVALID_LOG_BURST = 5
 INVALID_LOG_INTERVAL_S = 10.0
+# Frames kept from before `start` (normally `connected` and `start` itself) to hand to the call's subscribers.
+PRESTART_EVENTS = 8
 
 
 @dataclass(slots=True)
@@ -68,6 +85,10 @@ class CallDeps:
     tokens: StreamTokens
     require_token: bool
     fallback: list[Synthesis]  # filled at startup: the fallback line, synthesised before any call needs it
+    # Called once per stream when its `start` is accepted, with the session: the place to subscribe to its
+    # events (the recorder does; a replay collects them). Subscribers attached here also get the frames that
+    # arrived before `start`.
+    observers: list[Callable[[CallSession], None]] = field(default_factory=list)
 
 
 class StreamRefused(Exception):
@@ -88,9 +109,14 @@ class CallSession:
         self._metrics = deps.metrics
         self.record: CallRecord | None = None
         self.ledger = PlaybackLedger()
+        # Everything this call decides, as typed events (app/call/events.py); subscribers attach at `start`.
+        self.events = CallEvents()
+        self._prestart: list[CallEvent] = []
         s = deps.settings
-        self.outbox = Outbox(protocol, self._send, self.ledger, deps.clock, s.playback_chunk_ms, s.playback_lead_ms)
+        self.outbox = Outbox(protocol, self._send, self.ledger, deps.clock, s.playback_chunk_ms, s.playback_lead_ms,
+                             self.events)
         self.vad = CallVad(deps.vad_config, deps.scorer)
+        self.vad.on_change = self._vad_changed
         self.detector = BargeInDetector()
         self.agent: AgentTurn | None = None
         self._agent_record: Turn | None = None
@@ -103,6 +129,7 @@ class CallSession:
         self.opened_at = self.last_frame_at  # the start deadline runs from here; frames do not move it
         self._invalid_log = LogBudget(INVALID_LOG_BURST, INVALID_LOG_INTERVAL_S)
         self.closed = False
+        self.stream_id: str | None = None
         self._log_extra: dict[str, str] = {}
 
     # -- socket writes ---------------------------------------------------------------------------
@@ -114,18 +141,27 @@ class CallSession:
         except Exception as exc:  # a dead socket must not kill the pacer or the barge-in path
             logger.info("send failed, stream closing: %s", type(exc).__name__, extra=self._log_extra)
             self.closed = True
+            return
+        if self.events.active:  # after the write: recording never delays a frame, least of all a clear
+            self.events.emit(WireSent(self._clock.now(), text))
 
     # -- inbound ---------------------------------------------------------------------------------
     async def handle_text(self, text: str, arrival: float) -> None:
         """One inbound text frame. Raises StreamRefused when the stream must end."""
         self.last_frame_at = arrival
+        if self.events.active:
+            self.events.emit(WireReceived(arrival, text))
+        elif self.record is None and len(self._prestart) < PRESTART_EVENTS:
+            self._prestart.append(WireReceived(arrival, text))
         for event in self.protocol.receive(text):
             match event:
                 case AudioReceived(payload=payload):
                     if self.record is not None:
                         await self._on_audio(payload, arrival)
                 case MarkPlayed(name=name):
-                    self.ledger.ack(name, arrival)
+                    known = self.ledger.ack(name, arrival)
+                    if self.events.active:
+                        self.events.emit(MarkAcked(arrival, name, known))
                 case CallStarted():
                     await self._on_start(event)
                 case AudioCleared():
@@ -194,6 +230,13 @@ class CallSession:
             raise StreamRefused("call already has a live stream") from None
         record.stream_ids.append(event.stream_id)
         self.record = record
+        self.stream_id = event.stream_id
+        for observe in self.deps.observers:
+            observe(self)
+        if self.events.active:
+            for early in self._prestart:
+                self.events.emit(early)
+        self._prestart.clear()
         # A reconnecting stream starts a fresh generation, so nothing from the old stream can count as heard.
         record.generation += 1
         self.ledger.generation = record.generation
@@ -215,10 +258,16 @@ class CallSession:
         for event in events:
             await self._on_vad(event, arrival)
 
+    def _vad_changed(self, now: float, previous: VadState, state: VadState, probability: float, level: float) -> None:
+        if self.events.active:
+            self.events.emit(VadChanged(now, state.value, previous.value, round(probability, 4), round(level, 1)))
+
     async def _on_vad(self, event: VadEvent, arrival: float) -> None:
         decision = self.detector.on_event(event, agent_speaking=self.agent_active(arrival))
         if isinstance(event, SpeechStarted) and self._user_record is None and self.record is not None:
             self._user_record = self.record.new_turn("user", self.deps.wall())
+            if self.events.active:
+                self.events.emit(TurnStarted(arrival, self._user_record.id, "user"))
         if isinstance(decision, Interrupt):
             await self._barge_in(decision, arrival)
         elif isinstance(decision, UserTurnEnded):
@@ -237,7 +286,7 @@ class CallSession:
         t_clear = clock.now()
         heard = self.ledger.clear(t_clear)
         # 2. No more agent audio: drop what is queued, and make the turn discard what it synthesises next.
-        self.outbox.drop()
+        dropped = self.outbox.drop()
         turn = self.agent
         if turn is not None:
             turn.stop_tts()
@@ -272,6 +321,13 @@ class CallSession:
         if self.record is not None:
             self.record.bargeins.append(event)
             self.record.generation = self.ledger.generation
+        if self.events.active:  # emitted once every step is done: nothing here delays the clear
+            emit = self.events.emit
+            emit(BargeInDecided(t0, event.id, event.turn_id, event.confidence, event.sustained_ms, event.peak_dbfs))
+            emit(ClearSent(t_clear, event.id, heard.turn_id, round(heard.audio_ms, 1)))
+            emit(AudioDropped(t_tts, dropped))
+            emit(BargeInHandled(t_end, event.id, event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms,
+                                event.total_ms))
         m = self._metrics
         m.bargeins_total.labels(self.protocol.name).inc()
         m.observe_bargein(event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms, event.total_ms)
@@ -285,6 +341,7 @@ class CallSession:
         if self._user_record is None:
             self._user_record = self.record.new_turn("user", self.deps.wall())
         self._user_record.ended_at = self.deps.wall()
+        self._turn_ended(self._user_record, None)
         self._user_record = None
         if not self.agent_active(self._clock.now()):  # the agent never talks over a turn it is already taking
             self._start_agent_turn()
@@ -304,6 +361,7 @@ class CallSession:
         rec.audio_ms = round(turn.audio_ms, 1)
         rec.fallback = rec.fallback or turn.used_fallback
         rec.ended_at = self.deps.wall()
+        self._turn_ended(rec, turn.audio_ms)
         self._agent_record = None
         return cut
 
@@ -315,12 +373,22 @@ class CallSession:
         rec.audio_ms = round(turn.audio_ms, 1)
         rec.fallback = turn.used_fallback
         rec.ended_at = self.deps.wall()
+        self._turn_ended(rec, turn.audio_ms)
         self._agent_record = None
+
+    def _turn_ended(self, rec: Turn, audio_ms: float | None) -> None:
+        if self.events.active:
+            self.events.emit(TurnEnded(
+                self._clock.now(), rec.id, rec.role, rec.text, rec.interrupted, rec.heard_text, rec.heard_chars,
+                rec.heard_audio_ms, None if audio_ms is None else round(audio_ms, 1),
+            ))
 
     def _start_agent_turn(self, text: str | None = None) -> None:
         assert self.record is not None
         self._finalize_agent_turn()
         rec = self.record.new_turn("agent", self.deps.wall())
+        if self.events.active:
+            self.events.emit(TurnStarted(self._clock.now(), rec.id, "agent"))
         s = self.deps.settings
         fallback = self.deps.fallback[0] if self.deps.fallback else None
 
@@ -341,6 +409,8 @@ class CallSession:
             on_fallback=on_fallback,
             max_reply_chars=s.llm_max_reply_chars,
             max_queued_audio_ms=s.max_queued_audio_s * 1000.0,
+            events=self.events,
+            clock=self._clock,
         )
         self._agent_record = rec
         self.agent.start()
@@ -399,3 +469,5 @@ class CallSession:
             self._metrics.active_calls.dec()
             logger.info("stream ended: %s", reason, extra=self._log_extra)
         self.closed = True
+        if self.events.active:
+            self.events.emit(CallClosed(self._clock.now(), reason))

@@ -11,7 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.audio import pcm16_to_ulaw
+from app.call.events import (
+    AudioQueued,
+    CallEvents,
+    LlmClosed,
+    LlmOpened,
+    LlmToken,
+    TtsFinished,
+    TtsStarted,
+)
 from app.call.outbox import Outbox
+from app.clock import Clock, MonotonicClock
 from providers.errors import ProviderError
 from providers.llm.base import ChatMessage, LlmClient
 from providers.tts.base import Synthesis, TtsEngine, WordTiming, char_offset_at
@@ -153,6 +163,8 @@ class AgentTurn:
         on_fallback: Callable[[str], None] | None = None,
         max_reply_chars: int,
         max_queued_audio_ms: float,
+        events: CallEvents | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """`max_reply_chars` caps the LLM's reply (not a fixed `text`); `max_queued_audio_ms` caps the audio
         this turn keeps queued in the outbox ahead of playback (synthesis waits for room)."""
@@ -179,6 +191,8 @@ class AgentTurn:
         self.finished = False  # all audio handed to the outbox (or the turn failed)
         self.used_fallback = False
         self._task: asyncio.Task[None] | None = None
+        self._events = events if events is not None else CallEvents()
+        self._clock = clock if clock is not None else MonotonicClock()
 
     @property
     def llm_text(self) -> str:
@@ -233,9 +247,30 @@ class AgentTurn:
             sentences.put_nowait(None)
             return
         assert self._llm is not None
+        events, clock = self._events, self._clock
+        if events.active:
+            events.emit(LlmOpened(clock.now(), self.turn_id))
+        outcome = "cancelled"  # unless the stream ends, is capped, fails or times out below
+        try:
+            outcome = await self._stream_reply(sentences)
+        except TimeoutError:
+            outcome = "timeout"
+            raise
+        except ProviderError:
+            outcome = "error"
+            raise
+        finally:
+            if events.active:
+                events.emit(LlmClosed(clock.now(), self.turn_id, outcome))
+
+    async def _stream_reply(self, sentences: asyncio.Queue[str | None]) -> str:
+        """Stream the LLM's reply into sentences; returns how it ended: "done", "capped" or "stopped"."""
+        assert self._llm is not None
+        events, clock = self._events, self._clock
         splitter = SentenceSplitter()
         first = True
         pieces = 0
+        outcome = "done"
         async with contextlib.aclosing(self._llm.stream(self._messages)) as stream:
             while True:
                 pieces += 1
@@ -251,10 +286,13 @@ class AgentTurn:
                 except StopAsyncIteration:
                     break
                 if self.tts_stopped:
-                    return  # a token that arrives after the clear reaches neither TTS nor transcript
+                    return "stopped"  # a token that arrives after the clear reaches neither TTS nor transcript
+                if events.active:
+                    events.emit(LlmToken(clock.now(), self.turn_id, piece))
                 room = self._max_reply_chars - self._llm_chars
                 if len(piece) > room:
                     self._cap_reply(piece, room, splitter, sentences)
+                    outcome = "capped"
                     break  # leaving the `async with` closes the HTTP stream, so the LLM stops generating
                 self._llm_parts.append(piece)
                 self._llm_chars += len(piece)
@@ -263,6 +301,7 @@ class AgentTurn:
         if (tail := splitter.flush()) is not None:  # None after a cap: _cap_reply took the pending text
             sentences.put_nowait(tail)
         sentences.put_nowait(None)
+        return outcome
 
     def _cap_reply(
         self, piece: str, room: int, splitter: SentenceSplitter, sentences: asyncio.Queue[str | None]
@@ -291,9 +330,14 @@ class AgentTurn:
         )
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        events, clock = self._events, self._clock
         while (sentence := await sentences.get()) is not None:
+            if events.active:
+                events.emit(TtsStarted(clock.now(), self.turn_id, sentence))
             async with asyncio.timeout(self._tts_timeout_s):
                 synthesis = await self._tts.synthesize(sentence)
+            if events.active:
+                events.emit(TtsFinished(clock.now(), self.turn_id, synthesis.duration_ms))
             if self.tts_stopped:
                 return
             # Back-pressure: queue this sentence only once it fits under MAX_QUEUED_AUDIO_S (or the queue is empty),
@@ -316,6 +360,8 @@ class AgentTurn:
         self._starts.append(start_ms)
         self.text += synthesis.text
         self._outbox.enqueue(self.turn_id, pcm16_to_ulaw(synthesis.pcm))
+        if self._events.active:
+            self._events.emit(AudioQueued(self._clock.now(), self.turn_id, synthesis.duration_ms, synthesis.text))
 
     async def _speak_fallback(self, reason: str) -> None:
         if self.tts_stopped:

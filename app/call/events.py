@@ -1,0 +1,256 @@
+"""What happened in a call, as typed events on one per-call stream.
+
+Theory of operation. A call's logic (session, outbox, turn, the detector's state machine) says what it did by
+emitting an event here; it never writes a file, a metric or a log line about it. Whoever needs to know
+subscribes to the call's `CallEvents`: the recorder writes every event to the call's file, a replay collects
+them to compare with a recording, a test asserts on them. Every event carries `t`, the call's clock (the event
+loop's time, see app/clock.py) when it happened, so a recording replayed on a virtual clock produces the same
+events at the same `t`.
+
+The stream is synchronous and in order: `emit` calls each subscriber before it returns, so a subscriber sees
+the events in the order the call made its decisions, with nothing in between. Subscribers therefore must be
+cheap and must not raise (a recorder hands the line to its writer thread and returns). With no subscriber,
+`emit` costs one truth test: the hot path checks `events.active` before building an event it does not need.
+
+Event names on the wire (a recording's `type` field) are the snake_case `kind` of each class, and the fields
+are the dataclass fields; adding a field is backwards compatible, renaming one is a format version bump
+(app/record/format.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    kind: ClassVar[str] = "event"
+    t: float
+
+
+# -- the wire ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WireReceived(CallEvent):
+    """One text frame from the provider, as it arrived (`t` is its arrival time)."""
+
+    kind: ClassVar[str] = "ws_in"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class WireSent(CallEvent):
+    """One text frame written to the provider."""
+
+    kind: ClassVar[str] = "ws_out"
+    text: str
+
+
+# -- hearing the caller ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VadChanged(CallEvent):
+    """The detector's hysteresis moved (quiet, starting, speaking, stopping)."""
+
+    kind: ClassVar[str] = "vad"
+    state: str
+    previous: str
+    probability: float  # the classifier's probability for the window that moved it
+    level_dbfs: float  # the loudest 20 ms frame of that window (-120 when below the energy gate)
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInDecided(CallEvent):
+    """The detector decided the caller is talking over the agent (`t` is the deciding frame's arrival)."""
+
+    kind: ClassVar[str] = "barge_in"
+    id: str
+    turn_id: int | None
+    confidence: float
+    sustained_ms: float
+    peak_dbfs: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClearSent(CallEvent):
+    """The provider's flush went out (`t` is after the write returned)."""
+
+    kind: ClassVar[str] = "clear"
+    barge_in_id: str
+    heard_turn_id: int | None
+    heard_audio_ms: float  # how far into that turn's audio the caller had heard
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInHandled(CallEvent):
+    """Every step of a barge-in is done; times in ms from the deciding frame's arrival."""
+
+    kind: ClassVar[str] = "barge_in_done"
+    id: str
+    clear_sent_ms: float
+    tts_stopped_ms: float
+    llm_closed_ms: float
+    total_ms: float
+
+
+# -- the agent's audio -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AudioQueued(CallEvent):
+    """A synthesised sentence went into the outbox."""
+
+    kind: ClassVar[str] = "audio_queued"
+    turn_id: int
+    audio_ms: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkSent(CallEvent):
+    kind: ClassVar[str] = "mark_sent"
+    name: str
+    turn_id: int
+    audio_ms: float  # the audio this marker follows
+
+
+@dataclass(frozen=True, slots=True)
+class MarkAcked(CallEvent):
+    kind: ClassVar[str] = "mark_acked"
+    name: str
+    known: bool  # False: not a marker this stream has outstanding (late, cleared, or foreign)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDropped(CallEvent):
+    """A clear threw away the queued agent audio."""
+
+    kind: ClassVar[str] = "audio_dropped"
+    chunks: int
+
+
+# -- the LLM and TTS ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LlmOpened(CallEvent):
+    kind: ClassVar[str] = "llm_open"
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LlmToken(CallEvent):
+    kind: ClassVar[str] = "llm_token"
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LlmClosed(CallEvent):
+    kind: ClassVar[str] = "llm_close"
+    turn_id: int
+    reason: str  # "done", "capped", "cancelled", "error", "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class TtsStarted(CallEvent):
+    kind: ClassVar[str] = "tts_start"
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TtsFinished(CallEvent):
+    kind: ClassVar[str] = "tts_done"
+    turn_id: int
+    audio_ms: float
+
+
+# -- turns -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TurnStarted(CallEvent):
+    kind: ClassVar[str] = "turn_start"
+    turn_id: int
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded(CallEvent):
+    kind: ClassVar[str] = "turn_end"
+    turn_id: int
+    role: str
+    text: str
+    interrupted: bool
+    heard_text: str | None  # agent turns: what the caller heard (None when it played to the end)
+    heard_chars: int | None
+    heard_audio_ms: float | None
+    audio_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallClosed(CallEvent):
+    kind: ClassVar[str] = "call_end"
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[CallEvent]] = {
+    cls.kind: cls
+    for cls in (
+        WireReceived, WireSent, VadChanged, BargeInDecided, ClearSent, BargeInHandled, AudioQueued, MarkSent,
+        MarkAcked, AudioDropped, LlmOpened, LlmToken, LlmClosed, TtsStarted, TtsFinished, TurnStarted,
+        TurnEnded, CallClosed,
+    )
+}
+
+_FIELDS: dict[type[CallEvent], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
+}
+
+
+def to_dict(event: CallEvent) -> dict[str, Any]:
+    """The event as a recording line: {"type": kind, "t": ..., field: value, ...}."""
+    out: dict[str, Any] = {"type": event.kind}
+    for name in _FIELDS[type(event)]:
+        out[name] = getattr(event, name)
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> CallEvent | None:
+    """A recording line back as an event; None for a type this build does not know (a newer recorder's)."""
+    cls = EVENT_TYPES.get(str(data.get("type")))
+    if cls is None:
+        return None
+    values: dict[str, Any] = {name: data.get(name) for name in _FIELDS[cls]}
+    return cls(**values)
+
+
+Subscriber = Callable[[CallEvent], None]
+
+
+class CallEvents:
+    """One call's event stream. `emit` is synchronous; subscribers must be cheap and must not raise."""
+
+    __slots__ = ("_subscribers", "active")
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self.active = False  # any subscriber: emitters skip building events nobody reads
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns the function that removes it."""
+        self._subscribers.append(subscriber)
+        self.active = True
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+            self.active = bool(self._subscribers)
+
+        return unsubscribe
+
+    def emit(self, event: CallEvent) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:  # one broken subscriber must not take the call's decisions with it
+                logger.exception("event subscriber failed on %s; the call goes on", event.kind)

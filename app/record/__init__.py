@@ -1,0 +1,1 @@
+"""Call recordings: the file format, the live recorder, and export to WAV."""
