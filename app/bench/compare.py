@@ -6,6 +6,13 @@ see the same machine at the same moment, so the ratio of their figures is what a
 round holds `--hold-calls` calls on each server; the next round swaps which server starts first, so neither
 side gets a systematic head start. Both servers run in this Python environment: OTHER is a checkout (or a
 `git worktree`) whose `app/` and `providers/` are put first on the server's PYTHONPATH.
+
+After each hold, both servers also take `--compare-bargeins` barge-in calls at once (corpus speech over the
+agent's greeting, one call at a time per server), and the figure the hot path is judged by, decision -> clear
+written (`clear_sent_ms`, from each server's call records), is compared at p50 and p99 over all rounds.
+
+`--this-env KEY=VALUE` (repeatable) sets a variable for this side's server only: with `--compare .` it A/Bs a
+setting on the same code, e.g. `--this-env RECORD_DIR=/tmp/rec` for the recorder's cost.
 """
 
 from __future__ import annotations
@@ -16,17 +23,21 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from app.bench.accuracy import I16, AccuracyOptions, AccuracyRunner, ClipRun
 from app.bench.common import ServerProcess, progress
 from app.bench.hold import HoldOptions, HoldResult, run_hold, server_env
 from app.edge.emulator import EdgeEmulator
 from app.edge.llm_server import ScriptedLlmServer
-from app.offline.corpus import Clip, read_manifest
+from app.offline.corpus import Clip, load_clip, read_manifest
 
 
 @dataclass(frozen=True)
 class Side:
     label: str  # "this" or "other"
     root: Path  # the folder holding app/ and providers/
+    env: tuple[tuple[str, str], ...] = ()  # this side's own server variables (--this-env)
 
     def describe(self) -> str:
         try:
@@ -52,10 +63,52 @@ def check_root(path: str) -> Path:
     return root
 
 
-async def _round(sides: list[Side], clips: list[Clip], options: HoldOptions) -> dict[str, HoldResult]:
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--this-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="--compare: a variable for this side's server only (repeatable), e.g. RECORD_DIR=/tmp/r "
+                        "with --compare . to A/B a setting on the same code")
+    p.add_argument("--compare-bargeins", type=int, default=12, metavar="N",
+                   help="--compare: barge-in calls per side per round after the hold, for clear-sent p50/p99 "
+                        "(default 12; 0 skips them)")
+
+
+def parse_env(items: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--this-env {item!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+@dataclass
+class RoundResult:
+    hold: HoldResult
+    bargeins: list[ClipRun]
+
+    @property
+    def clear_sent_ms(self) -> list[float]:
+        return [float(e["clear_sent_ms"]) for run in self.bargeins for e in run.events if "clear_sent_ms" in e]
+
+
+async def _bargeins(
+    server: ServerProcess, edge: EdgeEmulator, clips: list[Clip], audio: dict[str, I16]
+) -> list[ClipRun]:
+    if not clips:
+        return []
+    runner = AccuracyRunner(server, edge, audio, None, AccuracyOptions(agent_turn="greeting"))
+    phase = await runner.phase("twilio", 1, clips)
+    return phase.runs
+
+
+async def _round(
+    sides: list[Side], clips: list[Clip], options: HoldOptions, speech: list[Clip], audio: dict[str, I16]
+) -> dict[str, RoundResult]:
     async with ScriptedLlmServer(["Hello."], token_delay_s=0.04) as llm:
         servers = [
-            ServerProcess({"LLM_BASE_URL": llm.base_url, "PYTHONPATH": str(side.root), **server_env(options)})
+            ServerProcess({"LLM_BASE_URL": llm.base_url, "PYTHONPATH": str(side.root), **server_env(options),
+                           **dict(side.env)})
             for side in sides
         ]
         try:
@@ -65,14 +118,23 @@ async def _round(sides: list[Side], clips: list[Clip], options: HoldOptions) -> 
                 EdgeEmulator(servers[0].url, keep_audio=False) as edge0,
                 EdgeEmulator(servers[1].url, keep_audio=False) as edge1,
             ):
-                results = await asyncio.gather(
+                holds = await asyncio.gather(
                     run_hold(servers[0], edge0, clips, options), run_hold(servers[1], edge1, clips, options)
+                )
+                bargeins = await asyncio.gather(
+                    _bargeins(servers[0], edge0, speech, audio), _bargeins(servers[1], edge1, speech, audio)
                 )
         finally:
             for server in servers:
                 await server.stop()
                 server.cleanup()
-    return {side.label: result for side, result in zip(sides, results, strict=True)}
+    return {
+        side.label: RoundResult(hold, runs) for side, hold, runs in zip(sides, holds, bargeins, strict=True)
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def _line(label: str, r: HoldResult) -> str:
@@ -85,23 +147,33 @@ def _line(label: str, r: HoldResult) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    sides = [Side("this", this_root()), Side("other", check_root(args.compare))]
+    this = Side("this", this_root(), parse_env(getattr(args, "this_env", [])))
+    sides = [this, Side("other", check_root(args.compare))]
     options = HoldOptions.from_args(args)
     clips = read_manifest()
+    n_bargeins = max(0, getattr(args, "compare_bargeins", 0))
+    speech = [c for c in clips if c.kind == "speech"][:n_bargeins]
+    audio = {c.path: load_clip(c) for c in speech}
+    clear_ms: dict[str, list[float]] = {"this": [], "other": []}
     print("bargein bench --compare: the hold on two servers at once, under one load generator")
     for side in sides:
-        print(f"  {side.label}: {side.root} ({side.describe()})")
+        extra = "".join(f" {k}={v}" for k, v in side.env)
+        print(f"  {side.label}: {side.root} ({side.describe()}){extra}")
     print(f"  {options.calls} calls on each x {options.seconds:g} s, callers sending {options.caller}, "
           f"{args.rounds} round(s), sides swapped each round\n")
     ratios: list[float] = []
     for k in range(args.rounds):
         order = sides if k % 2 == 0 else sides[::-1]
         progress(f"compare: round {k + 1} of {args.rounds}")
-        results = asyncio.run(_round(order, clips, options))
+        rounds = asyncio.run(_round(order, clips, options, speech, audio))
+        results = {label: r.hold for label, r in rounds.items()}
         print(f"round {k + 1} (started first: {order[0].label})")
-        print("  side   calls     CPU per call-s  lag p99.9  Silero mean batch")
+        print("  side   calls     CPU per call-s  lag p99.9  Silero mean batch  barge-ins  clear-sent p50 / max")
         for side in sides:
-            print(_line(side.label, results[side.label]))
+            sent = rounds[side.label].clear_sent_ms
+            clear_ms[side.label].extend(sent)
+            print(f"{_line(side.label, results[side.label])}  {len(sent):>9}  "
+                  f"{_pct(sent, 50):>6.2f} / {max(sent, default=float('nan')):.2f} ms")
         this_cpu, other_cpu = results["this"].cpu_ms_per_call_s, results["other"].cpu_ms_per_call_s
         if this_cpu and other_cpu:
             ratios.append(this_cpu / other_cpu)
@@ -112,4 +184,10 @@ def run_compare(args: argparse.Namespace) -> int:
     mean = sum(ratios) / len(ratios)
     print(f"CPU per call-second, this / other, mean over {len(ratios)} round(s): {mean:.3f} "
           f"({(mean - 1) * 100:+.1f}%; rounds {', '.join(f'{r:.3f}' for r in ratios)})")
+    if n_bargeins:
+        this_ms, other_ms = clear_ms["this"], clear_ms["other"]
+        print(f"decision -> clear written over all rounds (n = {len(this_ms)} / {len(other_ms)}): "
+              f"p50 {_pct(this_ms, 50):.2f} / {_pct(other_ms, 50):.2f} ms, "
+              f"p99 {_pct(this_ms, 99):.2f} / {_pct(other_ms, 99):.2f} ms "
+              f"(this - other: p99 {_pct(this_ms, 99) - _pct(other_ms, 99):+.2f} ms)")
     return 0

@@ -9,8 +9,13 @@ events at the same `t`.
 
 The stream is synchronous and in order: `emit` calls each subscriber before it returns, so a subscriber sees
 the events in the order the call made its decisions, with nothing in between. Subscribers therefore must be
-cheap and must not raise (a recorder hands the line to its writer thread and returns). With no subscriber,
-`emit` costs one truth test: the hot path checks `events.active` before building an event it does not need.
+cheap and must not raise (a recorder hands the line to its writer thread and returns).
+
+Two kinds of subscriber. Every call has its bookkeeping (app/call/bookkeeping.py: the call record's barge-ins
+and the barge-in metrics), which needs only the call's decisions: it subscribes with `frames=False`. The
+per-frame events (ws_in, ws_out, vad, mark_sent, mark_acked, llm_token) are built only while a subscriber
+wants them (`events.active`: a recorder, a replay, a test), so a call that is not recorded pays one truth test
+per frame for them.
 
 Event names on the wire (a recording's `type` field) are the snake_case `kind` of each class, and the fields
 are the dataclass fields; adding a field is backwards compatible, renaming one is a format version bump
@@ -95,6 +100,9 @@ class BargeInHandled(CallEvent):
     tts_stopped_ms: float
     llm_closed_ms: float
     total_ms: float
+    cut_word_index: int | None = None  # where the agent's turn was cut (None: no agent turn was running)
+    cut_char_offset: int | None = None
+    heard_audio_ms: float | None = None
 
 
 # -- the agent's audio -------------------------------------------------------------------------------------
@@ -230,21 +238,25 @@ Subscriber = Callable[[CallEvent], None]
 class CallEvents:
     """One call's event stream. `emit` is synchronous; subscribers must be cheap and must not raise."""
 
-    __slots__ = ("_subscribers", "active")
+    __slots__ = ("_subscribers", "_framed", "active")
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
-        self.active = False  # any subscriber: emitters skip building events nobody reads
+        self._framed: list[Subscriber] = []  # those that want the per-frame events too
+        self.active = False  # a subscriber wants per-frame events: emitters skip building them otherwise
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Add a subscriber; returns the function that removes it."""
+    def subscribe(self, subscriber: Subscriber, *, frames: bool = True) -> Callable[[], None]:
+        """Add a subscriber (`frames=False`: it does not need the per-frame events); returns its remover."""
         self._subscribers.append(subscriber)
-        self.active = True
+        if frames:
+            self._framed.append(subscriber)
+        self.active = bool(self._framed)
 
         def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-            self.active = bool(self._subscribers)
+            for group in (self._subscribers, self._framed):
+                if subscriber in group:
+                    group.remove(subscriber)
+            self.active = bool(self._framed)
 
         return unsubscribe
 

@@ -20,6 +20,7 @@ from app.bargein.detector import BargeInDetector, Interrupt, UserTurnEnded
 from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
 from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent, VadState
+from app.call.bookkeeping import CallBookkeeper
 from app.call.events import (
     AudioDropped,
     BargeInDecided,
@@ -43,7 +44,7 @@ from app.logsafe import LogBudget, safe
 from app.metrics import Metrics
 from app.settings import Settings
 from app.stream_tokens import StreamTokens
-from app.transcript import BargeInEvent, CallRecord, Turn
+from app.transcript import CallRecord, Turn
 from providers.llm.base import ChatMessage, LlmClient
 from providers.telephony.base import TelephonyProtocol
 from providers.telephony.events import (
@@ -231,6 +232,7 @@ class CallSession:
         record.stream_ids.append(event.stream_id)
         self.record = record
         self.stream_id = event.stream_id
+        self.events.subscribe(CallBookkeeper(record, self.protocol.name, self._metrics, self.deps.wall), frames=False)
         for observe in self.deps.observers:
             observe(self)
         if self.events.active:
@@ -298,41 +300,28 @@ class CallSession:
         # 4. Cut the agent's turn at the last character the caller heard.
         cut = self._cut_agent_turn(heard, interrupted=True) if turn is not None else None
         t_end = clock.now()
-        # 5. Record the event.
+        # 5. Say what happened, once every step is done (nothing here delays the clear): the call record's
+        # barge-ins and the metrics are kept from these events (app/call/bookkeeping.py), as is a recording.
+        if self.record is not None:
+            self.record.generation = self.ledger.generation
 
         def ms(t: float) -> float:
             return round((t - t0) * 1000.0, 3)
 
-        event = BargeInEvent(
-            id=uuid.uuid4().hex[:12],
-            turn_id=turn.turn_id if turn is not None else None,
-            at=self.deps.wall(),
-            confidence=round(interrupt.confidence, 3),
-            sustained_ms=round(interrupt.sustained_ms, 1),
-            peak_dbfs=round(interrupt.peak_dbfs, 1),
-            clear_sent_ms=ms(t_clear),
-            tts_stopped_ms=ms(t_tts),
-            llm_closed_ms=ms(t_llm),
-            total_ms=ms(t_end),
+        bargein_id = uuid.uuid4().hex[:12]
+        emit = self.events.emit
+        emit(BargeInDecided(t0, bargein_id, turn.turn_id if turn is not None else None,
+                            round(interrupt.confidence, 3), round(interrupt.sustained_ms, 1),
+                            round(interrupt.peak_dbfs, 1)))
+        emit(ClearSent(t_clear, bargein_id, heard.turn_id, round(heard.audio_ms, 1)))
+        emit(AudioDropped(t_tts, dropped))
+        emit(BargeInHandled(
+            t_end, bargein_id, ms(t_clear), ms(t_tts), ms(t_llm), ms(t_end),
             cut_word_index=cut.word_index if cut else None,
             cut_char_offset=cut.char_offset if cut else None,
             heard_audio_ms=round(heard.audio_ms, 1) if cut else None,
-        )
-        if self.record is not None:
-            self.record.bargeins.append(event)
-            self.record.generation = self.ledger.generation
-        if self.events.active:  # emitted once every step is done: nothing here delays the clear
-            emit = self.events.emit
-            emit(BargeInDecided(t0, event.id, event.turn_id, event.confidence, event.sustained_ms, event.peak_dbfs))
-            emit(ClearSent(t_clear, event.id, heard.turn_id, round(heard.audio_ms, 1)))
-            emit(AudioDropped(t_tts, dropped))
-            emit(BargeInHandled(t_end, event.id, event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms,
-                                event.total_ms))
-        m = self._metrics
-        m.bargeins_total.labels(self.protocol.name).inc()
-        m.observe_bargein(event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms, event.total_ms)
-        logger.info("barge-in: clear %.2f ms, total %.2f ms", event.clear_sent_ms, event.total_ms,
-                    extra=self._log_extra)
+        ))
+        logger.info("barge-in: clear %.2f ms, total %.2f ms", ms(t_clear), ms(t_end), extra=self._log_extra)
 
     # -- turns -----------------------------------------------------------------------------------
     def _end_user_turn(self) -> None:

@@ -1,0 +1,48 @@
+"""A call's bookkeeping, kept from its events: the barge-ins in the call record, and the barge-in metrics.
+
+It subscribes to the call's event stream like any other observer (without the per-frame events), so the
+record `GET /calls/{id}` serves, the Prometheus figures and a recording all come from the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.call.events import BargeInDecided, BargeInHandled, CallEvent
+from app.metrics import Metrics
+from app.transcript import BargeInEvent, CallRecord
+
+
+class CallBookkeeper:
+    def __init__(self, record: CallRecord, provider: str, metrics: Metrics, wall: Callable[[], float]) -> None:
+        self._record = record
+        self._provider = provider
+        self._metrics = metrics
+        self._wall = wall
+        self._decided: BargeInDecided | None = None
+
+    def __call__(self, event: CallEvent) -> None:
+        if isinstance(event, BargeInDecided):
+            self._decided = event
+        elif isinstance(event, BargeInHandled):
+            decided, self._decided = self._decided, None
+            if decided is None or decided.id != event.id:
+                return  # cannot happen: a barge-in's events are emitted together
+            self._record.bargeins.append(BargeInEvent(
+                id=event.id,
+                turn_id=decided.turn_id,
+                at=self._wall(),
+                confidence=decided.confidence,
+                sustained_ms=decided.sustained_ms,
+                peak_dbfs=decided.peak_dbfs,
+                clear_sent_ms=event.clear_sent_ms,
+                tts_stopped_ms=event.tts_stopped_ms,
+                llm_closed_ms=event.llm_closed_ms,
+                total_ms=event.total_ms,
+                cut_word_index=event.cut_word_index,
+                cut_char_offset=event.cut_char_offset,
+                heard_audio_ms=event.heard_audio_ms,
+            ))
+            m = self._metrics
+            m.bargeins_total.labels(self._provider).inc()
+            m.observe_bargein(event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms, event.total_ms)
