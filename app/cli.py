@@ -1,4 +1,9 @@
-"""The `bargein` command: `bargein serve` runs the server, `bargein bench` runs the benchmark."""
+"""The `bargein` command: `serve` runs the server, `bench` the benchmark, `call` places a test call; `replay`,
+`export` and `report` take call recordings.
+
+A subcommand is one `register(...)` line in `add_subcommands`, with a function that adds its options (each with
+a help text: tests/test_cli.py checks) and one that runs it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from app.version import version
 
 # Multithreaded BLAS only fights the event loop for the two cores here; numpy reads this at import.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -64,20 +72,26 @@ def configure_logging(settings: Settings) -> dict[str, Any]:
     names ("uvicorn", "uvicorn.error", "uvicorn.access"; their handlers do not propagate) and leaves the root
     handler set up here in place. Text mode hands it uvicorn's own default, as before; json mode the same
     handlers with every formatter replaced by JsonFormatter, so uvicorn's start-up lines are JSON too.
+
+    Either way the root handlers get app.logctx's filter, so every line of a call names its call and stream.
     """
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
 
-    level = settings.log_level.upper()
-    if settings.log_format == "text":
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return LOGGING_CONFIG
-    from app.logformat import JsonFormatter
+    from app import logctx
+    from app.logformat import JsonFormatter, TextFormatter
 
+    level = settings.log_level.upper()
     handler = logging.StreamHandler()  # stderr, as basicConfig's
+    if settings.log_format == "text":
+        handler.setFormatter(TextFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+        logctx.install(logging.getLogger().handlers)
+        return LOGGING_CONFIG
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler])
+    logctx.install(logging.getLogger().handlers)
     logging.captureWarnings(True)  # a Python warning would otherwise be a bare multi-line text on stderr
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"] = {name: {"()": JsonFormatter} for name in config["formatters"]}
@@ -118,20 +132,80 @@ def bench(args: argparse.Namespace, rest: list[str]) -> int:
     return bench_main(rest)
 
 
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, metavar="ADDR",
+                   help="address to listen on (default: HOST from the environment, else 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, metavar="N",
+                   help="port to listen on (default: PORT from the environment, else 8080)")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop (default: uvloop when installed)")
+
+
+Run = Callable[[argparse.Namespace, list[str]], int]
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    add_args: Callable[[argparse.ArgumentParser], None] | None,
+    run: Run,
+    *,
+    passthrough: bool = False,
+) -> argparse.ArgumentParser:
+    """Add the subcommand `name`: `add_args` defines its options (each with a help text), `run(args, rest)`
+    runs it and returns the exit status.
+
+    A `passthrough` command parses its own arguments (`run` gets them all in `rest`, `--help` included), as
+    `bench` does with app/bench/run.py's parser; any other command refuses an argument it does not define.
+    """
+    p = sub.add_parser(name, help=help, description=help, add_help=not passthrough)
+    if add_args is not None:
+        add_args(p)
+    p.set_defaults(_run=run, _passthrough=passthrough)
+    return p
+
+
+def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Every `bargein` subcommand; a new one is one `register` line (and its add_args / run functions)."""
+    register(sub, "serve", "run the server (settings from the environment / .env)", add_serve_args,
+             lambda args, rest: serve(args))
+    register(sub, "bench", "run the benchmark (see `bargein bench --help`)", None, bench, passthrough=True)
+    # Each imports its heavy parts (numpy, plotly, the emulator) only when it runs, so --help stays fast.
+    from app import callcli
+    from app.record import export as record_export
+    from app.replay import cli as replay_cli
+    from app.report import cli as report_cli
+
+    register(sub, "call", "place one call through the provider-edge emulator and save what the caller heard",
+             callcli.add_arguments, lambda args, rest: callcli.run(args))
+    register(sub, "export", "write a call recording as a stereo WAV: the caller left, the agent as heard right",
+             record_export.add_arguments, lambda args, rest: record_export.run(args))
+    register(sub, "replay", "replay recorded calls and scenarios against this build; exit 1 on a difference",
+             replay_cli.add_arguments, lambda args, rest: replay_cli.run(args))
+    register(sub, "report", "draw a call recording as one zoomable HTML page (or a PNG of it)",
+             report_cli.add_arguments, lambda args, rest: report_cli.run(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `bargein` command line: `--version` and the subcommands of `add_subcommands`."""
+    parser = argparse.ArgumentParser(prog="bargein", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to run; `bargein COMMAND --help` for its options")
+    add_subcommands(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="bargein", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the server (settings from the environment / .env)")
-    p_serve.add_argument("--host", default=None)
-    p_serve.add_argument("--port", type=int, default=None)
-    p_serve.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
-                         help="event loop (default: uvloop when installed)")
-    sub.add_parser("bench", help="run the benchmark (see `bargein bench --help`)", add_help=False)
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    return bench(args, rest)
+    if rest and not args._passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    run: Run = args._run
+    return run(args, rest)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -34,3 +35,17 @@ class FakeClock:
 
     def set(self, value: float) -> None:
         self._now = value
+
+
+class LoopClock:
+    """The running event loop's time: the clock of a call whose timers run on that loop.
+
+    On a normal loop this is CLOCK_MONOTONIC (asyncio's `time()` is `time.monotonic()`); on the replay's
+    virtual-time loop (app/replay/vloop.py) it is virtual, so a call's decisions and its timers share one clock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop  # None: whichever loop is running when asked
+
+    def now(self) -> float:
+        return (self._loop or asyncio.get_running_loop()).time()

@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,14 +22,18 @@ from starlette.responses import Response
 
 from app.bargein.silero import SileroBatcher, shared_model
 from app.bargein.vad import VadConfig
+from app.call.admission import UnstartedStreams
 from app.call.registry import CallRegistry
-from app.call.session import CallDeps
+from app.call.session import CallDeps, CallSession
 from app.clock import Clock, MonotonicClock
 from app.loopwatch import LoopWatch
 from app.metrics import Metrics
 from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
 from app.routes.embedded_llm import embedded_llm_router
 from app.routes.media import media_router
+from app.routes.pcm import pcm_router
+from app.routes.phone import phone_router
+from app.routes.report import report_router
 from app.routes.webhooks import webhook_router
 from app.settings import Settings
 from app.signatures import WebhookAuth
@@ -79,7 +83,12 @@ async def probe_llm(settings: Settings, timeout_s: float = LLM_PROBE_TIMEOUT_S) 
     return True
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    observers: list[Callable[[CallSession], None]] | None = None,
+) -> FastAPI:
+    """`observers` are called with each call's session when its stream starts (see CallDeps.observers)."""
     settings = settings or Settings()
     clock = clock or MonotonicClock()
     metrics = Metrics()
@@ -111,6 +120,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             fallback.append(await tts.synthesize(settings.agent_fallback_text))
         except Exception:
             logger.exception("could not synthesise the fallback line; provider failures will end in silence")
+        # RECORD_DIR: every call to a file, written by the recorder's own thread (app/record/recorder.py).
+        recorder = None
+        if settings.record_dir:
+            from app.record.recorder import Recorder
+            from app.version import version
+
+            recorder = Recorder.from_settings(settings, build=version())
+            recorder.start()
+        app.state.recorder = recorder
         state["deps"] = CallDeps(
             settings=settings,
             clock=clock,
@@ -124,6 +142,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             tokens=tokens,
             require_token=not auth.insecure,
             fallback=fallback,
+            observers=list(observers or []) + ([recorder.observe] if recorder is not None else []),
         )
         state["batcher"] = batcher
         # Everything built so far lives as long as the process: move it out of the collector's sight, so a
@@ -147,6 +166,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await loop_watch.stop()
             await llm.aclose()
             await tts.aclose()
+            if recorder is not None:
+                await asyncio.to_thread(recorder.stop)  # writes what is waiting and closes every file
 
     docs = settings.api_docs  # off by default: the schema maps the attack surface
     app = FastAPI(title="bargein", lifespan=lifespan, docs_url="/docs" if docs else None,
@@ -165,7 +186,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(
         webhook_router(settings, auth, tokens, has_capacity, call_ended_cleanly=ended_cleanly)
     )
-    app.include_router(media_router(lambda: state["deps"], auth))
+    # One count of streams without a valid start for every stream route (carriers, /pcm, /phone): the caps are
+    # per process, not per route.
+    unstarted = UnstartedStreams()
+    app.include_router(media_router(lambda: state["deps"], auth, unstarted))
     # Random per process and known only to the LLM client built in lifespan(): a loopback address alone can be
     # forged through X-Forwarded-For behind a proxy trusted with FORWARDED_ALLOW_IPS='*'.
     embedded_llm_key = secrets.token_urlsafe(32)
@@ -178,6 +202,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         given = request.headers.get("authorization", "")
         if not expected or not secrets.compare_digest(given.encode(), f"Bearer {expected}".encode()):
             raise HTTPException(status_code=401, detail="admin token required")
+
+    app.include_router(pcm_router(lambda: state["deps"], tokens, require_admin, unstarted))
+    if settings.phone_page:  # off: /phone, /phone/token and /phone/stream do not exist (404)
+        app.include_router(phone_router(settings, auth, tokens, require_admin, lambda: state["deps"], unstarted))
+    # GET /calls/{id}/report: the picture of a recorded call (404 while RECORD_DIR is empty)
+    app.include_router(report_router(settings.record_dir, require_admin))
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # named by both logging and uvicorn
+RECORD_REDACT_ITEMS = ("audio", "text")  # what RECORD_REDACT may leave out of a recording
 
 
 class Settings(BaseSettings):
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
         10.0, ge=0, le=1000, description="Event-loop stall watch interval (/stats, /metrics); 0 turns it off."
     )
     api_docs: bool = Field(False, description="Serve /docs and /openapi.json (off: they map the attack surface).")
+    phone_page: bool = Field(
+        False, description="Serve /phone: a browser softphone on the Twilio stream (admin token when auth is on)."
+    )
 
     # --- hostile input bounds ----------------------------------------------------------------------
     # A provider frame is ~200-400 bytes (20 ms of mu-law in base64 inside JSON); these caps bound the work
@@ -125,6 +129,20 @@ class Settings(BaseSettings):
     call_records_max: int = Field(1000, ge=1)
     call_records_ttl_s: float = Field(3600.0, gt=0)
 
+    # --- call recordings (app/record/) ------------------------------------------------------------
+    record_dir: str = Field(
+        "", description="Write each call to RECORD_DIR/<call id>.jsonl.gz (format: app/record/format.py); empty = off."
+    )
+    record_redact: str = Field(
+        "", description="What recordings leave out, comma-separated: audio (the caller's), text (transcripts, LLM "
+                        "output and the agent's audio). Secrets are never written."
+    )
+    # Measured: a 5-minute call is about 3.5 MB (caller speech every 20 ms, the agent talking half the time),
+    # so the default cap is over two hours of call.
+    record_max_mb: float = Field(
+        100.0, ge=0, description="A recording stops growing past this many MB (a line says so); 0 = no cap."
+    )
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:
@@ -141,6 +159,23 @@ class Settings(BaseSettings):
         if self.auth_enabled and not self.public_url:
             raise ValueError(_PUBLIC_URL_REQUIRED)
         return self
+
+    @field_validator("record_redact")
+    @classmethod
+    def _record_redact_is_known(cls, value: str) -> str:
+        items = [item.strip().lower() for item in value.split(",") if item.strip()]
+        unknown = [item for item in items if item not in RECORD_REDACT_ITEMS]
+        if unknown:
+            raise ValueError(
+                f"RECORD_REDACT must be a comma-separated list of {', '.join(RECORD_REDACT_ITEMS)} "
+                f"(unknown: {', '.join(unknown)})"
+            )
+        return ",".join(item for item in RECORD_REDACT_ITEMS if item in items)  # canonical order, no repeats
+
+    @property
+    def record_redact_items(self) -> frozenset[str]:
+        """RECORD_REDACT as a set: {"audio"}, {"text"}, both or neither."""
+        return frozenset(item for item in self.record_redact.split(",") if item)
 
     @field_validator("log_level")
     @classmethod

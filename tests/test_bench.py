@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.run import sample
+from app.bench.fuzz import FuzzOptions
+from app.bench.run import parse_args, sample
 from app.offline.corpus import STEADY_CATEGORIES, read_manifest
 
 SECTIONS = (
@@ -37,6 +38,20 @@ def test_sample_is_deterministic_and_spread_across_categories() -> None:
     speech = sample(clips, "speech", 3)
     assert {c.category for c in speech} == {"read", "oration", "isolated_word"}
     assert len(sample(clips, "speech", 0)) == sum(c.kind == "speech" for c in clips)
+
+
+def test_limit_is_a_sample_of_every_mode_and_explicit_sizes_win() -> None:
+    full = parse_args(["--mode", "fuzz"])
+    assert (full.fuzz_calls, full.fuzz_frames, full.hold_calls, full.hold_seconds) == (10, 100_000, 100, 30.0)
+    fuzz = FuzzOptions.from_args(parse_args(["--mode", "fuzz", "--limit", "2"]))
+    assert (fuzz.calls, fuzz.frames) == (2, 20_000)  # 2 honest calls, at the full run's frames per call
+    big = parse_args(["--limit", "50"])
+    assert (big.fuzz_calls, big.fuzz_frames) == (10, 100_000)  # a limit above the default shrinks nothing
+    sampled = parse_args(["--limit", "2"])
+    assert (sampled.hold_calls, sampled.hold_seconds) == (10, 3.0)  # the hold shrinks too
+    explicit = parse_args(["--mode", "fuzz", "--limit", "2", "--fuzz-calls", "4", "--fuzz-frames", "600",
+                           "--hold-calls", "7"])
+    assert (explicit.fuzz_calls, explicit.fuzz_frames, explicit.hold_calls) == (4, 600, 7)
 
 
 @pytest.mark.slow

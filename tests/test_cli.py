@@ -1,8 +1,10 @@
 """`bargein serve`: the WebSocket message cap it hands uvicorn (uvicorn's own default is 16 MiB), and its
---host/--port flags reaching the settings the app runs with (the real command, in a subprocess)."""
+--host/--port flags reaching the settings the app runs with (the real command, in a subprocess); the command
+line itself: `--version`, a help text on every option, and how a subcommand is registered."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -108,3 +110,56 @@ def test_serve_port_flag_reaches_the_embedded_llm_url(tmp_path: Path) -> None:
     assert not reply["fallback"], reply
     fallback_text = Settings.model_fields["agent_fallback_text"].default
     assert reply["text"] and not fallback_text.startswith(reply["text"]), reply
+
+
+# --- the command line itself: --version, and a help text for every option -------------------------------------
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"bargein {version('bargein')}"
+
+
+def parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """`bargein`'s parser, each subcommand's, and bench's own (`bargein bench` hands its arguments on to it)."""
+    from app.bench.run import build_parser as bench_parser
+
+    top = cli.build_parser()
+    yield "bargein", top
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, parser in action.choices.items():
+                yield f"bargein {name}", parser
+    yield "bargein bench (app.bench.run)", bench_parser()
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    seen = set()
+    for command, parser in parsers():
+        seen.add(command)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                described = {a.dest: a.help for a in action._choices_actions}
+                assert set(described) == set(action.choices), command
+                assert all(described.values()), (command, described)
+            assert action.help and action.help != argparse.SUPPRESS, (command, action.option_strings or action.dest)
+    assert {"bargein", "bargein serve", "bargein bench", "bargein bench (app.bench.run)"} <= seen
+
+
+def test_a_new_subcommand_is_one_register_call_and_unknown_flags_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser(prog="bargein")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ran: list[tuple[str, list[str]]] = []
+    cli.register(sub, "hello", "say hello", lambda p: p.add_argument("--name", help="who to greet"),
+                 lambda args, rest: ran.append((args.name, rest)) or 0)
+    args, rest = parser.parse_known_args(["hello", "--name", "world"])
+    assert args._run(args, rest) == 0 and ran == [("world", [])]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", "--prot", "8080"])  # a typo is an error, not a silently ignored flag
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --prot 8080" in capsys.readouterr().err

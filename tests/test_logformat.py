@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.logformat import JsonFormatter
+from app.logformat import JsonFormatter, TextFormatter
 from app.settings import SettingsError, load_settings
 from tests.conftest import free_port
 from tests.test_cli import serve_env, serving
@@ -96,3 +96,26 @@ def test_serve_with_log_format_json_writes_only_json_lines(tmp_path: Path) -> No
 def test_an_unknown_log_format_is_one_line_naming_the_variable() -> None:
     with pytest.raises(SettingsError, match=r"^LOG_FORMAT must be 'text' or 'json', got 'xml'$"):
         load_settings(log_format="xml", _env_file=None)
+
+
+# --- the call's ids (app.logctx) in both formats ---------------------------------------------------------------
+
+
+def test_json_lines_carry_the_call_ids_the_context_filter_stamps() -> None:
+    record = make_record("agent turn %s: provider failed", 2, provider="twilio")
+    record.__dict__.update(call_id="CA123", stream_id="MZ456")  # as ContextFilter leaves them
+    data = json.loads(JsonFormatter().format(record))
+    assert (data["call_id"], data["stream_id"], data["provider"]) == ("CA123", "MZ456", "twilio")
+
+
+def test_text_lines_name_the_call_after_the_logger_and_only_when_there_is_one() -> None:
+    record = make_record("agent turn %s: provider failed", 2)
+    record.__dict__.update(call_id="CA123", stream_id="MZ456")
+    line = TextFormatter().format(record)
+    assert line.endswith(" WARNING app.call.session call=CA123 stream=MZ456: agent turn 2: provider failed")
+    assert "call_context" not in json.loads(JsonFormatter().format(record))  # nothing left on the record
+    plain = TextFormatter().format(make_record("bargein ready"))
+    assert plain.endswith(" WARNING app.call.session: bargein ready")
+    # A webhook's call_sid (extra=, a form field's raw text) names the call too, escaped to stay on one line.
+    webhook = TextFormatter().format(make_record("answering", call_sid="CA1\nINFO forged line"))
+    assert len(webhook.splitlines()) == 1 and "call=CA1\\nINFO forged line: answering" in webhook

@@ -38,7 +38,7 @@ from typing import Any, cast
 from app.bench.accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
 from app.bench.accuracy import server_env as accuracy_env
 from app.bench.common import Auth, ServerProcess, inherited_settings, progress
-from app.bench.compare import run_compare
+from app.bench.compare import add_compare_arguments, run_compare
 from app.bench.fuzz import FuzzOptions, FuzzResult, run_fuzz
 from app.bench.hold import HoldOptions, HoldResult, run_hold
 from app.bench.hold import server_env as hold_env
@@ -50,6 +50,9 @@ from app.offline.evaluate import measure_cost
 
 PROVIDERS: tuple[Provider, ...] = ("twilio", "plivo")
 PRIME_CLIP = "speech/isolated_word_01_fsdd-jackson.wav"  # the caller's word that starts the agent's reply
+FUZZ_CALLS = 10  # --mode fuzz's honest calls by default
+FUZZ_FRAMES = 100_000  # and its hostile frames: 10,000 per honest call, the density --limit keeps
+FUZZ_FRAMES_PER_CALL = FUZZ_FRAMES // FUZZ_CALLS
 
 
 @dataclass
@@ -90,14 +93,26 @@ def sample(clips: Sequence[Clip], kind: str, limit: int) -> list[Clip]:
     return sorted(picked, key=rows.index)
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """`bargein bench`'s options (every one with a help text: tests/test_cli.py checks)."""
     p = argparse.ArgumentParser(prog="bargein bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz"), default="all")
-    p.add_argument("--limit", type=int, default=0, help="a sample of N clips per kind (0: the whole corpus)")
-    p.add_argument("--providers", default="twilio,plivo")
-    p.add_argument("--concurrency", default="1,20", help="accuracy-mode concurrencies, comma-separated")
-    p.add_argument("--hold-calls", type=int, default=None, help="calls held open (default 100; --quick 10)")
-    p.add_argument("--hold-seconds", type=float, default=None, help="hold window (default 30; --quick 3)")
+    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz"), default="all",
+                   help="what to run: accuracy (corpus clips as calls), hold (N calls held open), all (both; the "
+                        "default) or fuzz (hostile frames beside honest calls; not part of all)")
+    p.add_argument(
+        "--limit", type=int, default=0, metavar="N",
+        help="a sample run (0, the default: everything): N clips per kind in accuracy mode; N honest calls and "
+             f"{FUZZ_FRAMES_PER_CALL:,} fuzz frames per call in fuzz mode; the hold at its --quick size "
+             "(10 calls x 3 s). An explicit --hold-*/--fuzz-* option wins",
+    )
+    p.add_argument("--providers", default="twilio,plivo", metavar="LIST",
+                   help="providers to call, comma-separated (default: twilio,plivo)")
+    p.add_argument("--concurrency", default="1,20", metavar="LIST",
+                   help="accuracy-mode concurrencies, comma-separated (default: 1,20)")
+    p.add_argument("--hold-calls", type=int, default=None, metavar="N",
+                   help="calls held open (default 100; --quick or --limit 10)")
+    p.add_argument("--hold-seconds", type=float, default=None, metavar="S",
+                   help="hold window (default 30; --quick or --limit 3)")
     p.add_argument(
         "--hold-caller", choices=("noise", "quiet"), default="noise",
         help="what held callers send: steady corpus noise (default) or a quiet -60 dBFS line",
@@ -119,11 +134,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--compare", metavar="CHECKOUT",
         help="instead of the modes above: the hold on this code and on CHECKOUT's at once (see app/bench/compare.py)",
     )
-    p.add_argument("--rounds", type=int, default=2, help="--compare rounds, sides swapped each round (default 2)")
-    p.add_argument("--fuzz-frames", type=int, default=100_000, help="--mode fuzz: hostile frames to send")
-    p.add_argument("--fuzz-connections", type=int, default=6, help="--mode fuzz: hostile connections at once")
-    p.add_argument("--fuzz-calls", type=int, default=10, help="--mode fuzz: honest calls in the quiet run")
-    p.add_argument("--fuzz-seed", type=int, default=1, help="--mode fuzz: the fuzzer's seed")
+    p.add_argument("--rounds", type=int, default=2, metavar="N",
+                   help="--compare rounds, sides swapped each round (default 2)")
+    add_compare_arguments(p)
+    p.add_argument("--fuzz-frames", type=int, default=None, metavar="N",
+                   help=f"--mode fuzz: hostile frames to send (default {FUZZ_FRAMES:,}; "
+                        f"with --limit, {FUZZ_FRAMES_PER_CALL:,} per honest call)")
+    p.add_argument("--fuzz-connections", type=int, default=6, metavar="N",
+                   help="--mode fuzz: hostile connections at once (default 6)")
+    p.add_argument("--fuzz-calls", type=int, default=None, metavar="N",
+                   help=f"--mode fuzz: honest calls in the quiet run (default {FUZZ_CALLS}; with --limit N, "
+                        "at most N)")
+    p.add_argument("--fuzz-seed", type=int, default=1, metavar="N", help="--mode fuzz: the fuzzer's seed (default 1)")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     args.providers = [x.strip() for x in args.providers.split(",") if x.strip()]
     if not args.providers or set(args.providers) - set(PROVIDERS):
@@ -134,10 +161,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--concurrency: comma-separated integers")
     if not args.concurrency or min(args.concurrency) < 1:
         p.error("--concurrency: at least one value, each >= 1")
+    # --limit is a sample of every mode, not only of the clips: left alone, the hold would still hold 100 calls
+    # for 30 s and the fuzz send 100,000 frames.
+    small = args.quick or args.limit > 0
     if args.hold_calls is None:
-        args.hold_calls = 10 if args.quick else 100
+        args.hold_calls = 10 if small else 100
     if args.hold_seconds is None:
-        args.hold_seconds = 3.0 if args.quick else 30.0
+        args.hold_seconds = 3.0 if small else 30.0
+    if args.fuzz_calls is None:
+        args.fuzz_calls = min(FUZZ_CALLS, args.limit) if args.limit > 0 else FUZZ_CALLS
+    if args.fuzz_frames is None:
+        args.fuzz_frames = FUZZ_FRAMES_PER_CALL * args.fuzz_calls if args.limit > 0 else FUZZ_FRAMES
     if args.rounds < 1:
         p.error("--rounds: at least 1")
     return args

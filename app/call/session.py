@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from app import logctx
 from app.audio import ulaw_to_pcm16
 from app.bargein.detector import BargeInDetector, Interrupt, UserTurnEnded
 from app.bargein.playback import HeardPosition, PlaybackLedger
@@ -46,7 +47,7 @@ from app.settings import Settings
 from app.stream_tokens import StreamTokens
 from app.transcript import CallRecord, Turn
 from providers.llm.base import ChatMessage, LlmClient
-from providers.telephony.base import TelephonyProtocol
+from providers.telephony.base import BinaryTelephonyProtocol, TelephonyProtocol
 from providers.telephony.events import (
     AudioCleared,
     AudioReceived,
@@ -56,6 +57,7 @@ from providers.telephony.events import (
     InvalidMessage,
     MarkPlayed,
     StreamConnected,
+    TelephonyEvent,
     UnknownEvent,
 )
 from providers.tts.base import Synthesis, TtsEngine
@@ -154,7 +156,18 @@ class CallSession:
             self.events.emit(WireReceived(arrival, text))
         elif self.record is None and len(self._prestart) < PRESTART_EVENTS:
             self._prestart.append(WireReceived(arrival, text))
-        for event in self.protocol.receive(text):
+        await self._dispatch(self.protocol.receive(text), arrival)
+
+    async def handle_bytes(self, data: bytes, arrival: float) -> None:
+        """One inbound binary frame: audio on a binary adapter (/pcm/stream); the carriers send none."""
+        self.last_frame_at = arrival
+        if not isinstance(self.protocol, BinaryTelephonyProtocol):
+            self.invalid_binary()
+            return
+        await self._dispatch(self.protocol.receive_bytes(data), arrival)
+
+    async def _dispatch(self, events: list[TelephonyEvent], arrival: float) -> None:
+        for event in events:
             match event:
                 case AudioReceived(payload=payload):
                     if self.record is not None:
@@ -209,6 +222,7 @@ class CallSession:
             self._invalid("invalid", "second start on one stream")
             return
         self._log_extra = {"call_sid": safe(event.call_id, quote=False), "provider": self.protocol.name}
+        logctx.set_call(event.call_id, event.stream_id, self.protocol.name)  # every later line of this stream
         # The token is bound to the provider too: a Twilio call's token opens nothing on /plivo/stream.
         if self.deps.require_token and not self.deps.tokens.consume(
             self.protocol.name, event.call_id, event.custom.get("token", "")
@@ -289,7 +303,11 @@ class CallSession:
         heard = self.ledger.clear(t_clear)
         # 2. No more agent audio: drop what is queued, and make the turn discard what it synthesises next.
         dropped = self.outbox.drop()
-        turn = self.agent
+        # The turn and its record are taken off the session before step 3 awaits: once the turn's task has ended,
+        # the timer (on_tick) would see a finished turn with nothing playing and close the record as spoken in
+        # full, uncut, before this coroutine resumes.
+        turn, rec = self.agent, self._agent_record
+        self._agent_record = None
         if turn is not None:
             turn.stop_tts()
         t_tts = clock.now()
@@ -298,7 +316,7 @@ class CallSession:
             await turn.cancel()
         t_llm = clock.now()
         # 4. Cut the agent's turn at the last character the caller heard.
-        cut = self._cut_agent_turn(heard, interrupted=True) if turn is not None else None
+        cut = self._cut_agent_turn(turn, rec, heard, interrupted=True)
         t_end = clock.now()
         # 5. Say what happened, once every step is done (nothing here delays the clear): the call record's
         # barge-ins and the metrics are kept from these events (app/call/bookkeeping.py), as is a recording.
@@ -335,9 +353,10 @@ class CallSession:
         if not self.agent_active(self._clock.now()):  # the agent never talks over a turn it is already taking
             self._start_agent_turn()
 
-    def _cut_agent_turn(self, heard: HeardPosition, interrupted: bool) -> Cut | None:
-        """Close the current agent turn's record at the heard position (the last character the caller heard)."""
-        turn, rec = self.agent, self._agent_record
+    def _cut_agent_turn(
+        self, turn: AgentTurn | None, rec: Turn | None, heard: HeardPosition, interrupted: bool
+    ) -> Cut | None:
+        """Close an agent turn's record at the heard position (the last character the caller heard)."""
         if turn is None or rec is None:
             return None
         audio_ms = heard.audio_ms if heard.turn_id == turn.turn_id else 0.0
@@ -351,7 +370,8 @@ class CallSession:
         rec.fallback = rec.fallback or turn.used_fallback
         rec.ended_at = self.deps.wall()
         self._turn_ended(rec, turn.audio_ms)
-        self._agent_record = None
+        if rec is self._agent_record:
+            self._agent_record = None
         return cut
 
     def _finalize_agent_turn(self) -> None:
@@ -442,7 +462,7 @@ class CallSession:
             now = self._clock.now()
             if self.agent_active(now):
                 # The call ended mid-sentence: keep what the caller heard, not what was queued.
-                self._cut_agent_turn(self.ledger.heard(now), interrupted=False)
+                self._cut_agent_turn(self.agent, self._agent_record, self.ledger.heard(now), interrupted=False)
             self._finalize_agent_turn()
             await self.agent.cancel()
         for task in self._tasks:

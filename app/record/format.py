@@ -9,14 +9,21 @@ Why this shape:
   in JSON compresses back to about its raw size, so a 5-minute call is a few MB.
 
 Lines, in order:
-1. `{"type": "header", "format": "bargein-call", "version": 1, ...}`: the call and stream ids, the provider,
-   `started_at` (wall-clock epoch seconds of t = 0), the build's version, the settings that shape decisions
-   (never a secret) and `redacted` (what RECORD_REDACT left out).
-2. One line per event of app/call/events.py: `{"type": kind, "t": seconds since the stream opened, ...}`, `t`
-   on the call's clock. `ws_in` / `ws_out` hold each WebSocket text frame as it was sent or received (secrets
-   in a `start` removed, see app/record/redact.py).
-3. `{"type": "record", "t": ..., "record": {...}}`: the call record as the server kept it, when the call ended.
-   A file cut short by a crash has no such line.
+1. `{"type": "header", "format": "bargein-call", "version": 1, ...}`: `call_id`, `stream_id` (the first
+   stream's), `provider`, `started_at` (wall-clock epoch seconds of t = 0, the stream's WebSocket upgrade),
+   `build` (the server's version), `audio` ({"encoding": "audio/x-mulaw", "sample_rate": 8000}), `settings`
+   (every setting that shapes decisions: never a secret, URLs without user:password@ or query),
+   `secrets_omitted` (the names of the settings left out) and `redacted` (what RECORD_REDACT left out: a list
+   of "audio", "text").
+2. One line per event of app/call/events.py: `{"type": kind, "t": seconds since t = 0, ...}`, `t` on the
+   call's clock, rounded to microseconds. `ws_in` / `ws_out` hold each WebSocket text frame as it was received
+   or sent, with the secrets it carried replaced by "[redacted]" (app/record/redact.py).
+3. `{"type": "stream", "t": ..., "stream_id": ...}` before the events of each further stream of the call (a
+   reconnect), on the same clock; `{"type": "capped", "t": ..., "max_mb": ...}` where RECORD_MAX_MB stopped
+   the events (each stream's `call_end` and `record` still follow).
+4. `{"type": "record", "t": ..., "record": {...}}`: the call record as the server kept it, when a stream
+   ended (after a reconnect there is one per stream; the last is the call's). A file cut short by a crash
+   has no such line at its end.
 
 A reader ignores types it does not know (newer writers may add some) and fields it does not know; a file whose
 major `version` is newer than `VERSION` is refused.

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
+from app import logctx
 from app.call.admission import Refused, Slot, UnstartedStreams
 from app.call.session import CallDeps, CallSession, StreamRefused
 from app.logsafe import LogBudget, drop_uvicorn_invalid_utf8_traceback, safe
 from app.signatures import WebhookAuth
 from providers.telephony import PROTOCOLS
+from providers.telephony.base import TelephonyProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -112,17 +115,45 @@ async def _serve(websocket: WebSocket, provider: str, deps: CallDeps, slot: Slot
 
 
 async def _pump(websocket: WebSocket, provider: str, deps: CallDeps, slot: Slot) -> None:
-    session = CallSession(
-        PROTOCOLS[provider](max_payload_bytes=deps.settings.media_max_payload_bytes), websocket.send_text, deps
-    )
+    protocol = PROTOCOLS[provider](max_payload_bytes=deps.settings.media_max_payload_bytes)
+    await pump(websocket, protocol, deps, slot)
+
+
+# A hook of a stream route's own: given the session, returns the `start` text to feed before an unnamed
+# binary frame (or None: the frame goes to the session as it is).
+NameCall = Callable[[CallSession], str | None]
+
+
+async def pump(
+    websocket: WebSocket,
+    protocol: TelephonyProtocol,
+    deps: CallDeps,
+    slot: Slot,
+    *,
+    send: Callable[[str], Awaitable[None]] | None = None,
+    start: str | None = None,
+    helpers: Sequence[Callable[[CallSession], Coroutine[Any, Any, None]]] = (),
+    name_call: NameCall | None = None,
+) -> None:
+    """Pump one stream's socket into its CallSession until it ends; every stream route runs this.
+
+    The carriers use it as it is. A route with a wire of its own (`/pcm/stream`) passes `send` (its outbound
+    framing), a `start` text made from its query string, `helpers` (tasks that live as long as the stream, given
+    the session) and `name_call`.
+    """
+    logctx.bind(protocol.name)  # before the ticker below: every task of this stream shares this log context
+    session = CallSession(protocol, send if send is not None else websocket.send_text, deps)
     clock = deps.clock
     ended: list[str] = []
     ticker = asyncio.create_task(_tick(session, clock.now, ended, asyncio.current_task()))
+    side_tasks: list[asyncio.Task[None]] = [asyncio.create_task(helper(session)) for helper in helpers]
     receive = websocket.receive
     reason = "socket closed"
     unstarted: Slot | None = slot  # held until the session has a record: then it counts against MAX_CALLS
     faults = LogBudget(burst=1, interval_s=LOG_SUMMARY_INTERVAL_S)  # a fault a peer can repeat: one traceback
     try:
+        if start is not None:
+            await session.handle_text(start, clock.now())
         while True:
             message = await receive()
             arrival = clock.now()
@@ -133,17 +164,19 @@ async def _pump(websocket: WebSocket, provider: str, deps: CallDeps, slot: Slot)
                     reason = "invalid utf-8"
                     if session.record is None:
                         logger.warning("%s stream closed with 1007 before start: a text frame was not UTF-8",
-                                       provider)
+                                       protocol.name)
                 break
             text = message.get("text")
             try:
                 if text is not None:
                     await session.handle_text(text, arrival)
-                    if unstarted is not None and session.record is not None:
-                        unstarted.release()
-                        unstarted = None
-                elif message.get("bytes") is not None:
-                    session.invalid_binary()
+                elif (data := message.get("bytes")) is not None:
+                    if name_call is not None and session.record is None and (named := name_call(session)):
+                        await session.handle_text(named, arrival)
+                    await session.handle_bytes(data, arrival)  # the carriers send none: counted as invalid
+                if unstarted is not None and session.record is not None:
+                    unstarted.release()
+                    unstarted = None
             except StreamRefused as refused:
                 reason = str(refused)
                 break
@@ -155,15 +188,19 @@ async def _pump(websocket: WebSocket, provider: str, deps: CallDeps, slot: Slot)
                 elif count is not None:
                     logger.error("%d more errors while handling frames (latest: %s); the call goes on",
                                  count, type(exc).__name__)
+    except StreamRefused as refused:  # the `start` given by the route was refused
+        reason = str(refused)
     except asyncio.CancelledError:
         if not ended:
             raise  # server shutdown, not our timer: let it propagate after cleanup below
         reason = ended[0]
     finally:
         slot.release()
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        for task in (ticker, *side_tasks):
+            task.cancel()
+        for task in (ticker, *side_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         session.flush_invalid_log(clock.now(), final=True)
         await session.close(ended[0] if ended else reason)
         if websocket.client_state == WebSocketState.CONNECTED:

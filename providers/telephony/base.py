@@ -69,10 +69,39 @@ class TelephonyProtocol(Protocol):
         ...
 
 
+@runtime_checkable
+class BinaryTelephonyProtocol(TelephonyProtocol, Protocol):
+    """An adapter whose audio travels in binary frames (`/pcm/stream`); control frames stay JSON text.
+
+    The minimal extension of the interface: `receive_bytes` is `receive` for a binary frame, and `outbound` maps a
+    frame built by `media`/`mark`/`clear` (text, as the session and outbox expect) onto what goes on the socket.
+    The carriers need neither: they send no binary frames (Twilio: warning 31950 [TW-ERR-31950]).
+    """
+
+    @property
+    def rate(self) -> int:
+        """Sample rate of the PCM16 frames on the wire, both ways."""
+        ...
+
+    def receive_bytes(self, data: bytes) -> list[TelephonyEvent]:
+        """Parse one inbound binary frame. Never raises on bad input."""
+        ...
+
+    def outbound(self, frame: str) -> str | bytes:
+        """The socket frame for a frame this adapter built: bytes for audio, the text itself otherwise."""
+        ...
+
+
 class ProtocolFactory(Protocol):
     """How PROTOCOLS builds an adapter: the adapter class itself, called with the per-frame payload cap."""
 
     def __call__(self, max_payload_bytes: int = ...) -> TelephonyProtocol: ...
+
+
+class BinaryProtocolFactory(Protocol):
+    """How BINARY_PROTOCOLS builds an adapter: the payload cap (in 8 kHz mu-law bytes) and the wire rate."""
+
+    def __call__(self, max_payload_bytes: int = ..., rate: int = ...) -> BinaryTelephonyProtocol: ...
 
 
 # --- Shared parsing helpers (package-internal) ------------------------------------------------------------

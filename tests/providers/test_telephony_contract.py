@@ -5,6 +5,9 @@ during a call (inbound only: what we send back is produced by the adapter's buil
 for both providers, built from the documented shapes, so the same call must come out as the same events,
 except where the providers really differ: Twilio opens with `connected`, and on `clear` Twilio echoes the
 pending marks while Plivo acknowledges with `clearedAudio` and never acks the cut checkpoints.
+
+The PCM adapter (/pcm/stream, binary audio) has no carrier recordings; it joins the tests that are about the
+interface itself, through the `codec` fixture: start and custom parameters, marker echoes, clear, state.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, get_args
 import pytest
 
 from providers.telephony import (
+    BINARY_PROTOCOLS,
     PROTOCOLS,
     AudioCleared,
     AudioReceived,
@@ -34,6 +38,7 @@ from providers.telephony import (
     TelephonyProtocol,
     UnknownEvent,
 )
+from providers.telephony.base import BinaryTelephonyProtocol
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
 SCENARIOS = ["basic_call", "barge_in", "irregular_frames"]
@@ -58,6 +63,8 @@ class Edge:
         return "streamSid" if self.provider == "twilio" else "streamId"
 
     def opening(self, custom: dict[str, str]) -> list[str]:
+        if self.provider == "pcm":
+            return [dumps({"event": "start", "callId": self.call_id, "customParameters": custom})]
         if self.provider == "twilio":
             start = {
                 "streamSid": self.stream_id,
@@ -82,6 +89,7 @@ class Edge:
         return [dumps({"event": "start", "sequenceNumber": 1, "start": start, "extra_headers": headers})]
 
     def caller_audio(self, payload: bytes, chunk: int, timestamp: int) -> str:
+        assert self.provider != "pcm", "pcm audio is binary: see Telephony.receive_audio"
         media = {"track": "inbound", "chunk": str(chunk), "timestamp": str(timestamp)}
         media["payload"] = base64.b64encode(payload).decode()
         return dumps(
@@ -101,6 +109,9 @@ class Edge:
     def played(self, outbound_mark: str) -> str:
         """The provider's acknowledgement of our marker, sent once the audio before it has played."""
         frame = json.loads(outbound_mark)
+        if self.provider == "pcm":  # the client echoes our mark as is
+            assert frame["event"] == "mark"
+            return outbound_mark
         if self.provider == "twilio":  # the echo is our mark plus a sequenceNumber [TW-WS]
             assert frame["event"] == "mark"
             return dumps({**frame, "sequenceNumber": "7"})
@@ -117,6 +128,9 @@ class Edge:
     def cleared(self, outbound_clear: str, pending_marks: list[str]) -> list[str]:
         """What the provider sends after our clear while `pending_marks` (our mark frames) are unacked."""
         frame = json.loads(outbound_clear)
+        if self.provider == "pcm":  # the client drops queued audio and its marks; nothing comes back
+            assert frame == {"event": "clear"}
+            return []
         if self.provider == "twilio":  # every pending mark is echoed, nothing else [TW-WS]
             assert frame == {"event": "clear", "streamSid": self.stream_id}
             return [self.played(mark) for mark in pending_marks]
@@ -137,19 +151,31 @@ class Telephony:
         assert isinstance(events[-1], CallStarted), events
         return events[-1]
 
+    def receive_audio(self, payload: bytes) -> list[TelephonyEvent]:
+        """Caller audio as the adapter's wire carries it: a media text frame, or for pcm a binary frame."""
+        if self.edge.provider == "pcm":
+            assert isinstance(self.proto, BinaryTelephonyProtocol)
+            return self.proto.receive_bytes(payload)
+        return self.proto.receive(self.edge.caller_audio(payload, 1, 0))
+
+
+def make_codec(name: str) -> Telephony:
+    if name == "pcm":
+        return Telephony(BINARY_PROTOCOLS[name](), Edge(name, "pcm-PC" + "c3" * 16, "PC" + "c3" * 16))
+    ids = ("MZ" + "a1" * 16, "CA" + "b2" * 16) if name == "twilio" else (
+        "7f1e0000-0000-4000-8000-00000000aaaa", "2b9c0000-0000-4000-8000-00000000bbbb")
+    return Telephony(PROTOCOLS[name](), Edge(name, *ids))
+
 
 @pytest.fixture(params=["twilio", "plivo"])
 def telephony(request: pytest.FixtureRequest) -> Telephony:
-    name = str(request.param)
-    ids = (
-        ("MZ" + "a1" * 16, "CA" + "b2" * 16)
-        if name == "twilio"
-        else (
-            "7f1e0000-0000-4000-8000-00000000aaaa",
-            "2b9c0000-0000-4000-8000-00000000bbbb",
-        )
-    )
-    return Telephony(PROTOCOLS[name](), Edge(name, *ids))
+    return make_codec(str(request.param))
+
+
+@pytest.fixture(params=["twilio", "plivo", "pcm"])
+def codec(request: pytest.FixtureRequest) -> Telephony:
+    """Every adapter, the binary one included: for the tests about the interface rather than a carrier's wire."""
+    return make_codec(str(request.param))
 
 
 def recording(provider: str, scenario: str) -> list[str]:
@@ -265,28 +291,30 @@ def test_played_audio_payload_survives_the_wire(telephony: Telephony, payload: b
 
 
 @pytest.mark.parametrize("name", ["g1:s1", "g12:s340", "", 'ünï "c" \\ode'])
-def test_marker_name_comes_back_in_its_acknowledgement(telephony: Telephony, name: str) -> None:
-    proto, edge = telephony.proto, telephony.edge
-    telephony.start()
+def test_marker_name_comes_back_in_its_acknowledgement(codec: Telephony, name: str) -> None:
+    proto, edge = codec.proto, codec.edge
+    codec.start()
     assert proto.receive(edge.played(proto.mark(name))) == [MarkPlayed(name)]
 
 
-def test_clear_resolves_pending_marks_as_the_flag_says(telephony: Telephony) -> None:
-    proto, edge = telephony.proto, telephony.edge
-    telephony.start()
+def test_clear_resolves_pending_marks_as_the_flag_says(codec: Telephony) -> None:
+    proto, edge = codec.proto, codec.edge
+    codec.start()
     marks = [proto.mark(f"g1:s{i}") for i in range(1, 4)]
     assert proto.receive(edge.played(marks[0])) == [MarkPlayed("g1:s1")]
     events = [event for line in edge.cleared(proto.clear(), marks[1:]) for event in proto.receive(line)]
     if proto.acks_cleared_marks:
         assert events == [MarkPlayed("g1:s2"), MarkPlayed("g1:s3")]
+    elif proto.name == "pcm":
+        assert events == []  # our own wire: the clear is not acknowledged at all
     else:
         assert events == [AudioCleared()]
 
 
-def test_custom_parameters_arrive_in_call_started(telephony: Telephony) -> None:
-    start = telephony.start({"tenant": "acme", "token": "T0k3n"})
+def test_custom_parameters_arrive_in_call_started(codec: Telephony) -> None:
+    start = codec.start({"tenant": "acme", "token": "T0k3n"})
     assert start.custom == {"tenant": "acme", "token": "T0k3n"}
-    assert (start.stream_id, start.call_id) == (telephony.edge.stream_id, telephony.edge.call_id)
+    assert (start.stream_id, start.call_id) == (codec.edge.stream_id, codec.edge.call_id)
 
 
 def test_outbound_frames_address_the_started_stream(telephony: Telephony) -> None:
@@ -301,16 +329,16 @@ def test_outbound_frames_address_the_started_stream(telephony: Telephony) -> Non
 # --- state and refusals -----------------------------------------------------------------------------------
 
 
-def test_builders_refuse_before_start(telephony: Telephony) -> None:
-    proto = telephony.proto
+def test_builders_refuse_before_start(codec: Telephony) -> None:
+    proto = codec.proto
     builders: list[Callable[[], str]] = [lambda: proto.media(b""), lambda: proto.mark("g1:s1"), proto.clear]
     for build in builders:
         with pytest.raises(RuntimeError):
             build()
 
 
-def test_audio_before_start_is_invalid(telephony: Telephony) -> None:
-    [event] = telephony.proto.receive(telephony.edge.caller_audio(b"\xff" * 160, 1, 0))
+def test_audio_before_start_is_invalid(codec: Telephony) -> None:
+    [event] = codec.receive_audio(b"\xff" * 160)
     assert isinstance(event, InvalidMessage) and event.reason == "media before start"
 
 
@@ -321,9 +349,9 @@ def test_audio_for_another_stream_is_invalid(telephony: Telephony) -> None:
     assert isinstance(event, InvalidMessage) and event.reason.startswith("frame for another stream")
 
 
-def test_adapters_share_no_state(telephony: Telephony) -> None:
-    telephony.start()
-    fresh = PROTOCOLS[telephony.proto.name]()
+def test_adapters_share_no_state(codec: Telephony) -> None:
+    codec.start()
+    fresh = make_codec(codec.proto.name).proto
     assert (fresh.stream_id, fresh.call_id) == (None, None)
     with pytest.raises(RuntimeError):
         fresh.clear()
@@ -331,10 +359,13 @@ def test_adapters_share_no_state(telephony: Telephony) -> None:
 
 def test_registry_names_match_the_adapters() -> None:
     assert set(PROTOCOLS) == {"twilio", "plivo"}
-    for key, cls in PROTOCOLS.items():
+    assert set(BINARY_PROTOCOLS) == {"pcm"}
+    for key, cls in {**PROTOCOLS, **BINARY_PROTOCOLS}.items():
         proto = cls()
         assert proto.name == key
         assert isinstance(proto, TelephonyProtocol)
+    for binary in BINARY_PROTOCOLS.values():
+        assert isinstance(binary(), BinaryTelephonyProtocol)
 
 
 # --- robustness -------------------------------------------------------------------------------------------
