@@ -41,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"bargein report: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"{out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - began:.1f} s): "
-          f"{tl.duration_s:.1f} s call, {len(tl.bargeins)} barge-ins")
+          f"{tl.duration_s:.1f} s call, {len(tl.bargeins)} barge-in{'' if len(tl.bargeins) == 1 else 's'}")
     return 0

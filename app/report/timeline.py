@@ -219,6 +219,18 @@ def build_timeline(rec: Recording, bins: int = 4000) -> Timeline:
     turn_list: list[Turn] = []
     vad: list[dict[str, Any]] = []
     cursor = 0.0  # end of the provider's playback queue
+    # The outbox's queue: [sentence index, audio ms not sent yet]. Chunks go out in queue order, so each chunk
+    # carries the sentence at the front, not the one queued last (synthesis runs ahead of playback).
+    unsent: list[list[Any]] = []
+
+    def sentence_of(audio_ms: float) -> int | None:
+        while unsent and unsent[0][1] <= 1e-6:
+            unsent.pop(0)
+        if not unsent:
+            return len(sentences) - 1 if sentences else None
+        index = int(unsent[0][0])
+        unsent[0][1] -= audio_ms
+        return index
     unparsed = 0
     end_reason = record.get("end_reason") if isinstance(record.get("end_reason"), str) else None
 
@@ -245,7 +257,7 @@ def build_timeline(rec: Recording, bins: int = 4000) -> Timeline:
                 if data:
                     pcm = ulaw_to_pcm16(data)
                     start = max(t, cursor)
-                    chunk = Chunk(t, start, pcm, len(sentences) - 1 if sentences else None)
+                    chunk = Chunk(t, start, pcm, sentence_of(len(data) / 8.0))
                     chunks.append(chunk)
                     cursor = chunk.end
             elif event in ("mark", "checkpoint"):
@@ -257,6 +269,7 @@ def build_timeline(rec: Recording, bins: int = 4000) -> Timeline:
             elif event in ("clear", "clearAudio"):
                 clear_queue(t)
                 cursor = t
+                unsent.clear()  # the outbox drops what it had not sent
                 for m in marks.values():
                     if m.due is not None and m.due > t and m.acked is None and not m.cleared:
                         m.cleared, m.cleared_at = True, t
@@ -294,6 +307,7 @@ def build_timeline(rec: Recording, bins: int = 4000) -> Timeline:
         elif kind == "audio_queued":
             sentences.append(Sentence(t, line.get("turn_id"), str(line.get("text") or ""),
                                       float(line.get("audio_ms") or 0.0)))
+            unsent.append([len(sentences) - 1, float(line.get("audio_ms") or 0.0)])
         elif kind == "mark_sent":
             name = str(line.get("name"))
             m = marks.setdefault(name, Mark(name, t, due=max(t, cursor)))

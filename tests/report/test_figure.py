@@ -89,3 +89,28 @@ def test_fit_text() -> None:
     assert fit_text("hello world", 20) == "hello world"
     assert fit_text("hello world", 7) == "hello…"
     assert fit_text("hello world", 3) == ""
+
+
+def test_each_chunk_carries_the_sentence_at_the_front_of_the_queue(tmp_path: Path) -> None:
+    """Synthesis runs ahead of playback: a sentence queued before the first one has played starts after it."""
+    import base64
+    import json
+
+    from app.record.format import read_recording, write_recording
+    from app.report.timeline import build_timeline
+
+    def media(t: float) -> dict[str, object]:
+        payload = base64.b64encode(bytes([0x10]) * 1280).decode()  # 160 ms of mu-law
+        return {"type": "ws_out", "t": t, "text": json.dumps({"event": "media", "streamSid": "MZ1",
+                                                              "media": {"payload": payload}})}
+
+    lines: list[dict[str, object]] = [
+        {"type": "audio_queued", "t": 0.00, "turn_id": 1, "audio_ms": 320.0, "text": "First one."},
+        {"type": "audio_queued", "t": 0.01, "turn_id": 1, "audio_ms": 320.0, "text": "Second one."},
+    ] + [media(0.02 + 0.01 * k) for k in range(4)]
+    path = tmp_path / "call.jsonl.gz"
+    write_recording(path, {"call_id": "CA1", "provider": "twilio", "started_at": 0.0, "settings": {}}, lines)
+    timeline = build_timeline(read_recording(path))
+    first, second = timeline.sentences
+    assert first.start == pytest.approx(0.02) and first.end == pytest.approx(0.34)
+    assert second.start == pytest.approx(0.34) and second.end == pytest.approx(0.66)
