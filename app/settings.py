@@ -131,7 +131,7 @@ class Settings(BaseSettings):
 
     # --- call recordings (app/record/) ------------------------------------------------------------
     record_dir: str = Field(
-        "", description="Write each call to RECORD_DIR/<call id>.jsonl.gz (format: app/record/format.py); empty = off."
+        "", description="Write each call to RECORD_DIR/<call id>.jsonl.zst (format: app/record/format.py); empty = off."
     )
     record_redact: str = Field(
         "", description="What recordings leave out, comma-separated: audio (the caller's), text (transcripts, LLM "

@@ -13,7 +13,7 @@ import wave
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.record.format import SUFFIX, Recording, RecordingError, read_recording
+from app.record.format import SUFFIXES, Recording, RecordingError, read_recording
 from app.record.heard import SAMPLE_RATE, agent_heard, caller_said
 
 if TYPE_CHECKING:  # numpy is imported when a WAV is made, not when `bargein` builds its parser
@@ -22,9 +22,9 @@ if TYPE_CHECKING:  # numpy is imported when a WAV is made, not when `bargein` bu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recording", metavar="FILE", help="a call recording (RECORD_DIR/<call id>.jsonl.gz)")
+    parser.add_argument("recording", metavar="FILE", help="a call recording (RECORD_DIR/<call id>.jsonl.zst)")
     parser.add_argument("-o", "--output", metavar="WAV", default=None,
-                        help="the WAV file to write (default: FILE with .wav in place of .jsonl.gz)")
+                        help="the WAV file to write (default: FILE with .wav in place of .jsonl.zst / .jsonl.gz)")
 
 
 def stereo(recording: Recording) -> npt.NDArray[np.int16]:
@@ -61,7 +61,7 @@ def write_wav(path: str | Path, samples: npt.NDArray[np.int16]) -> None:
 
 def default_output(recording: str) -> Path:
     name = Path(recording).name
-    stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else Path(name).stem
+    stem = next((name[: -len(x)] for x in SUFFIXES if name.endswith(x)), Path(name).stem)
     return Path(recording).with_name(stem + ".wav")
 
 

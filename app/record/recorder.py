@@ -1,11 +1,11 @@
-"""The live recorder: every call's events to RECORD_DIR/<call id>.jsonl.gz, written by one thread.
+"""The live recorder: every call's events to RECORD_DIR/<call id>.jsonl.zst, written by one thread.
 
 Theory of operation. `Recorder.observe` is a CallDeps observer: when a stream's `start` is accepted it
 subscribes the call's event stream (app/call/events.py). On the event loop each event becomes one line of
 text, and nothing more happens there: a wire frame costs one escape of its text and one string format
 (about 1 us for a 20 ms media frame, see tests/record/test_recorder.py), the line goes onto the call's deque,
 and the call's bytes are counted. One writer thread, shared by every call, wakes once a second (sooner when
-a call has 64 KB waiting or a stream ended), takes each call's lines, compresses them into one gzip member
+a call has 64 KB waiting or a stream ended), takes each call's lines, compresses them into one zstd frame
 (app/record/format.py) and appends it to the call's file. Opening, creating the directory, writing, fsync and
 every error therefore happen off the loop; the loop never waits for the writer (deque appends and pops are
 atomic, so the two sides share nothing else but a few flags).
@@ -13,7 +13,7 @@ atomic, so the two sides share nothing else but a few flags).
 Files. A call's first stream creates the file with the header line; a stream that reconnects to the same call
 (the registry hands it the same CallRecord) appends a `stream` line and its own events, on the same clock. The
 file is closed, after fsync, when a stream ends, with the call record as its last line. A file that exists for
-a new call (a restart, a reused id) is moved aside to `<name>.<n>.jsonl.gz` first. The recorder remembers a
+a new call (a restart, a reused id) is moved aside to `<name>.<n>.jsonl.zst` first. The recorder remembers a
 call as long as the registry would (CALL_RECORDS_TTL_S, CALL_RECORDS_MAX), so its memory is bounded.
 
 Failures never reach the call: an error opening or writing a call's file (a missing directory, a full disk) is
@@ -54,10 +54,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FLUSH_S = 1.0  # a gzip member per call at least this often: what a crash can lose
+FLUSH_S = 1.0  # a frame per call at least this often: what a crash can lose
 MEMBER_BYTES = 64 * 1024  # or as soon as a call has this much waiting
-# Measured (tests/record/test_recorder.py): level 1 makes a 5-minute call's file about 3% larger than level 6
-# and costs about two thirds of the CPU; base64 audio is most of the bytes and compresses the same either way.
+# zstd level 1 (see app/record/format.py for why zstd): measured on a recorded call, level 3 (zstd's default)
+# costs 1.5 times the CPU for a file 0.5% smaller; base64 audio is most of the bytes.
 COMPRESS_LEVEL = 1
 _KEPT_PAST_CAP = ('{"type":"call_end"', '{"type":"stream"', '{"type":"record"')
 _MEMBER_LINES = 150  # the writer's stand-in for MEMBER_BYTES: ~430-byte media lines
@@ -361,7 +361,7 @@ class Recorder:
 
 
 def _move_aside(path: Path) -> None:
-    """Rename an existing recording to the first free `<name>.<n>.jsonl.gz`, so a new call never overwrites it."""
+    """Rename an existing recording to the first free `<name>.<n>.jsonl.zst`, so a new call never overwrites it."""
     stem = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
     n = 1
     while True:

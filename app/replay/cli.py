@@ -20,7 +20,7 @@ BAR_WIDTH = 28
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="recordings (*.jsonl.gz, as RECORD_DIR writes them) and scenarios (*.toml)")
+                        help="recordings (*.jsonl.zst as RECORD_DIR writes them, or *.jsonl.gz) and scenarios (*.toml)")
     parser.add_argument("--url", default=None, metavar="URL",
                         help="replay in real time over a real socket against the server at URL (it must use the "
                              "LLM_BASE_URL this command prints); default: in-process on a virtual clock")

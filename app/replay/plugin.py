@@ -2,7 +2,7 @@
 
 Installed with the package (entry point `pytest11: bargein`), so a team's own CI can check its own calls:
 
-    pytest --bargein-replay calls/            # every *.jsonl.gz and *.toml under calls/, recursively
+    pytest --bargein-replay calls/            # every *.jsonl.zst, *.jsonl.gz and *.toml under calls/, recursively
 
 Each file is one test item, named after its path. A recording is replayed in-process on the virtual clock with
 the settings of the environment (as `bargein replay` does); it fails when a decision differs beyond the
@@ -19,14 +19,17 @@ from typing import Any
 
 import pytest
 
+from app.record.format import SUFFIXES as RECORDING_SUFFIXES
+
 OPTION = "--bargein-replay"
-SUFFIXES = (".jsonl.gz", ".toml")
+SUFFIXES = (*RECORDING_SUFFIXES, ".toml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bargein", "bargein call replay")
     group.addoption(OPTION, action="append", default=[], metavar="DIR",
-                    help="replay every recorded call (*.jsonl.gz) and scenario (*.toml) under DIR as a test")
+                    help="replay every recorded call (*.jsonl.zst, *.jsonl.gz) and scenario (*.toml) under DIR "
+                         "as a test")
 
 
 class ReplayDifference(Exception):

@@ -7,11 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from app.record.format import SUFFIX
+from app.record.format import SUFFIXES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a call recording (RECORD_DIR/<call id>.jsonl.gz)")
+    parser.add_argument("file", metavar="FILE", help="a call recording (RECORD_DIR/<call id>.jsonl.zst, or .jsonl.gz)")
     parser.add_argument("-o", "--output", metavar="OUT", default=None,
                         help="where to write: .html (one self-contained, zoomable file) or .png (a screenshot "
                              "of it by headless Chromium); default FILE with .html")
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_output(file: str) -> Path:
     p = Path(file)
-    name = p.name[: -len(SUFFIX)] if p.name.endswith(SUFFIX) else p.stem
+    name = next((p.name[: -len(x)] for x in SUFFIXES if p.name.endswith(x)), p.stem)
     return p.with_name(name + ".html")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from app.record.format import RecordingError, read_recording, recording_path
+from app.record.format import RecordingError, find_recording, read_recording
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def report_router(record_dir: str, require_admin: Callable[[Request], None]) -> 
     async def call_report(call_id: str) -> HTMLResponse:
         if not record_dir:
             raise HTTPException(status_code=404, detail="recording is off (RECORD_DIR is not set)")
-        path = recording_path(record_dir, call_id)
-        if not path.is_file():
+        path = find_recording(record_dir, call_id)
+        if path is None:
             raise HTTPException(status_code=404, detail="no recording of that call")
         try:
             # off the event loop: decoding and drawing a long call takes a few hundred ms of CPU

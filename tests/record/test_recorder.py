@@ -4,7 +4,6 @@ recording costs: microseconds per frame on the loop and megabytes per 5-minute c
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import logging
 import time
@@ -31,7 +30,7 @@ from app.call.events import (
 )
 from app.clock import FakeClock
 from app.offline.corpus import load_clip, pink_noise, read_manifest
-from app.record.format import read_recording, recording_path
+from app.record.format import decompress, read_recording, recording_path
 from app.record.recorder import Recorder
 from app.settings import Settings
 from app.transcript import CallRecord
@@ -142,7 +141,7 @@ def test_a_call_is_one_file_header_events_and_record_with_no_secret(tmp_path: Pa
     assert rec.lines[2]["text"] == media_out(b"\x10" * 1280)  # the exact frame text
     assert json.loads(rec.lines[1]["text"])["start"]["customParameters"] == {"token": "[redacted]"}
     assert rec.record is not None and rec.record["call_id"] == "CA1" and not rec.truncated
-    raw = gzip.decompress(path.read_bytes()).decode()
+    raw = decompress(path.read_bytes()).decode()
     for secret in [TOKEN, *SECRETS.values()]:
         assert secret not in raw
 
@@ -157,7 +156,7 @@ def test_a_reconnect_appends_a_stream_line_on_the_same_clock(tmp_path: Path) -> 
     play_short_call(recorder, settings, record, clock, stream_id="MZ2")
     recorder.stop()
 
-    assert [p.name for p in tmp_path.iterdir()] == ["CA1.jsonl.gz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["CA1.jsonl.zst"]
     rec = read_recording(recording_path(tmp_path, "CA1"))
     [stream] = list(rec.of_type("stream"))
     assert stream == {"type": "stream", "t": 3.0, "stream_id": "MZ2"}
@@ -173,7 +172,7 @@ def test_a_new_call_with_a_known_id_never_overwrites_the_old_file(tmp_path: Path
     # Another record object for the same id: the registry forgot the call (or the server restarted).
     play_short_call(recorder, settings, CallRecord("CA1", "twilio", 0.0), clock)
     recorder.stop()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["CA1.1.jsonl.gz", "CA1.jsonl.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CA1.1.jsonl.zst", "CA1.jsonl.zst"]
     for path in tmp_path.iterdir():
         assert not list(read_recording(path).of_type("stream"))
 
@@ -189,8 +188,8 @@ def test_the_recorder_forgets_calls_as_the_registry_does(tmp_path: Path) -> None
     play_short_call(recorder, settings, records[0], clock, stream_id="MZ9")
     play_short_call(recorder, settings, records[3], clock, stream_id="MZ9")
     recorder.stop()
-    assert (tmp_path / "CA0.1.jsonl.gz").exists()
-    assert len(list(read_recording(tmp_path / "CA3.jsonl.gz").of_type("stream"))) == 1
+    assert (tmp_path / "CA0.1.jsonl.zst").exists()
+    assert len(list(read_recording(tmp_path / "CA3.jsonl.zst").of_type("stream"))) == 1
 
 
 def test_redaction_of_audio_and_text(tmp_path: Path) -> None:
@@ -206,7 +205,7 @@ def test_redaction_of_audio_and_text(tmp_path: Path) -> None:
     [turn_end] = rec.of_type("turn_end")
     assert turn_end["heard_text"] == "" and turn_end["heard_chars"] == 2
     assert rec.record is not None and [t["text"] for t in rec.record["turns"]] == [""]
-    assert b"Sunflower" not in gzip.decompress(recording_path(tmp_path, "CA1").read_bytes())
+    assert b"Sunflower" not in decompress(recording_path(tmp_path, "CA1").read_bytes())
 
 
 def test_a_full_disk_stops_the_recording_once_and_the_call_goes_on(tmp_path: Path,

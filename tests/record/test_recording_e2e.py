@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import logging
 import wave
 from pathlib import Path
@@ -20,7 +19,7 @@ from app.edge import wire
 from app.edge.emulator import EmulatedCall
 from app.offline.corpus import load_clip, read_manifest
 from app.record import export
-from app.record.format import Recording, read_recording, recording_path
+from app.record.format import Recording, decompress, read_recording, recording_path
 from app.record.heard import agent_heard
 from tests.conftest import LogCapture
 
@@ -130,7 +129,7 @@ def test_a_recording_with_auth_on_holds_no_secret(provider: str, server_factory:
     call, rec = asyncio.run(scenario())
     stream_token = call.custom_parameters.get("token") or call.extra_headers.partition("token=")[2].split(";")[0]
     assert len(stream_token) > 20
-    raw = gzip.decompress(recording_path(tmp_path, call.call_id).read_bytes()).decode()
+    raw = decompress(recording_path(tmp_path, call.call_id).read_bytes()).decode()
     secrets = [*TOKENS.values(), "admin-secret-for-recording", "stream-token-secret-for-recording", stream_token]
     if provider == "twilio":
         secrets += list(wire.upgrade_headers(call, TOKENS[provider], None, call.stream_url or "").values())
