@@ -1,4 +1,14 @@
-"""Clocks: logic takes `now` from a Clock that is passed in, so tests can run on a fake one."""
+"""Clocks: logic takes `now` from a Clock that is passed in, so tests can run on a fake one.
+
+One clock, one scheduler. Every timer of a call (the call timer's VAD and turn tick, the outbox's pacing, the
+Silero batch flush, the LLM and TTS timeouts, turn-end silence) is an `asyncio.sleep` / `asyncio.timeout` /
+`call_later` on the event loop, so the loop is the one scheduler, and the Clock the call reads must be the clock
+that loop schedules on. In the server that is `MonotonicClock`: asyncio's loop schedules on `time.monotonic()`
+itself, and uvloop on libuv's CLOCK_MONOTONIC in milliseconds (so we read `time.monotonic()` directly, for
+sub-millisecond barge-in timings). In a replay it is `LoopClock` on the virtual-time loop (app/replay/vloop.py),
+which then drives a whole call deterministically. Nothing in the call logic reads the wall clock: record
+timestamps come from the injected `wall`, which a replay derives from the virtual clock.
+"""
 
 from __future__ import annotations
 
