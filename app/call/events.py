@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     kind: ClassVar[str] = "event"
+    per_frame: ClassVar[bool] = False  # one per frame or chunk: only `frames=True` subscribers get it
     t: float
 
 
@@ -45,6 +46,7 @@ class WireReceived(CallEvent):
     """One text frame from the provider, as it arrived (`t` is its arrival time)."""
 
     kind: ClassVar[str] = "ws_in"
+    per_frame: ClassVar[bool] = True
     text: str
 
 
@@ -53,6 +55,7 @@ class WireSent(CallEvent):
     """One text frame written to the provider."""
 
     kind: ClassVar[str] = "ws_out"
+    per_frame: ClassVar[bool] = True
     text: str
 
 
@@ -62,6 +65,7 @@ class VadChanged(CallEvent):
     """The detector's hysteresis moved (quiet, starting, speaking, stopping)."""
 
     kind: ClassVar[str] = "vad"
+    per_frame: ClassVar[bool] = True
     state: str
     previous: str
     probability: float  # the classifier's probability for the window that moved it
@@ -119,6 +123,7 @@ class AudioQueued(CallEvent):
 @dataclass(frozen=True, slots=True)
 class MarkSent(CallEvent):
     kind: ClassVar[str] = "mark_sent"
+    per_frame: ClassVar[bool] = True
     name: str
     turn_id: int
     audio_ms: float  # the audio this marker follows
@@ -127,6 +132,7 @@ class MarkSent(CallEvent):
 @dataclass(frozen=True, slots=True)
 class MarkAcked(CallEvent):
     kind: ClassVar[str] = "mark_acked"
+    per_frame: ClassVar[bool] = True
     name: str
     known: bool  # False: not a marker this stream has outstanding (late, cleared, or foreign)
 
@@ -149,6 +155,7 @@ class LlmOpened(CallEvent):
 @dataclass(frozen=True, slots=True)
 class LlmToken(CallEvent):
     kind: ClassVar[str] = "llm_token"
+    per_frame: ClassVar[bool] = True
     turn_id: int
     text: str
 
@@ -261,7 +268,7 @@ class CallEvents:
         return unsubscribe
 
     def emit(self, event: CallEvent) -> None:
-        for subscriber in self._subscribers:
+        for subscriber in self._framed if event.per_frame else self._subscribers:
             try:
                 subscriber(event)
             except Exception:  # one broken subscriber must not take the call's decisions with it
