@@ -173,9 +173,7 @@ class CallSession:
                     if self.record is not None:
                         await self._on_audio(payload, arrival)
                 case MarkPlayed(name=name):
-                    known = self.ledger.ack(name, arrival)
-                    if self.events.active:
-                        self.events.emit(MarkAcked(arrival, name, known))
+                    self.mark_played(name, arrival)
                 case CallStarted():
                     await self._on_start(event)
                 case AudioCleared():
@@ -192,6 +190,12 @@ class CallSession:
                     self._invalid("unknown", f"unknown event {name[:40]!r}")
                 case _:
                     assert_never(event)
+
+    def mark_played(self, name: str, at: float) -> None:
+        """A marker's audio has played: the provider said so, or a wire with no echo estimated it (/pcm/stream)."""
+        known = self.ledger.ack(name, at)
+        if self.events.active:
+            self.events.emit(MarkAcked(at, name, known))
 
     def invalid_binary(self) -> None:
         self._invalid("binary", "binary frame (providers send JSON text)")

@@ -87,7 +87,7 @@ class PcmWire:
                 await asyncio.sleep(delay)
                 continue
             self.due.popleft()
-            session.ledger.ack(name, self._clock.now())
+            session.mark_played(name, self._clock.now())
 
 
 def pcm_router(
