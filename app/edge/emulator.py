@@ -10,7 +10,11 @@ It behaves like the real edge, not like a convenient client (docs/reference: tel
 - with auth on, the answer webhook is called first, signed over the public URL, and the stream is started with
   what it returned (TwiML `<Connect><Stream>` / Plivo `<Stream>`);
 - every message the real edge would complain about is recorded in `violations` instead of being played;
-- what the caller actually heard is logged: which bytes of the agent stream played, and when.
+- what the caller actually heard is logged: which bytes of the agent stream played, and when;
+- with a `network` (see `network.Network`; default none: loopback), every frame each way is delivered after a
+  one-way delay with jitter, in order: caller media, acks and `stop` on the way to the server, the server's
+  media, marks and clears on the way to the edge. Times recorded here are edge times: a frame was *sent*
+  when it left the edge and *received* when it reached it.
 
 The pieces live beside this module: `playout` (the playback buffer, modelled exactly on the edge's clock),
 `wire` (each provider's messages, parsed and built, and the handshake: webhook, stream URL, upgrade) and
@@ -44,6 +48,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.edge import wire
 from app.edge.caller import FRAME_S, FRAME_SAMPLES, ULAW_SILENCE, CallerFrames, Clock, IdleAudio, wait_event
+from app.edge.network import Direction, Link, Network
 from app.edge.playout import SAMPLE_RATE, DroppedRange, MarkRecord, PlayedSpan, Playout
 from app.edge.wire import ProtocolViolation, Provider
 
@@ -53,12 +58,14 @@ __all__ = [
     "SAMPLE_RATE",
     "ULAW_SILENCE",
     "CallRejected",
+    "Direction",
     "Clock",
     "DroppedRange",
     "EdgeEmulator",
     "EmulatedCall",
     "IdleAudio",
     "MarkRecord",
+    "Network",
     "PlayedSpan",
     "Playout",
     "ProtocolViolation",
@@ -112,6 +119,7 @@ class EmulatedCall:
         to_number: str = "+14155550199",
         stream_params: dict[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
+        network: Network | None = None,
     ) -> None:
         if provider not in ("twilio", "plivo"):
             raise ValueError(f"unknown provider {provider!r}")
@@ -163,6 +171,11 @@ class EmulatedCall:
         self._closed = asyncio.Event()
         self._hanging_up = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.network = network or Network()
+        self._up: Link[str | bytes] | None = None  # edge -> server, when there is a network that way
+        self._down: Link[str | bytes] | None = None  # server -> edge
+        self._net_tasks: list[asyncio.Task[None]] = []
+        self._up_error: ConnectionClosed | None = None
 
     @classmethod
     def start(cls, provider: Provider, server: str, **kwargs: Any) -> EmulatedCall:
@@ -282,6 +295,7 @@ class EmulatedCall:
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
             raise CallRejected("upgrade", exc.response.status_code, body) from exc
         self.connected_at = self._clock()
+        self._start_network()
         self._tasks = [asyncio.create_task(self._receive_loop(), name=f"edge-rx-{self.call_id}")]
         # One turn for the receiver, so whatever the server sent before `start` is judged as such.
         await asyncio.sleep(0)
@@ -324,20 +338,64 @@ class EmulatedCall:
     # --- sending -----------------------------------------------------------------------------------------
 
     async def _send(self, message: dict[str, Any]) -> float:
-        """Send one event with the next sequence number; returns when it was handed to the socket."""
+        """Send one event with the next sequence number; returns when it left the edge."""
         assert self._ws is not None
         async with self._send_lock:
             self._seq += 1
             message["sequenceNumber"] = str(self._seq) if self.provider == "twilio" else self._seq
             text = json.dumps(message, separators=(",", ":"))
             sent_at = self._clock()
-            await self._ws.send(text)
+            await self._transmit(text, sent_at)
             return sent_at
+
+    async def _transmit(self, data: str | bytes, now: float) -> None:
+        """Put one frame on the wire towards the server: straight onto the socket, or into the network."""
+        assert self._ws is not None
+        if self._up is None:
+            await self._ws.send(data)
+            return
+        if self._up_error is not None:
+            raise self._up_error
+        self._up.put(data, now)
+
+    # --- the network ----------------------------------------------------------------------------------
+
+    def _start_network(self) -> None:
+        net = self.network
+        if not net.to_server.direct:
+            self._up = Link(net.to_server, net.seed * 2, self._clock, self._arrive_at_server)
+        if not net.to_edge.direct:
+            self._down = Link(net.to_edge, net.seed * 2 + 1, self._clock, self._arrive_at_edge)
+        self._net_tasks = [
+            asyncio.create_task(link.run(), name=f"edge-net-{self.call_id}")
+            for link in (self._up, self._down) if link is not None
+        ]
+
+    async def _arrive_at_server(self, data: str | bytes) -> None:
+        assert self._ws is not None
+        if self._up_error is not None:
+            return
+        try:
+            await self._ws.send(data)
+        except ConnectionClosed as exc:
+            self._up_error = exc  # later sends raise it, as a direct send would
+
+    async def _arrive_at_edge(self, raw: str | bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):  # replying to it found the socket closed: the call is over
+            await self._on_message(self._clock(), raw)
+
+    @property
+    def one_way_delays_ms(self) -> dict[str, list[float]]:
+        """Each frame's actual one-way delay so far, per direction (empty without a network that way)."""
+        return {
+            "to_server": list(self._up.delays_ms) if self._up is not None else [],
+            "to_edge": list(self._down.delays_ms) if self._down is not None else [],
+        }
 
     async def _send_start(self) -> None:
         assert self._ws is not None
         if self.provider == "twilio":
-            await self._ws.send(json.dumps(wire.twilio_connected()))
+            await self._transmit(json.dumps(wire.twilio_connected()), self._clock())
         start = wire.start_message(self)
         self._epoch_ms = time.time() * 1000
         self.started_at = await self._send(start)
@@ -389,7 +447,7 @@ class EmulatedCall:
         """Send a frame verbatim (bad JSON, binary, a forged event) for robustness tests."""
         assert self._ws is not None
         async with self._send_lock:
-            await self._ws.send(data)
+            await self._transmit(data, self._clock())
 
     # --- ending ------------------------------------------------------------------------------------------
 
@@ -403,6 +461,8 @@ class EmulatedCall:
         await self._cancel_tasks(skip_receiver=True)
         with contextlib.suppress(ConnectionClosed):
             await self._send(wire.stop_message(self))
+        if self._up is not None:
+            await self._up.drain(2.0)  # `stop` and whatever is still in flight reach the server first
         await self._ws.close()
         self._mark_closed(now, "caller")
 
@@ -410,6 +470,9 @@ class EmulatedCall:
         """Hang up if the call is still up, and stop every task of this call."""
         await self.hangup()
         await self._cancel_tasks(skip_receiver=False)
+        for task in self._net_tasks:
+            task.cancel()
+        await asyncio.gather(*self._net_tasks, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         self._caller.release()
@@ -437,10 +500,15 @@ class EmulatedCall:
         assert self._ws is not None
         try:
             async for raw in self._ws:
-                await self._on_message(self._clock(), raw)
+                if self._down is not None:
+                    self._down.put(raw, self._clock())
+                else:
+                    await self._on_message(self._clock(), raw)
         except ConnectionClosed:
             pass
         finally:
+            if self._down is not None and not self._hanging_up:
+                await self._down.drain(2.0)  # what the server sent before it closed is still on its way
             if not self._hanging_up:
                 self._mark_closed(self._clock(), "server")
                 # The call is over: nothing more is played or sent.
@@ -553,6 +621,7 @@ class EdgeEmulator:
         clock: Clock = time.monotonic,
         idle_audio: IdleAudio = "silence",
         keep_audio: bool = True,
+        network: Network | None = None,
     ) -> None:
         self.server = server
         self.public_url = public_url
@@ -562,6 +631,7 @@ class EdgeEmulator:
         self._clock = clock
         self._idle_audio: IdleAudio = idle_audio
         self._keep_audio = keep_audio
+        self._network = network
         self._http: httpx.AsyncClient | None = None
         self.calls: list[EmulatedCall] = []
 
@@ -588,6 +658,7 @@ class EdgeEmulator:
             "idle_audio": self._idle_audio,
             "keep_audio": self._keep_audio,
             "http": self._http,
+            "network": self._network.reseeded(len(self.calls)) if self._network is not None else None,
         }
         options.update(overrides)
         call = EmulatedCall(provider, self.server, **options)

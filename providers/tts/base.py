@@ -3,13 +3,19 @@
 The alignment is what lets the playback ledger say which characters the caller heard before a barge-in:
 the ledger knows how many ms of a synthesis were played, and `char_offset_at` turns that into a prefix of
 the text.
+
+A word's audio can end well before the next word starts: a sentence's last word is followed by a pause. A word
+whose audio has ended counts as heard in full, however far into the pause the cut lands; so each word also
+carries where its sound ends (`WordTiming.audio_end_ms`). An engine may give it; otherwise `Synthesis` finds it
+in the audio: the last voiced 10 ms frame before a trailing silence of at least `_MIN_PAUSE_MS` (a shorter
+gap is a stop consonant's closure, not a pause).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import floor
 from typing import Protocol
 
@@ -18,6 +24,10 @@ import numpy.typing as npt
 
 # Guards the floor() in char_offset_at against 0.99999.. when a time produced by audio_ms_at is mapped back.
 _EPS = 1e-6
+_FRAME_MS = 10
+_MIN_PAUSE_MS = 60.0  # trailing silence that ends a word before the next one starts
+_VOICED_FLOOR = 20.0  # frame RMS (int16 units, about -64 dBFS) below which a frame is silent...
+_VOICED_RELATIVE = 0.005  # ...or below this fraction of the loudest frame's RMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,7 @@ class WordTiming:
     char_start: int
     char_end: int
     audio_ms: float
+    audio_end_ms: float | None = None  # where its sound ends, if before the next word starts (a pause follows)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -37,6 +48,10 @@ class Synthesis:
     pcm: npt.NDArray[np.int16]
     sample_rate: int
     words: tuple[WordTiming, ...]
+
+    def __post_init__(self) -> None:
+        # Frozen: the word ends found in the audio are filled in once, here.
+        object.__setattr__(self, "words", word_ends(self.words, self.pcm, self.sample_rate))
 
     @property
     def duration_ms(self) -> float:
@@ -64,7 +79,48 @@ class TtsEngine(Protocol):
         ...
 
 
-def _anchors(words: Sequence[WordTiming], text_len: int, total_ms: float) -> tuple[list[float], list[int]]:
+def word_ends(
+    words: Sequence[WordTiming], pcm: npt.NDArray[np.int16], sample_rate: int
+) -> tuple[WordTiming, ...]:
+    """`words` with `audio_end_ms` set where the audio shows a pause after the word (see the module docstring).
+
+    Words that already have an end are kept as they are; a word with no voiced frame at all gets none.
+    """
+    words = tuple(words)
+    frame = max(1, sample_rate * _FRAME_MS // 1000)
+    n = int(pcm.shape[0]) // frame
+    if n == 0 or all(w.audio_end_ms is not None for w in words):
+        return words
+    samples = pcm[: n * frame].astype(np.float64).reshape(n, frame)
+    rms = np.sqrt(np.mean(samples * samples, axis=1))
+    voiced = rms > max(_VOICED_FLOOR, _VOICED_RELATIVE * float(rms.max()))
+    total_ms = int(pcm.shape[0]) * 1000.0 / sample_rate
+    out: list[WordTiming] = []
+    for k, word in enumerate(words):
+        if word.audio_end_ms is not None:
+            out.append(word)
+            continue
+        span_end = words[k + 1].audio_ms if k + 1 < len(words) else total_ms
+        first = max(0, int(word.audio_ms // _FRAME_MS))
+        last = min(n, int(span_end // _FRAME_MS))
+        hits = np.flatnonzero(voiced[first:last])
+        if hits.size == 0:
+            out.append(word)
+            continue
+        end_ms = (first + int(hits[-1]) + 1) * float(_FRAME_MS)
+        out.append(replace(word, audio_end_ms=end_ms) if span_end - end_ms >= _MIN_PAUSE_MS else word)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchors:
+    times: list[float]  # each word's start, then the end of the audio
+    chars: list[int]  # each word's first character, then the end of the text
+    voice_ends: list[float]  # per word: where its sound ends (the next anchor's time if it runs on)
+    char_ends: list[int]  # per word: the characters its sound covers (the next anchor's if it runs on)
+
+
+def _anchors(words: Sequence[WordTiming], text_len: int, total_ms: float) -> _Anchors:
     # Piecewise-linear map through each word start, ending at (end of audio, end of text). Times are made
     # non-decreasing so a slightly late last word (or a short total) cannot make the map run backwards.
     times: list[float] = []
@@ -75,7 +131,19 @@ def _anchors(words: Sequence[WordTiming], text_len: int, total_ms: float) -> tup
     last_time = times[-1] if times else 0.0
     times.append(max(total_ms, last_time))
     chars.append(max(text_len, chars[-1]) if chars else text_len)
-    return times, chars
+    # A word whose sound ends before the next anchor: its characters spread over its sound only, and the rest
+    # of the segment (punctuation, space) counts as heard once the sound has ended.
+    voice_ends: list[float] = []
+    char_ends: list[int] = []
+    for i, word in enumerate(words):
+        end = word.audio_end_ms
+        if end is not None and times[i] < end < times[i + 1] and chars[i] < word.char_end <= chars[i + 1]:
+            voice_ends.append(end)
+            char_ends.append(word.char_end)
+        else:
+            voice_ends.append(times[i + 1])
+            char_ends.append(chars[i + 1])
+    return _Anchors(times, chars, voice_ends, char_ends)
 
 
 def char_offset_at(words: Sequence[WordTiming], text_len: int, audio_ms: float, total_ms: float) -> int:
@@ -83,18 +151,23 @@ def char_offset_at(words: Sequence[WordTiming], text_len: int, audio_ms: float, 
 
     Inside a word the position is interpolated linearly between that word's start and the next word's start
     (the last word runs to the end of the audio and the text), so a cut can land mid-word; a character counts
-    once its whole share of time has played. Before the first word the result is 0; at or past the end of the
+    once its whole share of time has played. A word with `audio_end_ms` is interpolated over its sound only:
+    once that has played, the word and what follows it up to the next word count as heard, so a cut in the
+    pause after a word never clips it. Before the first word the result is 0; at or past the end of the
     audio it is `text_len`. Non-decreasing in `audio_ms`.
     """
-    times, chars = _anchors(words, text_len, total_ms)
+    a = _anchors(words, text_len, total_ms)
+    times, chars = a.times, a.chars
     if audio_ms >= times[-1]:
         return text_len
     i = bisect_right(times, audio_ms) - 1
     if i < 0:
         return 0
-    # times[i] <= audio_ms < times[i + 1] here, so the span is never zero.
-    fraction = (audio_ms - times[i]) / (times[i + 1] - times[i])
-    return min(chars[i] + floor(fraction * (chars[i + 1] - chars[i]) + _EPS), chars[i + 1])
+    if audio_ms >= a.voice_ends[i]:
+        return chars[i + 1]
+    # times[i] <= audio_ms < voice_ends[i] <= times[i + 1] here, so the span is never zero.
+    fraction = (audio_ms - times[i]) / (a.voice_ends[i] - times[i])
+    return min(chars[i] + floor(fraction * (a.char_ends[i] - chars[i]) + _EPS), a.char_ends[i])
 
 
 def audio_ms_at(words: Sequence[WordTiming], char_offset: int, text_len: int, total_ms: float) -> float:
@@ -102,7 +175,8 @@ def audio_ms_at(words: Sequence[WordTiming], char_offset: int, text_len: int, to
 
     0 for `char_offset <= 0`, the end of the audio for offsets past the text. Non-decreasing in `char_offset`.
     """
-    times, chars = _anchors(words, text_len, total_ms)
+    a = _anchors(words, text_len, total_ms)
+    times, chars = a.times, a.chars
     if char_offset <= 0:
         return 0.0
     if char_offset > chars[-1]:
@@ -111,5 +185,8 @@ def audio_ms_at(words: Sequence[WordTiming], char_offset: int, text_len: int, to
     j = next(k for k, c in enumerate(chars) if c >= char_offset)
     if j == 0:
         return times[0]
-    span = chars[j] - chars[j - 1]
-    return times[j - 1] + (char_offset - chars[j - 1]) / span * (times[j] - times[j - 1])
+    i = j - 1
+    if char_offset > a.char_ends[i]:
+        return a.voice_ends[i]  # past the word's sound: heard once the sound has ended
+    span = a.char_ends[i] - chars[i]
+    return times[i] + (char_offset - chars[i]) / span * (a.voice_ends[i] - times[i])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,90 @@ def test_synthesis_duration_and_shortcuts() -> None:
     assert synthesis.duration_ms == TOTAL_MS
     assert synthesis.char_offset_at(250.0) == offset(250.0)
     assert synthesis.audio_ms_at(4) == pytest.approx(200.0)
+
+
+# --- a word followed by a pause: its sound ends before the next word starts ------------------------------------
+
+#          0         1         2         3         4
+#          0123456789012345678901234567890123456789012
+CALLING = "Thanks for calling bargein. How can I help?"
+SR = 8000
+# (char_start, char_end, start ms, end of sound ms): "bargein." is followed by a 300 ms pause, as espeak makes it.
+VOICED = ((0, 6, 0, 430), (7, 10, 440, 630), (11, 18, 640, 1020), (19, 26, 1020, 1520), (28, 31, 1820, 2000),
+          (32, 35, 2000, 2150), (36, 37, 2150, 2260), (38, 42, 2260, 2720))
+CALLING_MS = 3000.0
+
+
+def voiced_pcm(spans: tuple[tuple[int, int, int, int], ...], total_ms: float) -> np.ndarray:
+    """A tone wherever a word sounds, digital silence elsewhere."""
+    pcm = np.zeros(int(total_ms * SR / 1000), dtype=np.int16)
+    for _, _, start, end in spans:
+        n = (end - start) * SR // 1000
+        pcm[start * SR // 1000 : start * SR // 1000 + n] = (3000 * np.sin(np.arange(n) * 0.3)).astype(np.int16)
+    return pcm
+
+
+def calling() -> Synthesis:
+    words = tuple(WordTiming(a, b, float(start)) for a, b, start, _ in VOICED)
+    return Synthesis(CALLING, voiced_pcm(VOICED, CALLING_MS), SR, words)
+
+
+def test_a_cut_in_the_pause_after_a_word_counts_the_whole_word_as_heard() -> None:
+    synthesis = calling()
+    # The regression: interpolating "bargein. " from its start (1020 ms) to the next word's (1820 ms) stretched
+    # the word over the pause, so a clear 80 ms into the silence recorded "...calling bargei".
+    without_ends = tuple(WordTiming(w.char_start, w.char_end, w.audio_ms) for w in synthesis.words)
+    assert CALLING[: char_offset_at(without_ends, len(CALLING), 1600.0, CALLING_MS)] == "Thanks for calling bargei"
+    for ms in (1520.0, 1600.0, 1750.0, 1819.0):
+        assert CALLING[: synthesis.char_offset_at(ms)] == "Thanks for calling bargein. "
+    # While the word sounds, the cut is still interpolated within it, over its sound only.
+    assert CALLING[: synthesis.char_offset_at(1400.0)].startswith("Thanks for calling barg")
+    assert synthesis.char_offset_at(1519.0) <= 26
+
+
+def test_word_ends_are_found_only_before_a_pause() -> None:
+    ends = {w.char_start: w.audio_end_ms for w in calling().words}
+    assert ends[19] == 1520.0  # "bargein." then 300 ms of silence
+    assert ends[38] == 2720.0  # the last word, then the end pause
+    assert ends[0] is None and ends[28] is None  # followed at once (within 60 ms) by the next word
+
+
+def test_a_stop_closure_inside_a_word_is_not_its_end() -> None:
+    # "Thanks": sound, a 40 ms closure, sound again up to the next word.
+    spans = ((0, 6, 0, 250), (0, 6, 290, 440), (7, 10, 440, 630))
+    words = (WordTiming(0, 6, 0.0), WordTiming(7, 10, 440.0))
+    synthesis = Synthesis("Thanks for", voiced_pcm(spans, 630.0), SR, words)
+    assert synthesis.words[0].audio_end_ms is None
+
+
+def test_silent_audio_and_given_ends_are_left_alone() -> None:
+    words = (WordTiming(0, 3, 0.0), WordTiming(4, 7, 200.0, audio_end_ms=250.0))
+    synthesis = Synthesis("one two", np.zeros(4000, dtype=np.int16), SR, words)
+    assert synthesis.words == words
+
+
+def test_with_word_ends_audio_ms_at_is_still_the_inverse() -> None:
+    synthesis = calling()
+    previous = 0.0
+    for c in range(len(CALLING) + 1):
+        ms = synthesis.audio_ms_at(c)
+        assert ms >= previous
+        previous = ms
+        assert synthesis.char_offset_at(ms) >= c
+        if c > 0:
+            assert synthesis.char_offset_at(ms - 1e-3) < c
+    values = [synthesis.char_offset_at(ms) for ms in np.arange(-10.0, CALLING_MS + 10, 0.5)]
+    assert values == sorted(values)
+    # The characters after "bargein" (". ") are heard the moment its sound ends.
+    assert synthesis.audio_ms_at(27) == synthesis.audio_ms_at(28) == 1520.0
+
+
+def test_espeak_calling_bargein_is_not_clipped_in_the_pause() -> None:
+    from providers.tts.espeak import EspeakTts
+
+    synthesis = asyncio.run(EspeakTts().synthesize(CALLING))
+    [word] = [w for w in synthesis.words if CALLING[w.char_start : w.char_end] == "bargein"]
+    nxt = synthesis.words[synthesis.words.index(word) + 1]
+    assert word.audio_end_ms is not None and nxt.audio_ms - word.audio_end_ms >= 100.0
+    for ms in np.linspace(word.audio_end_ms, nxt.audio_ms - 1.0, 7):
+        assert CALLING[: synthesis.char_offset_at(float(ms))] == "Thanks for calling bargein. "
