@@ -23,17 +23,15 @@ import asyncio
 import gzip
 import socket
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 
 from app.edge.emulator import EmulatedCall
+from app.edge.served import ServedApp
 from app.edge.wire import Provider
 from app.main import create_app
 from app.offline import corpus
@@ -49,28 +47,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class _Server:
-    def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                ws="websockets-sansio", log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-        self.url = f"http://127.0.0.1:{settings.port}"
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 async def _first_audio(call: EmulatedCall) -> None:
@@ -139,7 +115,7 @@ def make(out: Path, root: Path, providers: tuple[Provider, ...] = ("twilio", "pl
         settings = Settings(_env_file=None, host="127.0.0.1", port=port,
                             public_url=f"http://127.0.0.1:{port}", record_dir=record_dir, **overrides)
         made: list[tuple[str, str]] = []
-        with _Server(settings) as server:
+        with ServedApp(create_app(settings), port=settings.port) as server:
             for provider in providers:
                 for case, place in CASES.items():
                     call_id = asyncio.run(place(provider, server.url, root))

@@ -34,6 +34,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from providers.mulaw import pcm16_to_ulaw, ulaw_to_pcm16
 from providers.resample import resample
 from providers.telephony.base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -64,38 +65,6 @@ SESSION_RATE: Final = 8000  # what the session consumes and produces (mu-law, li
 _MEDIA_HEAD: Final = '{"event":"media","payload":"'
 _MARK_HEAD: Final = '{"event":"mark","name":'
 _CLEAR: Final = '{"event":"clear"}'
-
-
-# --- G.711 mu-law ------------------------------------------------------------------------------------------
-# The same tables as app/audio.py (providers never import app; tests/providers/test_pcm.py checks they agree).
-def _ulaw_decode_table() -> Pcm16:
-    code = ~np.arange(256, dtype=np.int32) & 0xFF
-    exponent = (code & 0x70) >> 4
-    magnitude = (((code & 0x0F) << 3) + 0x84) << exponent
-    return np.where(code & 0x80, 0x84 - magnitude, magnitude - 0x84).astype(np.int16)
-
-
-def _ulaw_encode_table() -> npt.NDArray[np.uint8]:
-    sample = np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.int32)
-    value14 = sample >> 2
-    magnitude = np.minimum(np.abs(value14), 8159) + 0x21
-    segment = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 5, 0, 7)
-    mantissa = np.where(magnitude > 0x1FFF, 0x0F, (magnitude >> (segment + 1)) & 0x0F)
-    code = (segment << 4) | mantissa
-    table: npt.NDArray[np.uint8] = np.where(value14 < 0, code ^ 0x7F, code ^ 0xFF).astype(np.uint8)
-    return table
-
-
-_ULAW_TO_PCM = _ulaw_decode_table()
-_PCM_TO_ULAW = _ulaw_encode_table()
-
-
-def ulaw_decode(data: bytes) -> Pcm16:
-    return _ULAW_TO_PCM[np.frombuffer(data, dtype=np.uint8)]
-
-
-def ulaw_encode(pcm: Pcm16) -> bytes:
-    return _PCM_TO_ULAW[np.asarray(pcm, dtype=np.int16).view(np.uint16)].tobytes()
 
 
 # --- streaming resampler -------------------------------------------------------------------------------------
@@ -225,7 +194,7 @@ class PcmProtocol:
         timestamp_ms = self._in_samples * 1000 // self.rate
         self._in_samples += len(pcm)
         self._chunk += 1
-        return [AudioReceived(ulaw_encode(self._in.feed(pcm)), self._chunk, timestamp_ms)]
+        return [AudioReceived(pcm16_to_ulaw(self._in.feed(pcm)), self._chunk, timestamp_ms)]
 
     def _require_started(self, event: str) -> None:
         if self.stream_id is None:
@@ -251,7 +220,7 @@ class PcmProtocol:
     def media(self, payload: bytes) -> str:
         """Text form of an audio frame: 8 kHz mu-law in, base64 PCM16 at `rate` inside; see `outbound`."""
         self._require_built("media")
-        pcm = self._out.feed(ulaw_decode(payload)).astype("<i2").tobytes()
+        pcm = self._out.feed(ulaw_to_pcm16(payload)).astype("<i2").tobytes()
         return _MEDIA_HEAD + b2a_base64(pcm, newline=False).decode("ascii") + '"}'
 
     def mark(self, name: str) -> str:
