@@ -1,33 +1,53 @@
-"""EchoGuard: removes the agent's own voice from the caller's leg before the speech detector decides.
+"""EchoGuard: removes the agent's own voice from the caller's leg and says how much of what is left is echo.
 
 Theory of operation
 -------------------
 On a speakerphone the caller's microphone hears the agent, and without a guard the detector hears the agent
-"barge in" on itself. The guard keeps the agent's audio indexed by play time (`played(pcm16, start_t)`, fed
-from the playback ledger's timing) and, per 20 ms caller frame (`process(frame, t)`, `t` the frame's arrival
-time, so the frame covers samples [t*8000 - 160, t*8000)):
+"barge in" on itself. The server tells the guard what it plays (`played(pcm16, start_t)`, per chunk, with
+the chunk's planned play start on the caller-frame clock; chunks may come up to a few hundred ms early and
+with gaps), and when a clear cut the rest off (`stop_at(t)`). Per 20 ms caller frame (`process(frame, t)`,
+`t` the frame's arrival time, so the frame covers samples [t*8000 - 160, t*8000)) the guard:
 
-1. Bulk delay. Every `reestimate_s` while the agent is heard, GCC-PHAT between the last second of the
-   caller leg and the agent's audio, both decimated to 4 kHz, over lags `min_delay_ms..max_delay_ms`. PHAT
-   whitening keeps the peak sharp through the band limit, clipping and reverb. A peak that does not stand
-   out of the correlation floor (double talk, silence) leaves the estimate alone.
+1. Bulk delay. GCC-PHAT between the caller leg and the agent's audio, both decimated to 4 kHz, over lags
+   `min_delay_ms..max_delay_ms`; PHAT whitening keeps the peak sharp through the band limit, clipping and
+   reverb. Until the first lock it is tried every `lock_retry_s` from `lock_first_s` after the agent's
+   audio starts (echo needs a few hundred ms of speech to correlate on), later every `reestimate_s`. A
+   peak that does not stand out of the correlation floor (double talk, silence) leaves the estimate alone.
 2. Echo path. A partitioned-block frequency-domain NLMS filter (block = one 20 ms frame, `partitions`
-   blocks: 80 ms of taps) starts `lead_ms` before the estimated delay, so it covers the direct path, the
-   reverb's first 70 ms and a delay error of a few ms either way; the drift between estimates is absorbed
-   by adaptation. A new delay estimate shifts the taps by the change instead of starting over. The gradient
-   is constrained (overlap-save), every partition every frame: with 4 partitions that is two small FFTs.
-3. Double talk. Adaptation freezes while the caller's leg is much louder than the echo can be: louder than
-   `dt_ratio` times the larger of the filter's echo estimate and (echo-path gain x agent energy), with a
-   hangover. The echo-path gain is learnt while converged and starts at 0 dB, so an unconverged filter
-   still adapts on echo at any realistic loss. The caller's voice is never muted: the filter only
-   subtracts its estimate of the echo, and a frozen filter keeps subtracting the echo alone.
-4. Residual echo. ERLE (echo energy in / residual out) is tracked on echo-only frames; the residual echo in
-   a frame is estimated as the echo estimate's energy / ERLE. `echo_fraction` is that residual's share of
-   the cleaned frame's energy (0: all caller or line; 1: all leftover echo), for the detector to discount
-   a candidate that is mostly echo. Optionally (`suppress`) the cleaned frame is also attenuated by
-   sqrt(1 - echo_fraction), floored, which removes residual echo and leaves double talk almost untouched.
+   blocks: 80 ms of taps) starts `lead_ms` before the bulk delay; the drift between estimates is absorbed
+   by adaptation, a jump moves the taps. The reference spectra sit in a doubled ring (each block written
+   twice) so the newest `partitions` are always one contiguous view: no roll, no copy. The gradient is
+   constrained every `constrain_every` frames on the weights, not on every update.
+3. Double talk. Adaptation freezes while the caller's leg is much louder than the echo can be (`dt_ratio`
+   over the larger of the filter's echo estimate and echo-path gain x agent energy), with a hangover.
+   The caller's voice is never muted: the filter only subtracts its estimate of the echo.
+4. Echo fraction. Per frame, the share of the cleaned frame's energy that is leftover echo:
+   - before the delay is locked the filter cannot cancel, so the frame is bounded by the loudest echo the
+     agent's audio could produce at any lag in range (`prelock_gain_db` x `prelock_margin`): a frame under
+     that bound is reported as echo, one above it as mostly caller. The frame is NOT attenuated then
+     (`prelock_floor` = 1): a caller talking over an unlocked guard must get through at once;
+   - after lock, the residual is the echo estimate's energy over the measured ERLE (echo in / residual
+     out on echo-only frames, smoothed) times `residual_margin`, which covers the loudspeaker's
+     non-linear residual, but never more than `echo_bound_margin` x the most the uncancelled echo could
+     be. Frames reported as mostly echo (fraction over `suppress_from`) are attenuated, down to
+     `suppress_floor` at `suppress_full`: leftover echo must not hold the detector in "speaking", or the
+     caller's real onset raises no new candidate. Frames the caller dominates pass untouched.
+5. Candidate check. The fractions and energies of the last `history_s` are kept; `echo_share(since_t,
+   until_t)` is the energy-weighted share of echo in that span. The decision layer rejects a speech
+   candidate whose share is above `reject_share` (ECHO_REJECT_SHARE), e.g. for a SpeechStarted event
+   `guard.echo_share(ev.at - ev.sustained_ms / 1000, ev.at) > ECHO_REJECT_SHARE` -> ignore it.
 
-When no agent audio has played within `max_delay_ms + tail` the frame is returned as is (one comparison).
+When no agent audio can be echoing (nothing played within `max_delay_ms + active_tail_ms`, or the next chunk
+is not due yet) the frame is returned as is; when the reference in the filter's span is silent the filter
+is skipped. Cost: two FFT calls a frame (the last frame's error spectrum is batched with this frame's
+reference block) plus ~25 small numpy calls; numpy's per-call overhead, not arithmetic, is the cost.
+
+Limits (measured with `python -m app.offline.echo_eval`): on the simulated path, whose 100 ppm clock skew
+and jitter-buffer jumps keep moving the echo, the filter reaches only ~7 dB of ERLE. A caller near or under
+the echo's level is then not told from echo by energy: the double-talk test misses them, the filter adapts
+on them, ERLE collapses and they are reported as echo (and attenuated) until they are clearly louder.
+Two cures were tried and dropped because they reported echo as caller after a path jump (self-stops): a
+residual-based double-talk test and a residual-scaled step size (see `_cancel`).
 
 Pure and synchronous: no clock reads (times are arguments), no I/O.
 """
@@ -46,51 +66,101 @@ I16 = npt.NDArray[np.int16]
 F64 = npt.NDArray[np.float64]
 C128 = npt.NDArray[np.complex128]
 
-_RING = 1 << 15  # 4.1 s of history for both legs: estimation window + max delay, with room to spare
+_RING = 1 << 15  # 4.1 s of history for both legs: estimation window + max delay + send-ahead, with room to spare
 _DECIM = 2
+_QUIET = 1.0  # mean square (RMS 1 LSB): a reference block this quiet contributes no echo worth modelling
 
 
 @dataclass(frozen=True)
 class EchoConfig:
-    """The guard's settings; defaults cover the issue's 20-400 ms delay and a 64 ms+ reverb tail."""
+    """Every threshold of the echo guard; defaults cover 20-400 ms of delay, 20 ms of drift, ERL -6..-18 dB.
+
+    Tuned with `python -m app.offline.echo_eval` (espeak agent, tuning-pool callers, simulated phone path).
+    """
 
     min_delay_ms: float = 20.0
     max_delay_ms: float = 400.0
-    lead_ms: float = 12.0  # filter starts this long before the estimated delay
-    partitions: int = 4  # 20 ms each: 80 ms of taps
-    mu: float = 1.0
-    constrain_every: int = 4
-    reestimate_s: float = 0.5
+    lead_ms: float = 12.0  # filter starts this long before the estimated delay: covers a jump of ~12 ms earlier
+    partitions: int = 4  # 20 ms each: 80 ms of taps (direct path, early reflections, most of the tail)
+    mu: float = 0.8  # NLMS step; 0.5 tracked the drift too slowly (echo-only self-stops), 1.5 diverged
+    constrain_every: int = 8  # gradient constraint every 8th update: 1, 4 and 8 gave the same ERLE within 1 dB
+    # First GCC try this long after the agent's audio starts, then every lock_retry_s until locked: each 50 ms
+    # sooner is 50 ms less of uncancelled echo holding the detector in "speaking" (0.3/0.1 s: a caller 1 s
+    # into a reply was detected 19/36 times, 0.15/0.05 s: 29/36).
+    lock_first_s: float = 0.15
+    lock_retry_s: float = 0.05
+    reestimate_s: float = 2.0  # after lock: the filter absorbs drift; GCC only has to catch jitter-buffer jumps
+    relock_retry_s: float = 0.2  # ... but while the locked filter cancels under `converged_erle`, this often
     window_s: float = 0.5  # caller-leg history correlated per estimate: short, as drift smears the peak
     min_peak_ratio: float = 6.0  # GCC peak over the correlation's RMS floor: two such estimates must agree
     sure_peak_ratio: float = 12.0  # ... or one this clear is taken alone
     agree_ms: float = 2.0
-    jump_ms: float = 3.0  # a GCC delay this far from the current one moves the filter at once
-    converged_erle: float = 2.0  # 3 dB: from here on the filter's own peak tap tracks the drift
+    jump_ms: float = 3.0  # a GCC delay this far from the current one moves the filter (when confirmed)
+    keep_peak_share: float = 0.5  # ... unless the correlation at the current delay is still this share of the peak
+    converged_erle: float = 2.0  # 3 dB: from here on the filter's own peak tap tracks the drift ...
+    recentre_max_ms: float = 4.0  # ... by at most this much at a time (drift creeps; jumps are GCC's)
     dt_ratio: float = 4.0  # 6 dB: caller leg this much louder than the echo could be -> double talk
     dt_hangover_frames: int = 5
     active_tail_ms: float = 150.0  # keep running this long after the last echo could have arrived
+    prelock_gain_db: float = 0.0  # before lock: assume the loudest echo path (0 dB ERL; real ones are -6 and under)
+    prelock_margin: float = 2.0  # x the loudest 20 ms of agent audio in the lag range: reverb and clipping
+    # Until a delay first locks, levels alone bound the echo for this long into the call's first reply (the
+    # longest echo delay, 400 ms, plus time for GCC to lock on it); past it with no lock, the line has no echo.
+    prelock_evidence_s: float = 0.8
+    # ... and from then on, with no echo path found, GCC looks for one this often instead of every
+    # `lock_retry_s`: the guard costs almost nothing on a handset line, the common case, and an echo that
+    # appears later (the caller switches to speakerphone) is found within this long.
+    dormant_retry_s: float = 0.5
+    prelock_floor: float = 1.0  # before lock nothing is attenuated: the fraction (echo_share) alone tells echo
+    residual_margin: float = 4.0  # residual estimate x this for echo_fraction: the non-linear residual varies a lot
+    echo_bound_margin: float = 2.0  # ... but never more echo than 2 x the most the uncancelled echo could be
     suppress: bool = True
-    suppress_floor: float = 0.03  # -30 dB at most
+    suppress_floor: float = 0.03  # -30 dB at most, and only on frames reported as (nearly) all echo
+    # Attenuation starts at this echo_fraction (gain 1) and reaches the floor at suppress_full, linear in
+    # amplitude between. sqrt(1 - fraction) (margins 1.5-4) took 2-7 dB off callers and did no better.
+    suppress_from: float = 0.5
+    suppress_full: float = 0.95
+    history_s: float = 4.0  # per-frame fractions kept for echo_share()
+    # echo_share above this: the candidate is echo. On the pool (echo_eval --limit 12 --echo-seeds 4 --shares)
+    # the 42 echo-only candidates read 0.78-1.00 (the two under 0.9 just after drift jumps at ERL -6 dB), the
+    # callers' first candidates 0.00-0.41 but for two: 0.68, and 1.00 (a caller 7 dB under the echo).
+    reject_share: float = 0.75
 
     def __post_init__(self) -> None:
         if not 0 < self.min_delay_ms < self.max_delay_ms:
             raise ValueError("need 0 < min_delay_ms < max_delay_ms")
         if self.partitions < 1 or not 0 < self.mu < 2:
             raise ValueError("need partitions >= 1 and 0 < mu < 2")
+        if not 0.0 <= self.reject_share <= 1.0:
+            raise ValueError("need 0 <= reject_share <= 1")
+
+
+ECHO_REJECT_SHARE = EchoConfig().reject_share
 
 
 def _energy(x: F64) -> float:
-    """Sum of squares. Not `x @ x`: that goes to BLAS, whose threads cost milliseconds on a busy host."""
-    return float(np.einsum("i,i->", x, x))
+    """Sum of squares of a 1-D float64 array (a 160-320 sample dot product: far under BLAS's threading size)."""
+    return float(np.dot(x, x))
+
+
+def _fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: pocketfft is as fast there as at a power of two, and up to ~45% shorter."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p235 = p35
+            while p235 < n:
+                p235 *= 2
+            best = min(best, p235)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 class _Ring:
-    """Samples indexed by absolute sample number (play time x 8000); unwritten spans read as zeros.
-
-    Holds the newest 4 s: the agent's audio must be recorded when it is sent (a few hundred ms ahead of
-    playing), not a whole reply at once, or its start is overwritten before its echo comes back.
-    """
+    """Samples indexed by absolute sample number (play time x 8000); unwritten spans read as zeros."""
 
     def __init__(self) -> None:
         # float32: the rings are most of a call's memory (2 x 128 KB), and int16 samples fit exactly.
@@ -98,12 +168,21 @@ class _Ring:
         self.end = 0  # one past the last sample written
 
     def write(self, start: int, x: F64) -> None:
+        i = start % _RING
+        if start == self.end and i + len(x) <= _RING:  # the usual case: the next frame, no wrap
+            self.buf[i : i + len(x)] = x
+            self.end += len(x)
+            return
         if start > self.end:  # a gap (nothing played): stale samples there must read as silence
             self._fill(self.end, np.zeros(min(start - self.end, _RING)))
         if len(x) > _RING:  # only the newest _RING samples can be kept
             start, x = start + len(x) - _RING, x[-_RING:]
         self._fill(start, x)
         self.end = max(self.end, start + len(x))
+
+    def truncate(self, end: int) -> None:
+        """Forget everything from sample `end` on (it was never played)."""
+        self.end = min(self.end, end)
 
     def _fill(self, start: int, x: F64) -> None:
         i = start % _RING
@@ -131,129 +210,336 @@ class EchoGuard:
         self.config = c = config or EchoConfig()
         self._ref = _Ring()
         self._mic = _Ring()
+        self._run_start: float | None = None  # play start of the agent's current stretch of audio
+        self._first_run_start: float | None = None  # ... of the call's first stretch
+        self.echo_seen = False  # a delay has locked in this call: there is an echo path
         self._last_play_end: float | None = None
+        self._active_from, self._active_until = math.inf, -math.inf  # active() while from < t < until
         p, bins = c.partitions, FRAME + 1
         self._w: C128 = np.zeros((p, bins), np.complex128)
-        self._x: C128 = np.zeros((p, bins), np.complex128)  # row 0: newest reference block spectrum
-        self._x_start: int | None = None  # where row 0's block starts in the reference
+        # Reference spectra, newest first, in p + 1 slots each written twice (rows h and h + p + 1), so rows
+        # h..h+p-1 are always one contiguous view: the filter's input.
+        self._xbuf: C128 = np.zeros((2 * (p + 1), bins), np.complex128)
+        self._pbuf: F64 = np.zeros((2 * (p + 1), bins))  # |X|^2 of the same rows
+        self._power: F64 = np.full(bins, 1e-3)  # sum of |X|^2 over the filter's rows, kept incrementally, + _reg
+        self._h = 0
+        self._reg = 1e-3
+        self._prod: C128 = np.zeros((p, bins), np.complex128)  # scratch: W * X, then the gradient
+        self._quiet_blocks = p + 2  # consecutive quiet reference blocks: >= p means the filter's input is silent
+        self._x_start: int | None = None  # where the newest block starts in the reference
+        # Row 0: [zeros, last error] (the error's overlap-save input); row 1: the next reference block pair.
+        self._pair: F64 = np.zeros((2, 2 * FRAME))
+        self._pad = self._pair[0]
+        self._pending = False  # a weight update waits for the next frame's FFT
         self.delay: int | None = None  # bulk delay in samples (filter starts at delay - lead)
-        self._next_estimate = 0.0
+        self._next_estimate: float | None = None
         self._gain2 = 1.0  # echo-path energy gain, learnt; 0 dB until then
-        self._erle = 1.0  # echo energy / residual energy, smoothed over echo-only frames
+        self._erle_in = 1.0  # smoothed echo energy on echo-only frames ...
+        self._erle_out = 1.0  # ... and the residual left of it: ERLE = in / out
+        self._converged = False  # has ERLE reached converged_erle since the last (re)lock?
         self._dt_left = 0
         self._frames = 0
         self.double_talk = False
         self.peak_ratio = 0.0  # the last delay estimate's GCC peak over its floor
         self._candidate: int | None = None  # the last GCC lag, awaiting confirmation
+        hist = max(1, round(c.history_s * SAMPLE_RATE / FRAME))
+        self._h_t = np.full(hist, -np.inf)  # frame end times ...
+        self._h_energy = np.zeros(hist)  # ... cleaned-frame energy (before suppression) ...
+        self._h_echo = np.zeros(hist)  # ... and the echo part of it
+        self._h_i = 0
+        self._prelock_gain2 = 10 ** (c.prelock_gain_db / 10) * c.prelock_margin
 
     # -- the agent's side ------------------------------------------------------------------------
     def played(self, pcm16: I16, start_t: float) -> None:
-        """The agent's audio `pcm16` starts playing at `start_t` (seconds, the caller-frame clock)."""
+        """The agent's audio `pcm16` is to play from `start_t` (seconds, the caller-frame clock).
+
+        Chunks may come ahead of their play time and with gaps between them (the gap reads as silence).
+        """
         if len(pcm16) == 0:
             return
+        c = self.config
         start = round(start_t * SAMPLE_RATE)
         self._ref.write(start, pcm16.astype(np.float64))
         end_t = start_t + len(pcm16) / SAMPLE_RATE
+        idle = (c.max_delay_ms + c.active_tail_ms) / 1000.0
+        if self._last_play_end is None or start_t > self._last_play_end + idle:
+            self._run_start = start_t  # a new stretch of agent audio after the guard went idle
+            if self._first_run_start is None:
+                self._first_run_start = start_t
+            if self.delay is None:
+                self._next_estimate = None  # try to lock from this stretch's start
+        elif self._run_start is not None:
+            self._run_start = min(self._run_start, start_t)
         self._last_play_end = end_t if self._last_play_end is None else max(self._last_play_end, end_t)
+        self._refresh_window()
+
+    def stop_at(self, t: float) -> None:
+        """Agent audio `played()` for after `t` did not play (a clear cut it): expect no echo of it."""
+        end = round(t * SAMPLE_RATE)
+        self._ref.truncate(end)
+        if self._last_play_end is not None and self._last_play_end > t:
+            self._last_play_end = t
+            if self._run_start is not None and self._run_start >= t:
+                self._run_start = self._last_play_end = None  # nothing of this stretch played at all
+        self._refresh_window()
 
     def active(self, t: float) -> bool:
-        """Agent audio played recently enough that its echo may be in a frame arriving at `t`."""
+        """Agent audio has played recently enough that its echo may be in a frame arriving at `t`."""
+        return self._active_from < t < self._active_until
+
+    def _refresh_window(self) -> None:
+        """Cache active()'s bounds: it runs on every caller frame of the call, these change per chunk."""
         c = self.config
-        return (
-            self._last_play_end is not None and t - self._last_play_end < (c.max_delay_ms + c.active_tail_ms) / 1000.0
-        )
+        if self._run_start is None or self._last_play_end is None:
+            self._active_from, self._active_until = math.inf, -math.inf
+        else:
+            self._active_from = self._run_start + c.min_delay_ms / 1000.0
+            self._active_until = self._last_play_end + (c.max_delay_ms + c.active_tail_ms) / 1000.0
+
+    def echo_share(self, since_t: float, until_t: float) -> float:
+        """Share in [0, 1] of the caller leg's energy in frames ending in (since_t, until_t] that is echo.
+
+        Energy-weighted over the frames' fractions: 0 when the agent was silent or the caller dominated,
+        near 1 when the span is (residual) echo. Spans older than `history_s` read as 0 (nothing known).
+        A speech candidate whose share is above `config.reject_share` is the agent's own echo.
+        """
+        mask = (self._h_t > since_t + 1e-9) & (self._h_t <= until_t + 1e-9)
+        total = float(self._h_energy[mask].sum())
+        if total <= 0.0:
+            return 0.0
+        return min(1.0, float(self._h_echo[mask].sum()) / total)
+
+    def _record(self, t: float, energy: float, fraction: float) -> None:
+        i = self._h_i
+        self._h_t[i] = t
+        self._h_energy[i] = energy
+        self._h_echo[i] = energy * fraction
+        self._h_i = (i + 1) % len(self._h_t)
 
     # -- the caller's side -----------------------------------------------------------------------
     def process(self, mic_pcm16_frame: I16, t: float) -> tuple[I16, float]:
         """Clean one caller frame arriving at `t`: (frame with the echo estimate removed, echo_fraction)."""
         n = len(mic_pcm16_frame)
-        end = round(t * SAMPLE_RATE)
         if not self.active(t):
+            # No echo possible: the frame counts as caller only in any span it falls in.
+            self._record(t, _energy(mic_pcm16_frame.astype(np.float64)), 0.0)
             return mic_pcm16_frame, 0.0
+        end = round(t * SAMPLE_RATE)
         mic = mic_pcm16_frame.astype(np.float64)
         self._mic.write(end - n, mic)
         if n != FRAME:
+            self._record(t, _energy(mic), 0.0)
             return mic_pcm16_frame, 0.0  # the filter's block is one telephony frame; others pass as they are
-        if t >= self._next_estimate:
-            self._next_estimate = t + self.config.reestimate_s
-            # GCC catches jumps (a jitter buffer re-sizing) wherever they land; the converged filter's own
-            # peak follows small moves more precisely than GCC can through drift and reverb.
-            if not self._estimate_delay(end) and self.delay is not None and self._erle >= self.config.converged_erle:
-                self._recentre()
+        if self._next_estimate is None or t >= self._next_estimate:
+            self._maybe_estimate(end, t)
         if self.delay is None:
-            e, fraction = self._before_lock(mic, end)
+            e, e_e, fraction, gain = self._before_lock(mic, end)
         else:
-            e, fraction = self._cancel(mic, end)
-        return np.clip(np.round(e), -32768, 32767).astype(np.int16), fraction
+            e, e_e, fraction, gain = self._cancel(mic, end)
+        self._record(t, e_e, fraction)
+        if gain != 1.0:
+            e *= gain  # in place: the mic ring keeps its own copy
+        np.minimum(e, 32767.0, out=e)  # the ufuncs, not np.clip: its Python wrapper is most of its cost here
+        np.maximum(e, -32768.0, out=e)
+        return e.astype(np.int16), fraction  # truncated, not rounded: under 1 LSB, one numpy call less
 
-    def _before_lock(self, mic: F64, end: int) -> tuple[F64, float]:
-        """No delay yet (the first ~0.5-1 s of agent audio): bound the echo by the loudest it could be.
+    def _maybe_estimate(self, end: int, t: float) -> None:
+        c = self.config
+        if self._next_estimate is None:
+            assert self._run_start is not None
+            self._next_estimate = self._run_start + c.lock_first_s
+        if t < self._next_estimate:
+            return
+        if self.delay is None:
+            self._next_estimate = t + (c.dormant_retry_s if self._dormant(t) else c.lock_retry_s)
+        elif self._erle() < c.converged_erle:
+            # Locked but not cancelling: most often the echo jumped (a jitter buffer re-sized). Look again
+            # soon instead of waiting out `reestimate_s` with the echo going through uncancelled.
+            self._next_estimate = t + c.relock_retry_s
+        else:
+            self._next_estimate = t + c.reestimate_s
+        # GCC catches jumps (a jitter buffer re-sizing) wherever they land; the converged filter's own
+        # peak follows small moves more precisely than GCC can through drift and reverb.
+        if not self._estimate_delay(end) and self.delay is not None and self._erle() >= c.converged_erle:
+            self._recentre()
 
-        The bound is the agent's mean energy over the whole delay range times the echo-path gain (0 dB until
-        measured): a frame under it may be all echo, one `dt_ratio` over it is the caller. Until the
-        first lock, a caller quieter than the agent is attenuated like echo; that is the price of not
-        stopping on our own voice in the first second of every reply.
+    def _erle(self) -> float:
+        return self._erle_in / max(self._erle_out, 1e-3)
+
+    def _before_lock(self, mic: F64, end: int) -> tuple[F64, float, float, float]:
+        """No delay yet (the first ~0.3-0.6 s of agent audio): bound the echo by the loudest it could be.
+
+        A frame under the bound may be all echo and is reported so; the frame itself is not touched
+        (`prelock_floor`), so a caller who talks over the very start of a reply is heard at once.
         """
         c = self.config
-        dmin = round(c.min_delay_ms * SAMPLE_RATE / 1000)
-        dmax = round(c.max_delay_ms * SAMPLE_RATE / 1000)
-        ref_e = _energy(self._ref.read(end - dmax - FRAME, dmax - dmin + FRAME)) / (dmax - dmin + FRAME)
-        mic_e = _energy(mic) / FRAME
-        bound = self._gain2 * ref_e
-        self.double_talk = mic_e > c.dt_ratio * bound + 1.0
-        if self.double_talk or bound <= 1.0:
-            return mic, 0.0
-        fraction = min(1.0, bound / max(mic_e, 1e-3))
-        if c.suppress:
-            mic = mic * max(c.suppress_floor, math.sqrt(1.0 - fraction))
-        return mic, fraction
+        mic_e = _energy(mic)
+        # No echo path found in this call yet, and the first reply has played long enough for one to lock:
+        # there is no echo to bound (a handset, a headset), so nothing is called echo on levels alone. Without
+        # this, every caller quieter than the agent's own audio would count as echo on such a line.
+        fraction = 0.0 if self._dormant(end / SAMPLE_RATE) else self._unlocked_fraction(mic_e, end)
+        self.double_talk = mic_e > FRAME and fraction < 1.0 / c.dt_ratio
+        gain = max(c.prelock_floor, math.sqrt(1.0 - fraction)) if c.suppress else 1.0
+        return mic, mic_e, fraction, gain
 
-    def _cancel(self, mic: F64, end: int) -> tuple[F64, float]:
+    def _dormant(self, t: float) -> bool:
+        """No echo path has locked in this call, and the first reply has played long enough for one to."""
+        first = self._first_run_start
+        return not self.echo_seen and first is not None and t - first > self.config.prelock_evidence_s
+
+    def _unlocked_fraction(self, energy: float, end: int) -> float:
+        """Echo fraction of a frame of `energy` by levels alone: what the agent's audio could explain.
+
+        The bound is the loudest 20 ms of the agent's audio anywhere in the delay range, times the assumed
+        worst echo path (`prelock_gain_db` x `prelock_margin`).
+        """
+        c = self.config
+        dmin = round(c.min_delay_ms * SAMPLE_RATE / 1000) // FRAME * FRAME
+        dmax = -(-round(c.max_delay_ms * SAMPLE_RATE / 1000) // FRAME) * FRAME
+        span = self._ref.read(end - dmax - FRAME, dmax - dmin + FRAME).reshape(-1, FRAME)
+        bound = self._prelock_gain2 * float(np.einsum("ij,ij->i", span, span).max())
+        if bound <= FRAME or energy <= 0.0:
+            return 0.0
+        return min(1.0, bound / energy)
+
+    def _push_reference(self, start: int) -> F64:
+        """Shift the newest reference block (starting at `start`) into the filter's input; return it.
+
+        The last frame's pending weight update is applied first, with its error spectrum computed in the
+        same FFT call as this block's spectrum: the update is exactly the one the last frame would have
+        made (it uses the last frame's rows and power), at one numpy call fewer per frame.
+        """
+        c = self.config
+        p = c.partitions
+        if self._x_start is None or start != self._x_start + FRAME:
+            # A new delay or a gap in the frames: the older rows no longer line up, so rebuild them all.
+            self._pending = False  # an update for rows that no longer line up would be wrong
+            self._xbuf[:] = 0.0
+            self._pbuf[:] = 0.0
+            self._power[:] = self._reg
+            self._quiet_blocks = 0
+            for back in range(p - 1, 0, -1):
+                older = self._ref.read(start - (back + 1) * FRAME, 2 * FRAME)
+                self._push_one(None if self._quiet(older) else np.fft.rfft(older))
+        ref2 = self._ref.read(start - FRAME, 2 * FRAME)
+        self._x_start = start
+        quiet = self._quiet(ref2)
+        x: C128 | None = None
+        if self._pending:
+            self._pending = False
+            if quiet:
+                self._update(np.fft.rfft(self._pad))
+            else:
+                self._pair[1] = ref2
+                spec = np.fft.rfft(self._pair, axis=1)
+                self._update(spec[0])
+                x = spec[1]
+        elif not quiet:
+            x = np.fft.rfft(ref2)
+        self._push_one(x)
+        return ref2
+
+    @staticmethod
+    def _quiet(ref2: F64) -> bool:
+        return float(np.dot(ref2, ref2)) <= _QUIET * 2 * FRAME
+
+    def _push_one(self, x: C128 | None) -> None:
+        """Make `x` (None: a quiet block, all zeros) the newest row; the oldest row leaves the filter's view."""
+        p = self.config.partitions
+        slots = p + 1
+        h = self._h = (self._h - 1) % slots
+        # p + 1 slots, each doubled: rows h..h+p-1 are the filter's input, h+1..h+p the last frame's (for
+        # its pending update). The row leaving the view is h + p, still intact.
+        dropped = self._pbuf[h + p]
+        if x is None:
+            self._quiet_blocks += 1
+            if self._quiet_blocks > slots:  # every row is zeros already
+                return
+            self._power -= dropped
+            self._xbuf[h] = self._xbuf[h + slots] = 0.0
+            self._pbuf[h] = self._pbuf[h + slots] = 0.0
+            return
+        self._quiet_blocks = 0
+        sq = np.square(x.view(np.float64))  # re^2, im^2 interleaved: two numpy calls for |X|^2, not three
+        pw = np.add.reduce(sq.reshape(-1, 2), axis=1)
+        self._power += pw - dropped
+        self._xbuf[h] = self._xbuf[h + slots] = x
+        self._pbuf[h] = self._pbuf[h + slots] = pw
+
+    def _cancel(self, mic: F64, end: int) -> tuple[F64, float, float, float]:
         c = self.config
         assert self.delay is not None
+        p = c.partitions
         start = end - FRAME - self.delay + round(c.lead_ms * SAMPLE_RATE / 1000)
-        # Overlap-save: the newest block's spectrum covers [previous block, this block].
-        ref2 = self._ref.read(start - FRAME, 2 * FRAME)
-        if self._x_start is not None and start == self._x_start + FRAME:
-            self._x = np.roll(self._x, 1, axis=0)
-            self._x[0] = np.fft.rfft(ref2)
-        else:  # a new delay or a gap in the frames: the older rows no longer line up, so rebuild them all
-            p = c.partitions
-            older = self._ref.read(start - p * FRAME, (p + 1) * FRAME)
-            for i in range(p):
-                self._x[i] = np.fft.rfft(older[(p - 1 - i) * FRAME : (p + 1 - i) * FRAME])
-        self._x_start = start
-        y = np.fft.irfft((self._w * self._x).sum(axis=0), 2 * FRAME)[FRAME:]
+        ref2 = self._push_reference(start)
+        mic_e = float(np.dot(mic, mic))
+        if self._quiet_blocks >= p:  # nothing in the filter's span: no echo to model or to report
+            self._dt_left = max(0, self._dt_left - 1)
+            self.double_talk = self._dt_left > 0
+            return mic, mic_e, 0.0, 1.0
+        h = self._h
+        x = self._xbuf[h : h + p]
+        np.multiply(self._w, x, out=self._prod)
+        # np.add.reduce, not .sum(): the method's Python wrapper costs as much as the addition here.
+        y = np.fft.irfft(np.add.reduce(self._prod, axis=0), 2 * FRAME)[FRAME:]
         e = mic - y
-        ref_e = _energy(ref2[FRAME:]) / FRAME
-        mic_e = _energy(mic) / FRAME
-        y_e = _energy(y) / FRAME
-        e_e = _energy(e) / FRAME
+        newest = ref2[FRAME:]
+        ref_e = float(np.dot(newest, newest))  # np.dot inline: at 160 samples the call overhead is the cost
+        y_e = float(np.dot(y, y))
+        e_e = float(np.dot(e, e))
         # Double talk: the caller's leg is louder than any echo of this frame's reference could be.
+        # Tried and dropped, both for reporting echo as caller: freezing on "residual far over the usual
+        # leftover" (alone: after a drift jump; with "<mic, y> still ~ <y, y>" as a guard: after a partial
+        # misalignment the filter still half-matches, and echo leaked as "caller" for over a second).
+        # The price: a caller near the echo's level is adapted on, ERLE collapses and the caller is
+        # reported as echo and attenuated until the caller is clearly louder (see the module's limits).
         bound = max(y_e, self._gain2 * ref_e)
-        if mic_e > c.dt_ratio * bound + 1.0:
+        expected = bound / max(self._erle(), 1.0)  # the residual echo alone would leave
+        if mic_e > c.dt_ratio * bound + FRAME:
             self._dt_left = c.dt_hangover_frames
         else:
             self._dt_left = max(0, self._dt_left - 1)
         self.double_talk = self._dt_left > 0
-        if not self.double_talk and ref_e > 1.0:
-            self._adapt(e)
-            if y_e > 1.0:
-                self._erle = 0.9 * self._erle + 0.1 * min(1000.0, mic_e / max(e_e, 1e-3))
-                if self._erle > 4.0:  # converged enough (6 dB) that y measures the echo path
+        if not self.double_talk and ref_e > FRAME:
+            self._pending = True  # applied next frame, its FFT batched with the next reference block's
+            np.multiply(e, c.mu, out=self._pair[0, FRAME:])  # the step size, folded into the error
+            if y_e > FRAME:
+                self._erle_in = 0.9 * self._erle_in + 0.1 * mic_e
+                self._erle_out = 0.9 * self._erle_out + 0.1 * e_e
+                if self._erle() > 4.0:  # converged enough (6 dB) that y measures the echo path
                     self._gain2 = 0.95 * self._gain2 + 0.05 * min(1.0, y_e / ref_e)
-        residual = max(y_e, self._gain2 * ref_e) / max(self._erle, 1.0)
-        fraction = min(1.0, residual / max(e_e, 1e-3))
-        if c.suppress and fraction > 0.0:
-            e = e * max(c.suppress_floor, math.sqrt(1.0 - fraction))
-        return e, fraction
+        # The residual estimate leans on ERLE, which a caller near the echo's level drags down (see above).
+        # Whatever ERLE says, a frame cannot hold more echo than `echo_bound_margin` x the most the echo
+        # could be (the filter's estimate, or path gain x reference): energy beyond that is the caller's,
+        # so it is neither reported as echo nor attenuated.
+        most = c.echo_bound_margin * bound
+        fraction = min(1.0, c.residual_margin * expected / max(e_e, 1e-3), most / max(e_e, 1e-3))
+        gain = 1.0
+        if c.suppress and fraction > c.suppress_from:
+            # Frames that are (nearly) all leftover echo go down to the floor; frames where the caller
+            # carries half or more of the energy pass untouched, so the caller's onset is heard at once.
+            keep = (c.suppress_full - fraction) / (c.suppress_full - c.suppress_from)
+            gain = max(c.suppress_floor, min(1.0, keep), math.sqrt(max(0.0, 1.0 - most / max(e_e, 1e-3))))
+        if not self._converged:
+            if self._erle() >= c.converged_erle:
+                self._converged = True
+            else:
+                # (Re)locked, not cancelling yet: a wrong first lock also makes the double-talk test fire on
+                # echo. Report at least what the levels alone say, as before the lock; the attenuation
+                # above stays the filter's, so a caller is not cut meanwhile. (Not once converged: ERLE
+                # also falls when a caller near the echo's level is adapted on, and that is the caller.)
+                fraction = max(fraction, self._unlocked_fraction(e_e, end))
+        return e, e_e, fraction, gain
 
-    def _adapt(self, e: F64) -> None:
+    def _update(self, err: C128) -> None:
+        """NLMS step with the last frame's error spectrum `err`; called before the new block is pushed."""
         c = self.config
-        err = np.fft.rfft(np.concatenate((np.zeros(FRAME), e)))
-        power = (self._x.real**2 + self._x.imag**2).sum(axis=0)
-        step = c.mu / (power + 1e-3 * (float(power.mean()) + 1.0))
-        self._w += np.conj(self._x) * (err * step)
+        p = c.partitions
+        h = self._h
+        np.divide(err, self._power, out=err)  # err already carries mu (see _cancel); _power the regulariser
+        g = np.conjugate(self._xbuf[h : h + p], out=self._prod)
+        g *= err
+        self._w += g
         # Gradient constraint: keep each partition's taps to its own 160 (linear, not circular convolution).
         # Applied to the weights every `constrain_every` frames rather than to every update: the updates in
         # between wrap only a little, and the two FFTs are a third of the frame's cost (numpy per-call cost).
@@ -262,12 +548,20 @@ class EchoGuard:
             taps = np.fft.irfft(self._w, 2 * FRAME, axis=1)
             taps[:, FRAME:] = 0.0
             self._w = np.fft.rfft(taps, axis=1)
+            # No drift from the running sum; and the NLMS regulariser, a thousandth of the mean bin power,
+            # refreshed here rather than every frame and kept inside _power (one numpy call less a frame).
+            np.add.reduce(self._pbuf[h : h + p], axis=0, out=self._power)
+            self._reg = 1e-3 * (float(self._power.sum()) / len(self._power) + 1.0)
+            self._power += self._reg
 
     # -- bulk delay ------------------------------------------------------------------------------
     def _estimate_delay(self, end: int) -> bool:
         """Run GCC-PHAT; True if it moved the delay by more than `jump_ms`."""
         c = self.config
-        win = round(c.window_s * SAMPLE_RATE)
+        # No older than the agent's audio can have echoed: early tries correlate less silence, and cost less.
+        assert self._run_start is not None
+        since_s = end / SAMPLE_RATE - self._run_start - c.min_delay_ms / 1000
+        win = round(min(c.window_s, max(0.2, since_s)) * SAMPLE_RATE) // _DECIM * _DECIM
         dmin = round(c.min_delay_ms * SAMPLE_RATE / 1000)
         dmax = round(c.max_delay_ms * SAMPLE_RATE / 1000)
         mic = self._mic.read(end - win, win)
@@ -276,7 +570,7 @@ class EchoGuard:
             return False  # too quiet to say
         m = mic.reshape(-1, _DECIM).mean(axis=1)
         r = ref.reshape(-1, _DECIM).mean(axis=1)
-        size = 1 << int(math.ceil(math.log2(len(m) + len(r))))
+        size = _fft_size(len(m) + len(r))
         cross = np.conj(np.fft.rfft(m, size)) * np.fft.rfft(r, size)
         # PHAT weighting, regularised: bins the band limit emptied would otherwise add pure noise.
         mag = np.abs(cross)
@@ -301,8 +595,16 @@ class EchoGuard:
         self._candidate = lag
         if not (self.peak_ratio >= c.sure_peak_ratio or agree):
             return False
-        if self.delay is not None and abs(lag - self.delay) <= c.jump_ms * SAMPLE_RATE / 1000:
-            return False
+        if self.delay is not None:
+            if abs(lag - self.delay) <= c.jump_ms * SAMPLE_RATE / 1000:
+                return False
+            # Moving a locked filter throws away what it learnt, and a voiced agent (periodic pitch, repeated
+            # syllables) gives strong stray peaks: move only on two agreeing estimates, and only if the
+            # current delay's correlation has really faded (measured: one lone peak moved a correct lock
+            # 68 ms off, and the echo then passed as "double talk").
+            k_now = (dmax - self.delay) // _DECIM
+            if not agree or (0 <= k_now < len(seg) and seg[k_now] > c.keep_peak_share * seg[k]):
+                return False
         if self.delay is None:
             # First lock: the echo path's gain from the window's levels (mostly echo, or GCC would not
             # have locked), doubled for margin, so double talk is told from echo before the filter converges.
@@ -318,12 +620,15 @@ class EchoGuard:
         taps = np.fft.irfft(self._w, 2 * FRAME, axis=1)[:, :FRAME].reshape(-1)
         peak = int(np.argmax(np.abs(taps)))
         shift = peak - round(self.config.lead_ms * SAMPLE_RATE / 1000)
-        if abs(shift) > 2:
+        # Only small moves: drift is slow, and a barely converged filter's strongest tap can sit anywhere
+        # (measured: a 68 ms "recentre" 0.1 s after a correct lock). Jumps are GCC's to find.
+        if 2 < abs(shift) <= self.config.recentre_max_ms * SAMPLE_RATE / 1000:
             self._set_delay(self.delay + shift)
 
     def _set_delay(self, lag: int) -> None:
         if self.delay is None:
             self.delay = lag
+            self.echo_seen = True
             return
         shift = lag - self.delay
         if abs(shift) <= 2:
@@ -340,4 +645,6 @@ class EchoGuard:
         blocks[:, :FRAME] = moved.reshape(p, FRAME)
         self._w = np.fft.rfft(blocks, axis=1)
         self.delay = lag
-        self._erle = 1.0  # a jump means the filter was wrong for a while: trust the level bound until it re-converges
+        # A jump means the filter was wrong for a while: trust the level bound until it re-converges.
+        self._erle_in = self._erle_out = 1.0
+        self._converged = False

@@ -7,9 +7,15 @@ talking: the caller's turns need the same decisions, and Silero's recurrent stat
 
 Layers, cheapest first:
 
-1. Energy gate, per 20 ms frame: a frame quieter than `energy_gate_dbfs` is never speech. It sits well
+1. Energy gates, per 20 ms frame: a frame quieter than `energy_gate_dbfs` is never speech. It sits well
    below quiet talkers (the corpus's quietest word peaks near -42 dBFS); hiss and hum above it are left to
    Silero to reject, because a gate high enough to reject them would also reject soft speech.
+   On top of it, the line's own noise floor (`noise_floor.NoiseFloor`, the quietest frame of the last
+   `floor_window_ms`): a window can start speech only if its loudest frame is `snr_db` above that floor.
+   So the gate adapts per call: on a quiet line the absolute gate is the bound and a quiet talker is
+   heard; on a car or cafe line, and after hiss steps up (within one floor window), only what stands out
+   of the line's noise can start speech. The floor costs two comparisons a frame, and no logarithm:
+   it is kept, like the gate, as a frame's sum of squares.
 2. webrtcvad, per exact 20 ms frame, optional (`use_webrtc`, off by default). It calls most steady noise
    speech, so it can only corroborate, never classify; on the corpus, requiring it changed no decision in
    modes 0-2 and lost a word in mode 3, so it stays a configurable layer that costs nothing when off.
@@ -17,11 +23,24 @@ Layers, cheapest first:
    `SileroBatcher` on EVERY window so the model's state stays warm. A window's cheap-layer verdict is the OR
    over the 20 ms frames that end inside it (those are exactly the complete frames that overlap it).
 
-Each window is classified as SPEECH (probability >= silero_threshold and the cheap layers agree), WEAK
-(probability >= silero_release, energy gate passed: still speech once speech has started) or SILENCE.
+Each window is classified as SPEECH (probability >= silero_threshold and the cheap layers agree, the
+floor's SNR included), WEAK (probability >= silero_release, absolute gate passed: still speech once speech
+has started; the floor is not asked, so a turn in noise is not cut) or SILENCE.
 Then the hysteresis below turns windows into events. "Sustained" counts audio time (32 ms per window);
 "silence" is measured on the arrival clock, so a timer calling `tick(now)` ends a turn on time even when
 the phone leg stops sending frames.
+
+Hooks for the decision layer that sits after this one:
+
+- `recent(since_t)`: the audio as fed and the windows' probabilities of the last `recent_ms`, from a
+  preallocated ring (one slice copy a frame), for a second look at a candidate from `speech_started_at`.
+- `rearm(now)`: the candidate was rejected (noise, echo, a backchannel talked over): back to QUIET
+  through the table (Observation.REJECTED), without SpeechStopped, so the next onset is a fresh
+  SpeechStarted.
+- `on_pause`: told `SpeechPaused` once per pause, when speech has been silent for `pause_ms` (a
+  "mm-hmm" is over long before turn_end_silence_ms). It is a callback, not a feed() result, so consumers
+  of VadEvent (the detector's policy table) are unchanged. `speech_ms` and `silence_ms(now)` read the same
+  timers.
 
 The only time source is the `now` passed in; nothing here reads a clock. `feed` awaits only the batcher,
 and, on a frame longer than WINDOWS_PER_TURN windows, the loop itself now and then: the work of one frame is
@@ -40,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
+from app.bargein.noise_floor import NoiseFloor, dbfs_of_energy, energy_of_dbfs
 from app.bargein.silero import WINDOW, SileroStream, WindowScorer
 
 if typing.TYPE_CHECKING:
@@ -54,6 +74,7 @@ _SILENT_DBFS = -120.0
 # the energy gate are only queued (no await). Yield to the loop after this many windows without an await, so
 # one long frame cannot hold the loop: 64 windows (2 s of audio) take about 0.5 ms here.
 WINDOWS_PER_TURN = 64
+_RING_UNIT = FRAME * WINDOW // math.gcd(FRAME, WINDOW)  # 1280 samples: frames and windows both tile it
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,15 @@ class VadConfig:
     A lower threshold with a longer guard (0.8 x 96 ms) was slower and stopped on twice as much noise. On
     noisy, band-limited lines Silero is less sure of speech; 0.85 x 64 ms keeps detection there at some
     cost in false stops (the evaluator's --phone-band / --noise conditions show the trade).
+
+    The floor's two thresholds were fitted on the training pool only (corpus-pool without its dev_overlap
+    clips: 667 speech, 33 noise clips), `--floor-sweep` over snr_db 0/6/8/10/12/15/20 x window 0.6/1/1.5 s.
+    snr_db=10 is the largest that costs no detection on speech under rain or keyboard at 10 dB SNR (99.7%,
+    100%; wind 99.4% as at 6 dB, 99.6% with no floor), nor for a -40 dBFS talker (98.4%, Silero's misses);
+    12 and more start losing speech under noise. Under hiss stepping -60 -> -35 dBFS it takes false starts
+    on real noise from 5 to 3 of 53 (the hiss alone never starts, floor or not) for 0.8 points of detection
+    (speech only ~10 dB over the hiss) and a slower tail (p95 187 -> 393 ms). A 0.6 s window lets long
+    words lift the floor (loses speech); 1.5 s follows a step later and scores like 1 s.
     """
 
     energy_gate_dbfs: float = -55.0  # 13 dB under the quietest corpus word; Silero rejects hiss and hum
@@ -74,6 +104,12 @@ class VadConfig:
     silero_release: float = 0.35
     min_speech_ms: float = 64.0  # two windows: with the high threshold, shorter and surer than 0.8 x 96 ms
     turn_end_silence_ms: float = 700.0
+    # The adaptive floor (see the module docstring and the fit above). snr_db=0 turns it off.
+    snr_db: float = 10.0  # a window's loudest frame must be this far above the line's floor to start speech
+    floor_window_ms: float = 1000.0  # the floor is the quietest frame of this much audio: a step up is
+    # followed within this time (plus a quarter); speech always dips to the floor within it
+    pause_ms: float = 250.0  # SpeechPaused after this much silence in a turn (a backchannel has ended)
+    recent_ms: float = 1500.0  # audio and probabilities kept for recent()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silero_release <= self.silero_threshold < 1.0:
@@ -82,6 +118,8 @@ class VadConfig:
             raise ValueError("webrtc_mode is 0..3")
         if self.min_speech_ms < 0 or self.turn_end_silence_ms <= 0:
             raise ValueError("min_speech_ms must be >= 0 and turn_end_silence_ms > 0")
+        if self.snr_db < 0 or self.floor_window_ms < 80 or self.pause_ms <= 0 or self.recent_ms < WINDOW_S * 1000:
+            raise ValueError("need snr_db >= 0, floor_window_ms >= 80, pause_ms > 0, recent_ms >= 32")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VadConfig:
@@ -93,6 +131,10 @@ class VadConfig:
             min_speech_ms=float(settings.bargein_min_speech_ms),
             turn_end_silence_ms=float(settings.turn_end_silence_ms),
             use_webrtc=bool(getattr(settings, "vad_use_webrtc", cls.use_webrtc)),
+            snr_db=float(getattr(settings, "vad_snr_db", cls.snr_db)),
+            floor_window_ms=float(getattr(settings, "vad_floor_window_ms", cls.floor_window_ms)),
+            pause_ms=float(getattr(settings, "vad_pause_ms", cls.pause_ms)),
+            recent_ms=float(getattr(settings, "vad_recent_ms", cls.recent_ms)),
         )
 
 
@@ -114,7 +156,20 @@ class SpeechStopped:
     speech_ms: float
 
 
+@dataclass(frozen=True)
+class SpeechPaused:
+    """pause_ms without speech in a turn (told once per pause, through CallVad.on_pause): an utterance ended.
+
+    The turn may still go on (speech resuming before turn_end_silence_ms is the same turn); this says the
+    caller stopped for now, which is when a backchannel ("mm-hmm") is known to be over.
+    """
+
+    at: float
+    speech_ms: float  # from the turn's speech start to its last speech window
+
+
 VadEvent = SpeechStarted | SpeechStopped
+PauseObserver = typing.Callable[[SpeechPaused], None]
 
 
 class VadState(Enum):
@@ -134,17 +189,21 @@ class Observation(Enum):
     WEAK = "weak"  # probability between release and threshold (and energy gate passed)
     SILENCE = "silence"
     EXPIRED = "expired"  # no speech for turn_end_silence_ms (from a window or from tick)
+    PAUSE = "pause"  # no speech for pause_ms, not yet told for this pause (from a window or from tick)
+    REJECTED = "rejected"  # the decision layer rejected the current candidate (CallVad.rearm)
 
 
 class Emit(Enum):
     NOTHING = 0
     STARTED = 1
     STOPPED = 2
+    PAUSED = 3
 
 
 St, Ob = VadState, Observation
 # Every transition of the hysteresis, in one place. The missing pairs cannot occur: SUSTAINED is derived only
-# in QUIET/STARTING, EXPIRED only in STARTING/SPEAKING/STOPPING (CallVad._on_window and CallVad.tick).
+# in QUIET/STARTING, EXPIRED only in STARTING/SPEAKING/STOPPING, PAUSE only in SPEAKING/STOPPING
+# (CallVad._on_window and CallVad.tick). REJECTED comes from outside (CallVad.rearm) in any state.
 # STARTING needs consecutive SPEECH windows: letting WEAK windows bridge them only let more laughter and
 # coughs through (measured), while speech onsets rise straight through the threshold. Once speaking, WEAK
 # windows keep the turn open, so soft word endings do not end the caller's turn.
@@ -166,6 +225,14 @@ TRANSITIONS: dict[tuple[VadState, Observation], tuple[VadState, Emit]] = {
     (St.STOPPING, Ob.WEAK): (St.SPEAKING, Emit.NOTHING),
     (St.STOPPING, Ob.SILENCE): (St.STOPPING, Emit.NOTHING),
     (St.STOPPING, Ob.EXPIRED): (St.QUIET, Emit.STOPPED),
+    # a pause: SPEAKING only when tick() finds the silence with no window in between
+    (St.SPEAKING, Ob.PAUSE): (St.STOPPING, Emit.PAUSED),
+    (St.STOPPING, Ob.PAUSE): (St.STOPPING, Emit.PAUSED),
+    # rejected by the decision layer: forget the candidate, no SpeechStopped (no turn was taken)
+    (St.QUIET, Ob.REJECTED): (St.QUIET, Emit.NOTHING),
+    (St.STARTING, Ob.REJECTED): (St.QUIET, Emit.NOTHING),
+    (St.SPEAKING, Ob.REJECTED): (St.QUIET, Emit.NOTHING),
+    (St.STOPPING, Ob.REJECTED): (St.QUIET, Emit.NOTHING),
 }
 del St, Ob
 
@@ -179,15 +246,26 @@ class CallVad:
         self._stream = SileroStream()
         self._webrtc = webrtcvad.Vad(config.webrtc_mode) if config.use_webrtc else None
         # the gate as a frame's sum of squares, so the common below-gate frame needs no logarithm
-        self._gate_energy = FRAME * 10 ** ((config.energy_gate_dbfs + _FULL_SCALE_DB) / 10)
-        self._frame = np.zeros(FRAME, dtype=np.int16)
-        self._frame_fill = 0
-        self._window = np.zeros(WINDOW, dtype=np.float32)
-        self._window_fill = 0
+        self._gate_energy = energy_of_dbfs(config.energy_gate_dbfs, FRAME)
+        self._floor = NoiseFloor(
+            max(4, round(config.floor_window_ms / (FRAME / SAMPLE_RATE * 1000))), initial=self._gate_energy
+        )
+        self._snr_gain = 10 ** (config.snr_db / 10)
         # cheap-layer verdicts of the 20 ms frames that ended inside the current window
         self._win_gate = False
         self._win_webrtc = False
         self._win_peak = _SILENT_DBFS
+        self._win_peak_energy = 0.0
+        # The audio ring is also the frame and window buffer: its length is a whole number of frames and of
+        # windows, so the frame and the window being filled are always contiguous views into it (one copy
+        # per chunk serves the 20 ms frame, the Silero window and recent()). Probabilities have their own
+        # ring; both are indexed by the count of samples / windows fed so far.
+        ring_len = -(-round(config.recent_ms * SAMPLE_RATE / 1000) // _RING_UNIT) * _RING_UNIT
+        self._ring = np.zeros(ring_len, dtype=np.int16)
+        self._fed = 0  # samples fed in the whole call (frames and windows start at multiples of their length)
+        self._fed_at = 0.0  # arrival time of the last sample fed
+        self._probs = [0.0] * (len(self._ring) // WINDOW + 1)
+        self._windows = 0  # windows classified in the whole call
 
         self._feeding = False
         self.closed = False
@@ -197,14 +275,91 @@ class CallVad:
         self._prob_sum = 0.0
         self._peak_dbfs = _SILENT_DBFS
         self._speech_start_at = 0.0
+        self._speech_start_window = 0  # the current speech's first window (counted over the whole call)
         self._last_active_at = 0.0
+        self._paused_for = -1.0  # the _last_active_at whose pause was told
         # Told of every state change (now, previous, new, probability, level dBFS): the call's event stream.
         self.on_change: StateObserver | None = None
+        # Told SpeechPaused once per pause in a turn.
+        self.on_pause: PauseObserver | None = None
 
     @property
     def speaking(self) -> bool:
         """True from SpeechStarted until SpeechStopped."""
         return self.state in (VadState.SPEAKING, VadState.STOPPING)
+
+    @property
+    def speech_started_at(self) -> float | None:
+        """Arrival-clock start of the current candidate or turn (its first speech window); None when QUIET."""
+        return None if self.state is VadState.QUIET else self._speech_start_at
+
+    @property
+    def speech_ms(self) -> float:
+        """From the speech start to the latest speech window (0 when QUIET)."""
+        if self.state is VadState.QUIET:
+            return 0.0
+        return max(0.0, self._last_active_at - self._speech_start_at) * 1000
+
+    def silence_ms(self, now: float) -> float:
+        """Time since the latest speech window (0 when QUIET: no speech to be silent after)."""
+        if self.state is VadState.QUIET:
+            return 0.0
+        return max(0.0, now - self._last_active_at) * 1000
+
+    @property
+    def floor_dbfs(self) -> float:
+        """The line's current noise floor (the level of its quietest recent frame)."""
+        return dbfs_of_energy(self._floor.energy, FRAME)
+
+    def recent(self, since_t: float) -> tuple[npt.NDArray[np.int16], list[float]]:
+        """The audio fed since `since_t` (arrival clock) and the Silero probabilities of the windows that
+        overlap it, oldest first; at most `recent_ms` of audio. Windows skipped under the gate read NaN.
+
+        Times map to samples by counting back 8 kHz from the last sample fed, which arrived at the last
+        feed()'s `now`.
+        """
+        n = len(self._ring)
+        back = min(self._fed, n, max(0, round((self._fed_at - since_t) * SAMPLE_RATE)))
+        start = self._fed - back
+        i, j = start % n, self._fed % n
+        if back == 0:
+            audio = np.zeros(0, dtype=np.int16)
+        elif i < j:
+            audio = self._ring[i:j].copy()
+        else:  # wraps (or is the whole ring)
+            audio = np.concatenate([self._ring[i:], self._ring[:j]])
+        # window w (0-based) covers samples [w * WINDOW, (w + 1) * WINDOW): those ending after `start`
+        first = max(start // WINDOW, self._windows - len(self._probs) + 1, 0)
+        m = len(self._probs)
+        return audio, [self._probs[w % m] for w in range(first, self._windows)]
+
+    def candidate(self) -> tuple[npt.NDArray[np.int16], list[float]]:
+        """The current speech's audio and window probabilities from its first speech window on, counted in
+        samples, not arrival times (frames that arrive in a burst would shift a time-based slice). A window
+        under the energy gate was not scored: its probability reads NaN."""
+        n = len(self._ring)
+        start = max(self._speech_start_window * WINDOW, self._fed - n)
+        i, j = start % n, self._fed % n
+        if start >= self._fed:
+            audio = np.zeros(0, dtype=np.int16)
+        elif i < j:
+            audio = self._ring[i:j].copy()
+        else:
+            audio = np.concatenate([self._ring[i:], self._ring[:j]])
+        first = max(start // WINDOW, self._windows - len(self._probs) + 1, 0)
+        m = len(self._probs)
+        return audio, [self._probs[w % m] for w in range(first, self._windows)]
+
+    @property
+    def candidate_samples(self) -> int:
+        """Samples fed since the current speech's first window began (0 when QUIET)."""
+        if self.state is VadState.QUIET:
+            return 0
+        return self._fed - self._speech_start_window * WINDOW
+
+    def rearm(self, now: float) -> None:
+        """The decision layer rejected the current candidate: back to QUIET without SpeechStopped."""
+        self._apply(Observation.REJECTED, now)
 
     async def feed(self, pcm16: npt.NDArray[np.int16], now: float) -> list[VadEvent]:
         """Process one inbound frame (any length; normally 160 samples) that arrived at `now`.
@@ -229,23 +384,24 @@ class CallVad:
     async def _feed(self, pcm16: npt.NDArray[np.int16], now: float) -> list[VadEvent]:
         events: list[VadEvent] = []
         samples = np.asarray(pcm16, dtype=np.int16).reshape(-1)
+        self._fed_at = now
         pos, n = 0, len(samples)
+        ring, ring_len = self._ring, len(self._ring)
         unyielded = 0  # windows since the last await
         while pos < n:
-            take = min(n - pos, FRAME - self._frame_fill, WINDOW - self._window_fill)
-            chunk = samples[pos : pos + take]
-            self._frame[self._frame_fill : self._frame_fill + take] = chunk
-            self._window[self._window_fill : self._window_fill + take] = chunk
-            self._frame_fill += take
-            self._window_fill += take
+            fed = self._fed
+            # never past a frame's or a window's end, hence never past the ring's end (a multiple of both)
+            take = min(n - pos, FRAME - fed % FRAME, WINDOW - fed % WINDOW)
+            r = fed % ring_len
+            end = r + take
+            ring[r:end] = samples[pos : pos + take]
+            self._fed = fed = fed + take
             pos += take
             # A frame ending on the same sample as a window belongs to that window: frame first.
-            if self._frame_fill == FRAME:
-                self._frame_fill = 0
-                self._on_frame()
-            if self._window_fill == WINDOW:
-                self._window_fill = 0
-                window = self._window * np.float32(1 / 32768)
+            if fed % FRAME == 0:
+                self._on_frame(ring[end - FRAME : end])
+            if fed % WINDOW == 0:
+                window = ring[end - WINDOW : end] * np.float32(1 / 32768)
                 if self._win_gate:
                     try:
                         prob = await self._batcher.infer(self._stream, window)
@@ -266,37 +422,56 @@ class CallVad:
                         await asyncio.sleep(0)
                         if self.closed:
                             return events
+                scored = self._win_gate
                 event = self._on_window(prob, now)
+                if not scored:  # not scored yet: unknown to a second look, not "certainly silence"
+                    self._probs[(self._windows - 1) % len(self._probs)] = math.nan
                 if event is not None:
                     events.append(event)
+        # Timers run on every frame, not only on every 32 ms window: a turn end or a pause is then told within
+        # one frame of its deadline, whether or not the session's timer tick happens to fall in between.
+        events.extend(self.tick(now))
         return events
 
     def tick(self, now: float) -> list[VadEvent]:
         """Let time pass without audio: ends the caller's turn when frames stop arriving."""
-        if self.state is VadState.QUIET or not self._expired(now):
+        if self.state is VadState.QUIET:
+            return []
+        if self._expired(now):
+            obs = Observation.EXPIRED
+        elif self.state is not VadState.STARTING and self._pause_due(now):
+            obs = Observation.PAUSE
+        else:
             return []
         self.last_probability = 0.0  # no window: nothing was classified
-        event = self._apply(Observation.EXPIRED, now)
+        event = self._apply(obs, now)
         return [event] if event is not None else []
 
-    def _on_frame(self) -> None:
-        x = self._frame.astype(np.float32)
+    def _on_frame(self, frame: npt.NDArray[np.int16]) -> None:
+        x = frame.astype(np.float32)
         energy = float(np.dot(x, x))
+        self._floor.update(energy)
+        if energy > self._win_peak_energy:
+            self._win_peak_energy = energy
         if energy >= self._gate_energy:
             self._win_gate = True
             dbfs = 10 * math.log10(energy / FRAME) - _FULL_SCALE_DB
             self._win_peak = max(self._win_peak, dbfs)
             # webrtcvad only sees frames that passed the gate: below it the answer no longer matters.
-            if self._webrtc is not None and self._webrtc.is_speech(self._frame.tobytes(), SAMPLE_RATE):
+            if self._webrtc is not None and self._webrtc.is_speech(frame.tobytes(), SAMPLE_RATE):
                 self._win_webrtc = True
 
     def _on_window(self, prob: float, now: float) -> VadEvent | None:
         self.last_probability = prob
         cfg = self.config
         gate, webrtc_ok, peak = self._win_gate, self._win_webrtc or self._webrtc is None, self._win_peak
+        above_floor = self._win_peak_energy >= self._floor.energy * self._snr_gain
         self._win_gate, self._win_webrtc, self._win_peak = False, False, _SILENT_DBFS
+        self._win_peak_energy = 0.0
+        self._probs[self._windows % len(self._probs)] = prob
+        self._windows += 1
 
-        if gate and webrtc_ok and prob >= cfg.silero_threshold:
+        if gate and webrtc_ok and above_floor and prob >= cfg.silero_threshold:
             obs = Observation.SPEECH
         elif gate and prob >= cfg.silero_release:
             obs = Observation.WEAK
@@ -310,17 +485,27 @@ class CallVad:
                 if self.state is VadState.QUIET:
                     self._sustained_windows, self._prob_sum, self._peak_dbfs = 0, 0.0, _SILENT_DBFS
                     self._speech_start_at = now - WINDOW_S
+                    self._speech_start_window = self._windows - 1
                 self._sustained_windows += 1
                 self._prob_sum += prob
                 self._peak_dbfs = max(self._peak_dbfs, peak)
                 if self._sustained_windows * WINDOW_S * 1000 >= cfg.min_speech_ms:
                     obs = Observation.SUSTAINED
-        elif obs is Observation.SILENCE and self._expired(now):
-            obs = Observation.EXPIRED
+        elif obs is Observation.SILENCE:
+            if self._expired(now):
+                obs = Observation.EXPIRED
+            elif self._pause_due(now):
+                obs = Observation.PAUSE
         return self._apply(obs, now, peak)
 
     def _expired(self, now: float) -> bool:
         return (now - self._last_active_at) * 1000 >= self.config.turn_end_silence_ms - 1e-6
+
+    def _pause_due(self, now: float) -> bool:
+        return (
+            self._paused_for != self._last_active_at
+            and (now - self._last_active_at) * 1000 >= self.config.pause_ms - 1e-6
+        )
 
     def _apply(self, obs: Observation, now: float, level_dbfs: float = _SILENT_DBFS) -> VadEvent | None:
         previous = self.state
@@ -339,4 +524,10 @@ class CallVad:
             return SpeechStopped(
                 at=now, speech_ms=max(0.0, self._last_active_at - self._speech_start_at) * 1000
             )
+        if emit is Emit.PAUSED:
+            self._paused_for = self._last_active_at
+            if self.on_pause is not None:
+                self.on_pause(
+                    SpeechPaused(at=now, speech_ms=max(0.0, self._last_active_at - self._speech_start_at) * 1000)
+                )
         return None

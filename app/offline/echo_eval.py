@@ -6,14 +6,24 @@ loss and delay (20 ms of drift). The existing detector (CallVad + batched Silero
 
 (a) echo-only calls: the raw echo, and the echo guard's cleaned output. Any SpeechStarted is a self-stop;
 (b) double talk: a caller clip from the tuning pool (`/work/shared/corpus-pool`, never the report corpus)
-    starting `--caller-at` seconds into the agent's speech, over the echo. Detection = a SpeechStarted
-    within 1.5 s of the caller's speech onset; latency = that minus the onset. SpeechStarted before the
-    onset counts as a self-stop.
+    starting `--caller-at` seconds into the agent's speech, over the echo. Detection = an accepted
+    SpeechStarted within 1.5 s of the caller's speech onset; latency = that minus the onset. An accepted
+    SpeechStarted before the onset counts as a self-stop.
+
+Each SpeechStarted of the guarded runs goes through the call path's candidate check: it is accepted only if
+`EchoGuard.echo_share(at - sustained, at) <= --reject-share` (the guard's ECHO_REJECT_SHARE by default).
+The "raw" rows have no guard and accept every candidate. The share of every candidate is printed
+(`--shares`) so the threshold can be read off the tuning pool: echo-only candidates vs double-talk ones.
+`--recheck` models a different policy: a rejected candidate stays pending while the detector reports
+speech and is accepted once the share drops on a span loud enough to be speech (RECHECK_MIN_DBFS).
+`--echo-seeds N` runs N echo-only calls per ERL and delay (other rooms and drift), for the self-stop count.
+The agent's audio reaches the guard in 160 ms chunks `SEND_AHEAD_S` before they play, as the outbox sends it.
 
 The guard is causal and per frame, so running it over a call's audio first and the detector after is the
 same as running both frame by frame.
 
-    python -m app.offline.echo_eval [--limit N] [--caller-at S]
+    python -m app.offline.echo_eval [--limit N] [--caller-at S] [--echo-seeds N] [--shares] [--reject-share X]
+    python -m app.offline.echo_eval --bench      # the guard's cost alone: median of 9 runs over 3 calls
 """
 
 from __future__ import annotations
@@ -29,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from app.bargein.echo import EchoConfig, EchoGuard
+from app.bargein.echo import ECHO_REJECT_SHARE, EchoConfig, EchoGuard
 from app.bargein.silero import SileroBatcher, shared_model
-from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig
+from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent
 from app.offline.corpus import Clip, load_clip, read_manifest, white_noise
 from app.offline.echo_path import echo_of, with_caller
 from app.offline.evaluate import LINE_FLOOR_DBFS, run_calls
@@ -44,8 +54,8 @@ DELAYS_MS = (60.0, 150.0, 250.0)
 DRIFT_MS = 20.0
 LEAD_IN_S = 0.5
 TAIL_S = 0.8
-SEND_AHEAD_S = 0.2  # the outbox keeps about this much audio at the edge: played() learns of a chunk this early
-CHUNK_S = 0.1
+SEND_AHEAD_S = 0.4  # the outbox sends up to this far ahead: played() learns of a chunk this early
+CHUNK_S = 0.16
 DETECT_WINDOW_S = 1.5
 
 AGENT_TEXT = (
@@ -70,17 +80,27 @@ def _with_floor(pcm: I16) -> I16:
     return out
 
 
-def guarded(mic: I16, agent: I16, config: EchoConfig | None = None) -> tuple[I16, float]:
-    """The guard's output for a call, the agent's audio fed in chunks as the outbox would send them.
+@dataclass
+class Guarded:
+    """A call's audio after the guard, what the candidate check would say at each frame, and the cost."""
 
-    Returns the cleaned audio and the guard's mean cost in microseconds per active frame.
-    """
+    audio: I16
+    share: npt.NDArray[np.float64]  # share[k]: echo_share over the candidate span ending with frame k
+    cost_us: float  # mean guard cost per active frame
+    level_dbfs: npt.NDArray[np.float64]  # level[k]: the cleaned audio's level over that span (for --recheck)
+    active_frames: int
+
+
+def guarded(mic: I16, agent: I16, config: EchoConfig | None = None, span_s: float = 0.064) -> Guarded:
+    """The guard's output for a call, the agent's audio fed in chunks as the outbox would send them."""
     guard = EchoGuard(config)
     lead = int(LEAD_IN_S * SAMPLE_RATE)
     chunk = int(CHUNK_S * SAMPLE_RATE)
-    out = np.empty(len(mic) // FRAME * FRAME, np.int16)
+    frames = len(mic) // FRAME
+    out = np.empty(frames * FRAME, np.int16)
+    share = np.zeros(frames)
     next_chunk, spent, active = 0, 0.0, 0
-    for k in range(len(mic) // FRAME):
+    for k in range(frames):
         t = (k + 1) * FRAME / SAMPLE_RATE
         while next_chunk < len(agent) and (lead + next_chunk) / SAMPLE_RATE <= t + SEND_AHEAD_S:
             guard.played(agent[next_chunk : next_chunk + chunk], (lead + next_chunk) / SAMPLE_RATE)
@@ -90,7 +110,56 @@ def guarded(mic: I16, agent: I16, config: EchoConfig | None = None) -> tuple[I16
         spent += time.perf_counter() - t0
         active += guard.active(t)
         out[k * FRAME : (k + 1) * FRAME] = cleaned
-    return out, spent / max(active, 1) * 1e6
+        share[k] = guard.echo_share(t - span_s, t)
+    span = max(1, round(span_s * SAMPLE_RATE / FRAME))
+    power = (out.astype(np.float64) ** 2).reshape(frames, FRAME).mean(axis=1)
+    mean = np.convolve(power, np.ones(span) / span)[:frames]
+    level = 10 * np.log10(mean + 1e-9) - 20 * np.log10(32768.0)
+    return Guarded(out, share, spent / max(active, 1) * 1e6, level, active)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    at: float
+    share: float  # 0.0 for raw (unguarded) runs
+    accepted: bool
+
+
+RECHECK_MIN_DBFS = -45.0  # --recheck accepts a pending candidate only on a span this loud: not a syllable gap
+
+
+def candidates(
+    events: Sequence[VadEvent], guard: Guarded | None, reject: float, recheck: bool = False
+) -> list[Candidate]:
+    """Each SpeechStarted through the candidate check (no guard: every one is accepted).
+
+    With `recheck`, a rejected candidate stays pending while the detector still reports speech (until its
+    SpeechStopped) and is accepted at the first frame whose span has a share of `reject` or under and is
+    at least RECHECK_MIN_DBFS loud: the caller talking over echo that already held the detector in
+    "speaking" raises no new SpeechStarted.
+    """
+    out = []
+    stops = [e.at for e in events if not isinstance(e, SpeechStarted)]
+    for e in events:
+        if not isinstance(e, SpeechStarted):
+            continue
+        if guard is None:
+            out.append(Candidate(e.at, 0.0, True))
+            continue
+        share = guard.share
+        k = min(len(share) - 1, max(0, round(e.at * SAMPLE_RATE / FRAME) - 1))
+        s = float(share[k])
+        if s <= reject or not recheck:
+            out.append(Candidate(e.at, s, s <= reject))
+            continue
+        until = next((at for at in stops if at > e.at), len(share) * FRAME / SAMPLE_RATE)
+        last = min(len(share), round(until * SAMPLE_RATE / FRAME))
+        ok = np.nonzero((share[k:last] <= reject) & (guard.level_dbfs[k:last] >= RECHECK_MIN_DBFS))[0]
+        if len(ok):
+            out.append(Candidate((k + int(ok[0]) + 1) * FRAME / SAMPLE_RATE, float(share[k + int(ok[0])]), True))
+        else:
+            out.append(Candidate(e.at, s, False))
+    return out
 
 
 def pool_speech(limit: int) -> list[Clip]:
@@ -123,39 +192,61 @@ class Row:
         )
 
 
-def _run(audio: Sequence[I16]) -> list[list[SpeechStarted]]:
+def _run(audio: Sequence[I16]) -> list[list[VadEvent]]:
     batcher = SileroBatcher(shared_model())
     vads = [CallVad(VadConfig(), batcher) for _ in audio]
-    events = asyncio.run(run_calls(list(audio), vads))
-    return [[e for e in evs if isinstance(e, SpeechStarted)] for evs in events]
+    return asyncio.run(run_calls(list(audio), vads))
 
 
-def echo_only(agent: I16, costs: list[float]) -> list[Row]:
+@dataclass
+class Shares:
+    """Candidate check inputs seen on the pool: echo-only candidates and the caller's first candidate."""
+
+    echo: list[float]
+    caller: list[float]
+
+
+def echo_only(
+    agent: I16, costs: list[float], reject: float, shares: Shares, recheck: bool = False, seeds: int = 1
+) -> list[Row]:
     full = _timeline(agent)
     raw, clean, labels = [], [], []
     for i, erl in enumerate(ERLS_DB):
-        for j, delay in enumerate(DELAYS_MS):
-            mic = _with_floor(echo_of(full, erl_db=erl, delay_ms=delay, drift_ms=DRIFT_MS, seed=10 * i + j))
-            out, cost = guarded(mic, agent)
-            costs.append(cost)
+        for j, delay in enumerate(DELAYS_MS * seeds):
+            seed = 10 * i + j + 100 * (j // len(DELAYS_MS))  # the first round keeps the original seeds
+            mic = _with_floor(echo_of(full, erl_db=erl, delay_ms=delay, drift_ms=DRIFT_MS, seed=seed))
+            g = guarded(mic, agent)
+            costs.append(g.cost_us)
             raw.append(mic)
-            clean.append(out)
+            clean.append(g)
             labels.append(erl)
     rows = []
-    for name, audio in (("raw", raw), ("guard", clean)):
-        starts = _run(audio)
+    for name, audio in (("raw", raw), ("guard", [g.audio for g in clean])):
+        events = _run(audio)
         for erl in ERLS_DB:
             row = Row(f"echo only, ERL {erl:+.0f} dB, {name}")
-            for lab, st in zip(labels, starts, strict=True):
+            for lab, evs, g in zip(labels, events, clean, strict=True):
                 if lab == erl:
+                    cands = candidates(evs, g if name == "guard" else None, reject, recheck)
+                    if name == "guard":
+                        shares.echo += [c.share for c in cands]
+                    stops = [c for c in cands if c.accepted]
                     row.calls += 1
-                    row.self_stops += len(st)
-                    row.calls_stopped += bool(st)
+                    row.self_stops += len(stops)
+                    row.calls_stopped += bool(stops)
             rows.append(row)
     return rows
 
 
-def double_talk(agent: I16, clips: Sequence[Clip], caller_at_s: float, costs: list[float]) -> list[Row]:
+def double_talk(
+    agent: I16,
+    clips: Sequence[Clip],
+    caller_at_s: float,
+    costs: list[float],
+    reject: float,
+    shares: Shares,
+    recheck: bool = False,
+) -> list[Row]:
     full = _timeline(agent, extra_s=4.0)
     offset = int((LEAD_IN_S + caller_at_s) * SAMPLE_RATE)
     raw, clean, meta = [], [], []
@@ -164,25 +255,31 @@ def double_talk(agent: I16, clips: Sequence[Clip], caller_at_s: float, costs: li
             delay = DELAYS_MS[n % len(DELAYS_MS)]
             echo = echo_of(full, erl_db=erl, delay_ms=delay, drift_ms=DRIFT_MS, seed=100 * i + n)
             mic = _with_floor(with_caller(echo, load_clip(clip, POOL), offset))
-            out, cost = guarded(mic, agent)
-            costs.append(cost)
+            g = guarded(mic, agent)
+            costs.append(g.cost_us)
             raw.append(mic)
-            clean.append(out)
+            clean.append(g)
             assert clip.speech_onset_s is not None
             meta.append((erl, offset / SAMPLE_RATE + clip.speech_onset_s))
     rows = []
-    for name, audio in (("raw", raw), ("guard", clean)):
-        starts = _run(audio)
+    for name, audio in (("raw", raw), ("guard", [g.audio for g in clean])):
+        events = _run(audio)
         for erl in ERLS_DB:
             row = Row(f"double talk, ERL {erl:+.0f} dB, {name}", latencies_ms=[])
-            for (lab, onset), st in zip(meta, starts, strict=True):
+            for (lab, onset), evs, g in zip(meta, events, clean, strict=True):
                 if lab != erl:
                     continue
+                cands = candidates(evs, g if name == "guard" else None, reject, recheck)
                 row.calls += 1
-                early = [e for e in st if e.at < onset]
+                early = [c for c in cands if c.at < onset]
+                late = [c for c in cands if onset <= c.at <= onset + DETECT_WINDOW_S]
+                if name == "guard":
+                    shares.echo += [c.share for c in early]
+                    shares.caller += [c.share for c in late[:1]]
+                early = [c for c in early if c.accepted]
                 row.self_stops += len(early)
                 row.calls_stopped += bool(early)
-                hit = next((e for e in st if onset <= e.at <= onset + DETECT_WINDOW_S), None)
+                hit = next((c for c in late if c.accepted), None)
                 if hit is not None:
                     row.detected += 1
                     assert row.latencies_ms is not None
@@ -191,19 +288,57 @@ def double_talk(agent: I16, clips: Sequence[Clip], caller_at_s: float, costs: li
     return rows
 
 
+def bench(agent: I16, repeats: int = 9) -> tuple[float, float, int]:
+    """The guard's cost per active frame on three echo-only calls: (median, min) over `repeats` runs, frames.
+
+    Only `process()` is timed, after a warm-up run (FFT plans, caches); the median of whole repeats
+    keeps a busy spell on a shared host from deciding the figure.
+    """
+    full = _timeline(agent)
+    mics = [
+        _with_floor(echo_of(full, erl_db=erl, delay_ms=delay, drift_ms=DRIFT_MS, seed=i))
+        for i, (erl, delay) in enumerate(zip(ERLS_DB, DELAYS_MS, strict=True))
+    ]
+    per_frame: list[float] = []
+    frames = 0
+    for r in range(repeats + 1):
+        spent, frames = 0.0, 0
+        for mic in mics:
+            g = guarded(mic, agent)
+            spent += g.cost_us * g.active_frames / 1e6
+            frames += g.active_frames
+        if r:  # the first run is the warm-up
+            per_frame.append(spent / max(frames, 1) * 1e6)
+    return float(np.median(per_frame)), float(min(per_frame)), frames
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.offline.echo_eval", description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=6, help="caller clips per ERL for double talk")
     parser.add_argument("--caller-at", type=float, default=3.0, help="caller starts this far into the agent's speech")
+    parser.add_argument("--reject-share", type=float, default=ECHO_REJECT_SHARE, help="candidate check threshold")
+    parser.add_argument("--shares", action="store_true", help="print every candidate's echo share")
+    parser.add_argument("--echo-seeds", type=int, default=1, help="echo-only calls per delay and ERL (room, drift)")
+    parser.add_argument("--bench", action="store_true", help="only time the guard (median of 9 runs) and exit")
+    parser.add_argument("--recheck", action="store_true", help="re-check a rejected candidate while speech lasts")
     args = parser.parse_args(argv)
     agent = agent_speech()
+    if args.bench:
+        median, best, frames = bench(agent)
+        print(f"echo guard: {median:.1f} us per active 20 ms frame, median of 9 runs (best {best:.1f})", end="")
+        print(f"; {frames} active frames a run")
+        return
     costs: list[float] = []
+    shares = Shares([], [])
     t0 = time.perf_counter()
-    rows = echo_only(agent, costs)
-    rows += double_talk(agent, pool_speech(args.limit), args.caller_at, costs)
+    rows = echo_only(agent, costs, args.reject_share, shares, args.recheck, args.echo_seeds)
+    rows += double_talk(agent, pool_speech(args.limit), args.caller_at, costs, args.reject_share, shares, args.recheck)
     print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")
     for row in rows:
         print(row.format())
+    if args.shares:
+        print("echo-only candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.echo)))
+        print("callers' first candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.caller)))
     print(
         f"echo guard cost: {np.mean(costs):.1f} us per active 20 ms frame (mean over calls, this host); "
         f"run took {time.perf_counter() - t0:.0f} s"

@@ -10,16 +10,28 @@ the same clock), and false stops on noise (any SpeechStarted during a noise clip
 and on the five steady categories.
 
     python -m app.offline.evaluate [--limit N] [--threshold T] [--min-speech-ms MS] [--sweep] [--cost]
+
+Line conditions for the adaptive noise floor (vad.py, noise_floor.py): `--quiet-db -40` (a quiet talker:
+every speech clip scaled to that active level), `--noise engine` (a noisy line under the speech for the
+whole call), `--noise-bed` (noise clips play from the start of the call, looped, after a 2.5 s lead-in of
+themselves: steady noise alone on a line), `--step-noise white|pink` (hiss band-limited to 300-3400 Hz
+stepping from -60 to -35 dBFS at 1.0 s under every call, plus hiss-only calls scored as noise). Fit on the
+training pool, never on the report corpus: `--corpus ../shared/corpus-pool` (its dev_overlap.csv clips are
+dropped). `--floor-sweep` tables snr_db x floor_window_ms with the model scored once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import itertools
+import os
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -30,8 +42,10 @@ from app.offline.corpus import (
     STEADY_CATEGORIES,
     Clip,
     as_received,
+    corpus_root,
     load_clip,
     mix_at_snr,
+    pink_noise,
     read_manifest,
     telephone_band,
     white_noise,
@@ -42,6 +56,11 @@ FRAME_S = FRAME / SAMPLE_RATE
 LEAD_IN_S = 0.5
 TAIL_S = 0.3
 LINE_FLOOR_DBFS = -70.0  # a quiet but not digitally silent line under every call
+BED_LEAD_IN_S = 2.5  # with a noise bed or a hiss step: the line is heard this long before the clip
+STEP_AT_S = 1.0  # the hiss steps up here (1.5 s before the clip starts)
+STEP_FROM_DBFS, STEP_TO_DBFS = -60.0, -35.0
+STEP_CATEGORY = "hiss_step"  # the synthetic hiss-only calls of --step-noise
+SYNTHETIC = "synthetic/"
 
 
 @dataclass(frozen=True)
@@ -51,19 +70,89 @@ class Condition:
     phone_band: bool = False  # 300-3400 Hz channel (telephone_band)
     noise: str | None = None  # a noise category mixed under the speech clips, for the whole call
     snr_db: float = 10.0
+    quiet_db: float | None = None  # speech clips scaled to this active level (dBFS): a quiet talker
+    noise_bed: bool = False  # noise clips fill the call from its start (looped), after a long lead-in
+    step_noise: str | None = None  # "white" / "pink": hiss stepping from -60 to -35 dBFS under every call
+
+    @property
+    def lead_in_s(self) -> float:
+        return BED_LEAD_IN_S if self.noise_bed or self.step_noise else LEAD_IN_S
 
     def label(self) -> str:
         parts = ["phone-band" if self.phone_band else "as recorded"]
+        if self.quiet_db is not None:
+            parts.append(f"speech at {self.quiet_db:g} dBFS")
         if self.noise:
             parts.append(f"+ {self.noise} at {self.snr_db:g} dB SNR")
+        if self.noise_bed:
+            parts.append("+ noise clips as a bed from the call's start")
+        if self.step_noise:
+            parts.append(f"+ {self.step_noise} hiss {STEP_FROM_DBFS:g} -> {STEP_TO_DBFS:g} dBFS at {STEP_AT_S:g} s")
         return " ".join(parts)
+
+
+def active_level(pcm: I16) -> float:
+    """RMS of the louder half of the 20 ms frames (as mix_at_snr measures speech), as a linear amplitude."""
+    x = pcm[: len(pcm) // FRAME * FRAME].astype(np.float64).reshape(-1, FRAME)
+    energy = (x**2).mean(axis=1)
+    return float(np.sqrt(energy[energy >= np.median(energy)].mean())) if len(energy) else 0.0
+
+
+def hiss_step(n: int, kind: str, seed: int) -> I16:
+    """Band-limited hiss that steps from STEP_FROM_DBFS to STEP_TO_DBFS at STEP_AT_S, n samples long."""
+    make = white_noise if kind == "white" else pink_noise
+    at = int(STEP_AT_S * SAMPLE_RATE)
+
+    def part(seconds: float, level: float, seed: int) -> I16:
+        # band-limit, then set the level: the levels are what the line carries, after the band limit
+        x = telephone_band(make(seconds + 0.001, -20.0, seed=seed)).astype(np.float64)
+        rms = float(np.sqrt(np.mean(x * x))) or 1.0
+        return np.clip(np.round(x * (32768.0 * 10 ** (level / 20) / rms)), -32768, 32767).astype(np.int16)
+
+    lo = part(STEP_AT_S, STEP_FROM_DBFS, seed)
+    hi = part(max(0.0, (n - at) / SAMPLE_RATE), STEP_TO_DBFS, seed + 1)
+    # each part is band-limited on its own and then joined: the step stays a step
+    return np.concatenate([lo[:at], hi])[:n]
+
+
+def step_clips(count: int, kinds: Sequence[str] = ("white", "pink"), seconds: float = 5.0) -> list[Clip]:
+    """Hiss-only calls for --step-noise: no clip audio, only the condition's hiss step."""
+    return [
+        Clip(f"{SYNTHETIC}{STEP_CATEGORY}_{k}_{i:02d}.wav", "noise", STEP_CATEGORY, seconds, None, "synthetic")
+        for k in kinds
+        for i in range(count)
+    ]
+
+
+def read_clips(root: Path | None = None) -> list[Clip]:
+    """The manifest without the clips its dev_overlap.csv lists (present in the training pool only)."""
+    root = root or corpus_root()
+    clips = read_manifest(root)
+    overlap = root / "dev_overlap.csv"
+    if overlap.exists():
+        with open(overlap, newline="", encoding="utf-8") as f:
+            dropped = {row["path"] for row in csv.DictReader(f)}
+        clips = [c for c in clips if c.path not in dropped]
+    return clips
 
 
 def call_audio(clip: Clip, condition: Condition = Condition(), noise_clips: Sequence[Clip] = ()) -> I16:
     """Lead-in + the clip + a short tail on one call's timeline, through the condition and mu-law."""
-    pcm = load_clip(clip)
-    lead, tail = int(LEAD_IN_S * SAMPLE_RATE), int(TAIL_S * SAMPLE_RATE)
-    y = np.concatenate([np.zeros(lead, np.int16), pcm, np.zeros(tail, np.int16)])
+    if clip.path.startswith(SYNTHETIC):
+        pcm = np.zeros(int(clip.duration_s * SAMPLE_RATE), np.int16)
+    else:
+        pcm = load_clip(clip)
+    if condition.quiet_db is not None and clip.kind == "speech":
+        gain = 32768.0 * 10 ** (condition.quiet_db / 20) / (active_level(pcm) or 1.0)
+        pcm = np.clip(np.round(pcm * gain), -32768, 32767).astype(np.int16)
+    lead, tail = int(condition.lead_in_s * SAMPLE_RATE), int(TAIL_S * SAMPLE_RATE)
+    if condition.noise_bed and clip.kind == "noise" and not clip.path.startswith(SYNTHETIC):
+        y = np.resize(pcm, lead + len(pcm) + tail)
+    else:
+        y = np.concatenate([np.zeros(lead, np.int16), pcm, np.zeros(tail, np.int16)])
+    if condition.step_noise:
+        hiss = hiss_step(len(y), condition.step_noise, seed=zlib.crc32(clip.path.encode()) % 100_000)
+        y = np.clip(y.astype(np.int32) + hiss, -32768, 32767).astype(np.int16)
     if condition.noise and clip.kind == "speech":
         source = next((c for c in noise_clips if c.category == condition.noise), None)
         if source is None:
@@ -71,7 +160,7 @@ def call_audio(clip: Clip, condition: Condition = Condition(), noise_clips: Sequ
         y = mix_at_snr(y, load_clip(source), condition.snr_db, reference=pcm)
     if condition.phone_band:
         y = telephone_band(y)
-    floor = white_noise(len(y) / SAMPLE_RATE, LINE_FLOOR_DBFS, seed=1)
+    floor = white_noise((len(y) + 1) / SAMPLE_RATE, LINE_FLOOR_DBFS, seed=1)  # +1: int() of the float rounds down
     y = np.clip(y.astype(np.int32) + floor[: len(y)], -32768, 32767).astype(np.int16)
     return as_received(y)
 
@@ -162,7 +251,8 @@ class Report:
         nf = sum(o.fired for o in self.noise)
         return (
             f"thr={c.silero_threshold:.2f} rel={c.silero_release:.2f} guard={c.min_speech_ms:>3.0f}ms "
-            f"gate={c.energy_gate_dbfs:.0f} webrtc={'m' + str(c.webrtc_mode) if c.use_webrtc else 'off'} | "
+            f"gate={c.energy_gate_dbfs:.0f} snr={c.snr_db:g} floor={c.floor_window_ms:.0f}ms "
+            f"webrtc={'m' + str(c.webrtc_mode) if c.use_webrtc else 'off'} | "
             f"detect {self.detection_rate * 100:5.1f}% | lat p50 {self.latency(50):4.0f} "
             f"p95 {self.latency(95):4.0f} max {self.latency(100):4.0f} ms | "
             f"false stops {nf}/{len(self.noise)} ({self.false_stop_rate * 100:4.1f}%) steady {sf}/{st}"
@@ -193,7 +283,7 @@ def prepare_audio(
     clips: Sequence[Clip], condition: Condition = Condition(), noise_clips: Sequence[Clip] | None = None
 ) -> dict[str, I16]:
     """Each clip's call audio under `condition`, keyed by clip path."""
-    pool = list(noise_clips) if noise_clips is not None else (read_manifest() if condition.noise else [])
+    pool = list(noise_clips) if noise_clips is not None else (read_clips() if condition.noise else [])
     return {c.path: call_audio(c, condition, pool) for c in clips}
 
 
@@ -203,13 +293,14 @@ async def _evaluate(
     audio: dict[str, I16],
     scorer_for: Callable[[Clip], WindowScorer],
     concurrency: int,
+    lead_in_s: float = LEAD_IN_S,
 ) -> list[ClipOutcome]:
     outcomes: list[ClipOutcome] = []
     for start in range(0, len(clips), concurrency):
         group = clips[start : start + concurrency]
         vads = [CallVad(config, scorer_for(c)) for c in group]
         events = await run_calls([audio[c.path] for c in group], vads)
-        outcomes.extend(_outcome(c, e, LEAD_IN_S) for c, e in zip(group, events, strict=True))
+        outcomes.extend(_outcome(c, e, lead_in_s) for c, e in zip(group, events, strict=True))
     return outcomes
 
 
@@ -224,7 +315,7 @@ def evaluate(
     clips = list(clips) if clips is not None else read_manifest()
     audio = prepare_audio(clips, condition)
     batcher = SileroBatcher(model or SileroModel())
-    outcomes = asyncio.run(_evaluate(config, clips, audio, lambda _c: batcher, concurrency))
+    outcomes = asyncio.run(_evaluate(config, clips, audio, lambda _c: batcher, concurrency, condition.lead_in_s))
     return Report(config=config, outcomes=outcomes, batch_mean=batcher.stats.mean_batch, condition=condition)
 
 
@@ -271,7 +362,9 @@ def sweep(
     scores = score_audio(audio, model)
     reports = []
     for config in configs:
-        outcomes = asyncio.run(_evaluate(config, clips, audio, lambda c: ReplayScorer(scores[c.path]), 32))
+        outcomes = asyncio.run(
+            _evaluate(config, clips, audio, lambda c: ReplayScorer(scores[c.path]), 32, condition.lead_in_s)
+        )
         reports.append(Report(config=config, outcomes=outcomes, condition=condition))
     return reports
 
@@ -397,6 +490,12 @@ SWEEP_POINTS = (
 )  # fmt: skip
 
 
+FLOOR_SWEEP_POINTS = (
+    (0, 1000), (6, 1000), (10, 1000), (12, 1000), (15, 1000), (20, 1000),
+    (10, 600), (10, 1500), (15, 600), (15, 1500),
+)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m app.offline.evaluate", description=__doc__.splitlines()[0]
@@ -413,6 +512,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--noise", default=None, help="mix this noise category under the speech clips")
     parser.add_argument("--snr", type=float, default=10.0, help="speech-to-noise ratio for --noise, in dB")
+    parser.add_argument("--snr-db", type=float, default=d.snr_db, help="floor SNR to start speech (0: off)")
+    parser.add_argument("--floor-window-ms", type=float, default=d.floor_window_ms)
+    parser.add_argument("--quiet-db", type=float, default=None, help="scale speech clips to this active dBFS")
+    parser.add_argument("--noise-bed", action="store_true", help="noise clips play from the call's start")
+    parser.add_argument("--step-noise", choices=("white", "pink"), default=None, help="hiss -60 -> -35 dBFS")
+    parser.add_argument("--step-calls", type=int, default=20, help="hiss-only calls per kind with --step-noise")
+    parser.add_argument("--corpus", default=None, help="corpus directory (default: BARGEIN_CORPUS or ../shared)")
+    parser.add_argument("--floor-sweep", action="store_true", help="snr_db x floor_window_ms (model scored once)")
     parser.add_argument("--sweep", action="store_true", help="threshold x guard table (model scored once)")
     parser.add_argument("--cost", action="store_true", help="also measure cost at 1 and 100 calls")
     args = parser.parse_args(argv)
@@ -425,14 +532,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         energy_gate_dbfs=args.gate_dbfs,
         use_webrtc=args.webrtc_mode is not None,
         webrtc_mode=args.webrtc_mode if args.webrtc_mode is not None else d.webrtc_mode,
+        snr_db=args.snr_db,
+        floor_window_ms=args.floor_window_ms,
     )
-    condition = Condition(phone_band=args.phone_band, noise=args.noise, snr_db=args.snr)
-    clips = read_manifest()
+    condition = Condition(
+        phone_band=args.phone_band,
+        noise=args.noise,
+        snr_db=args.snr,
+        quiet_db=args.quiet_db,
+        noise_bed=args.noise_bed,
+        step_noise=args.step_noise,
+    )
+    if args.corpus:
+        os.environ["BARGEIN_CORPUS"] = args.corpus  # load_clip and corpus_root read it
+    clips = read_clips()
     if args.limit:
-        speech = [c for c in clips if c.kind == "speech"][: args.limit]
-        clips = speech + [c for c in clips if c.kind == "noise"][: args.limit]
+        # spread over the manifest (it is sorted by category and speaker), not its first rows
+        speech = [c for c in clips if c.kind == "speech"]
+        noise = [c for c in clips if c.kind == "noise"]
+        speech = speech[:: max(1, len(speech) // args.limit)][: args.limit]
+        clips = speech + noise[:: max(1, len(noise) // args.limit)][: args.limit]
+    if args.step_noise:
+        clips += step_clips(args.step_calls, kinds=(args.step_noise,))
     model = SileroModel()
-    if args.sweep:
+    if args.floor_sweep:
+        configs = [replace(config, snr_db=snr, floor_window_ms=w) for snr, w in FLOOR_SWEEP_POINTS]
+        print(f"condition: {condition.label()}")
+        for report in sweep(configs, clips, condition, model):
+            print(report.summary_row())
+    elif args.sweep:
         configs = [
             replace(config, silero_threshold=t, min_speech_ms=g, silero_release=min(config.silero_release, t))
             for t, g in SWEEP_POINTS

@@ -13,7 +13,9 @@ from app.bargein.vad import (
     FRAME,
     TRANSITIONS,
     CallVad,
+    Emit,
     Observation,
+    SpeechPaused,
     SpeechStarted,
     SpeechStopped,
     VadConfig,
@@ -175,6 +177,7 @@ def test_every_reachable_transition_is_in_the_table() -> None:
             reachable = not (
                 (obs in onset_only and state in (VadState.SPEAKING, VadState.STOPPING))
                 or (obs is Observation.EXPIRED and state is VadState.QUIET)
+                or (obs is Observation.PAUSE and state in (VadState.QUIET, VadState.STARTING))
             )
             assert ((state, obs) in TRANSITIONS) == reachable, (state, obs)
 
@@ -307,3 +310,167 @@ def test_evaluator_runs_clips_and_measures_cost(model: SileroModel) -> None:
     assert "rain" in report.format()
     cost = measure_cost(3, seconds=0.2, model=model, clips=clips)
     assert cost.mean_batch == pytest.approx(3.0) and cost.wall_us > 0
+
+
+# --- the adaptive noise floor ---------------------------------------------------------------------
+
+
+def line_then(level_dbfs: float, seconds: float, line_dbfs: float = -70.0, line_s: float = 1.5) -> np.ndarray:
+    """A quiet line, then steady hiss at `level_dbfs` (what a scripted model calls speech or not)."""
+    return np.concatenate(
+        [corpus.white_noise(line_s, line_dbfs, seed=1), corpus.white_noise(seconds, level_dbfs, seed=2)]
+    )
+
+
+def windows(seconds: float) -> int:
+    return round(seconds * 8000) // 256
+
+
+def test_a_quiet_talker_on_a_quiet_line_starts() -> None:
+    # -40 dBFS on a -70 dBFS line: 30 dB above the floor, 15 dB above the absolute gate
+    vad = CallVad(VadConfig(snr_db=10), ScriptedScorer([0.0] * windows(1.5) + [0.99] * 10))
+    events = feed(vad, line_then(-40.0, 0.5))
+    assert [type(e) for e in events] == [SpeechStarted]
+    assert -71 < vad.floor_dbfs < -69
+
+
+@pytest.mark.parametrize(("snr_db", "starts"), [(10.0, False), (0.0, True)])
+def test_a_confident_window_barely_above_the_line_does_not_start(snr_db: float, starts: bool) -> None:
+    # Steady -35 dBFS hiss from the call's start for 2 s, then the model turns confident on the same hiss:
+    # the floor knows the line by then, and the window is not 10 dB above it. snr_db=0 is the old detector.
+    probs = [0.0] * windows(2.0) + [0.99] * 20
+    vad = CallVad(VadConfig(snr_db=snr_db, use_webrtc=False), ScriptedScorer(probs))
+    events = feed(vad, corpus.white_noise(3.0, -35.0, seed=3))
+    assert [type(e) for e in events] == ([SpeechStarted] if starts else [])
+    assert -37 < vad.floor_dbfs < -35
+
+
+def test_after_hiss_steps_up_only_what_stands_out_of_it_starts() -> None:
+    # -60 dBFS line, hiss steps to -35 at 1.0 s; the model is scripted confident from 2.5 s on. The hiss
+    # alone is vetoed (the floor followed the step); speech-level audio 20 dB over it still starts.
+    quiet, step = corpus.white_noise(1.0, -60.0, seed=1), corpus.white_noise(2.0, -35.0, seed=2)
+    probs = [0.0] * windows(3.0) + [0.99] * 30
+    hiss_only = np.concatenate([quiet, step, corpus.white_noise(1.0, -35.0, seed=4)])
+    assert feed(CallVad(VadConfig(snr_db=10, use_webrtc=False), ScriptedScorer(probs)), hiss_only) == []
+    speech = np.concatenate([quiet, step, corpus.white_noise(1.0, -15.0, seed=4)])
+    events = feed(CallVad(VadConfig(snr_db=10, use_webrtc=False), ScriptedScorer(probs)), speech)
+    assert [type(e) for e in events] == [SpeechStarted]
+
+
+def test_the_floor_does_not_cut_a_turn_in_noise() -> None:
+    # Once speaking, confident windows that fail the floor's SNR still hold the turn (as WEAK).
+    probs = [0.99] * 60
+    vad = CallVad(VadConfig(snr_db=10, use_webrtc=False), ScriptedScorer(probs))
+    events = feed(vad, corpus.white_noise(60 * 256 / 8000, -30.0, seed=3))
+    assert [type(e) for e in events] == [SpeechStarted]  # started in the first window, held for 1.9 s
+    assert vad.speaking
+
+
+def test_hiss_stepping_up_mid_call_never_starts(model: SileroModel) -> None:
+    from app.offline.evaluate import hiss_step
+
+    audio = [corpus.as_received(hiss_step(5 * 8000, kind, seed=7)) for kind in ("white", "pink")]
+    vads = [CallVad(VadConfig(), SileroBatcher(model)) for _ in audio]
+    assert asyncio.run(run_calls(audio, vads)) == [[], []]
+    assert all(-37 < v.floor_dbfs < -34 for v in vads)
+
+
+# --- hooks for the decision layer ---------------------------------------------------------------------
+
+
+def test_recent_returns_the_audio_as_fed_and_the_window_probabilities() -> None:
+    probs = [i / 100 for i in range(100)]
+    vad = CallVad(VadConfig(recent_ms=500), ScriptedScorer(probs))
+    pcm = (np.arange(2 * 8000) % 20000).astype(np.int16) + 1000  # loud enough for every window to be scored
+    feed(vad, pcm, sizes=(160, 77, 333))
+    now = len(pcm) / 8000
+    audio, p = vad.recent(now - 0.1)
+    np.testing.assert_array_equal(audio, pcm[-800:])
+    n_windows = len(pcm) // 256
+    first = (len(pcm) - 800) // 256  # the windows overlapping the last 100 ms
+    assert p == pytest.approx(probs[first:n_windows])
+    # asked for more than the ring holds: the ring (500 ms, rounded up to a whole 160 ms) and no more
+    audio, p = vad.recent(0.0)
+    assert len(audio) == 5120 and np.array_equal(audio, pcm[-5120:])
+    assert len(p) <= 5120 // 256 + 1 and p[-1] == pytest.approx(probs[n_windows - 1])
+    assert len(vad.recent(now)[0]) == 0
+
+
+def test_recent_from_the_speech_start_covers_the_onset() -> None:
+    vad = CallVad(VadConfig(), ScriptedScorer([0.0] * 10 + [0.99] * 10))
+    assert vad.speech_started_at is None
+    events = feed(vad, loud(1.0))
+    assert isinstance(events[0], SpeechStarted)
+    start = vad.speech_started_at
+    assert start is not None
+    assert start == pytest.approx(10 * 256 / 8000, abs=0.021)  # first speech window, frame-rounded
+    audio, p = vad.recent(start)
+    assert len(audio) == pytest.approx((1.0 - start) * 8000, abs=1)
+    assert p[:2] == pytest.approx([0.99, 0.99])
+
+
+def test_rearm_forgets_the_candidate_and_the_next_onset_starts_again() -> None:
+    changes: list[tuple[VadState, VadState]] = []
+    probs = [0.99] * 5 + [0.0] * 5 + [0.99] * 5
+    vad = CallVad(VadConfig(), ScriptedScorer(probs))
+    vad.on_change = lambda now, prev, new, prob, level: changes.append((prev, new))
+    first = feed(vad, loud(5 * 256 / 8000))
+    assert [type(e) for e in first] == [SpeechStarted]
+    vad.rearm(first[0].at + 0.01)
+    assert vad.state is VadState.QUIET and not vad.speaking and vad.speech_started_at is None
+    assert changes[-1] == (VadState.SPEAKING, VadState.QUIET)
+    rest = feed(vad, loud(3.0), start=5 * 256 / 8000)
+    # no SpeechStopped for the rejected candidate: the next onset is a fresh start, then its turn ends
+    assert [type(e) for e in rest] == [SpeechStarted, SpeechStopped]
+    vad.rearm(10.0)  # while quiet: nothing to forget
+    assert vad.state is VadState.QUIET
+
+
+def test_rearm_is_a_row_of_the_table() -> None:
+    for state in VadState:
+        assert TRANSITIONS[(state, Observation.REJECTED)] == (VadState.QUIET, Emit.NOTHING)
+
+
+def test_a_pause_is_told_once_per_pause_and_the_turn_still_ends_later() -> None:
+    pauses: list[SpeechPaused] = []
+    # 10 sure windows (320 ms), 12 silent (384 ms), 10 sure, then silence
+    vad = CallVad(VadConfig(pause_ms=250), ScriptedScorer([0.99] * 10 + [0.0] * 12 + [0.99] * 10))
+    vad.on_pause = pauses.append
+    events = feed(vad, loud(2.5))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    assert len(pauses) == 2
+    first_end = 10 * 256 / 8000
+    assert pauses[0].at - first_end == pytest.approx(0.25, abs=0.033)  # the next window after 250 ms
+    assert pauses[0].speech_ms == pytest.approx(320, abs=21)
+    second_end = 32 * 256 / 8000  # (its arrival is rounded up to the frame that completes the window)
+    assert 0.25 <= pauses[1].at - second_end <= 0.25 + 0.032 + 0.02
+    assert events[1].at > pauses[1].at + 0.4
+
+
+def test_tick_tells_the_pause_when_frames_stop() -> None:
+    pauses: list[SpeechPaused] = []
+    vad = CallVad(VadConfig(pause_ms=250), ScriptedScorer([0.99] * 10))
+    vad.on_pause = pauses.append
+    feed(vad, loud(10 * 256 / 8000))
+    last = 10 * 256 / 8000
+    assert vad.speech_ms == pytest.approx(320, abs=21)
+    assert vad.tick(last + 0.2) == [] and pauses == []
+    assert vad.silence_ms(last + 0.2) == pytest.approx(200)
+    assert vad.tick(last + 0.26) == [] and len(pauses) == 1
+    assert vad.state is VadState.STOPPING
+    assert vad.tick(last + 0.3) == [] and len(pauses) == 1  # once per pause
+    assert [type(e) for e in vad.tick(last + 0.7)] == [SpeechStopped]
+    assert vad.speech_ms == 0.0 and vad.silence_ms(last + 1.0) == 0.0
+
+
+def test_new_thresholds_are_read_from_settings_when_present() -> None:
+    from app.settings import Settings
+
+    settings = Settings()
+    cfg = VadConfig.from_settings(settings)
+    assert cfg.snr_db == getattr(settings, "vad_snr_db", VadConfig.snr_db)
+    assert cfg.pause_ms == getattr(settings, "vad_pause_ms", VadConfig.pause_ms)
+    with pytest.raises(ValueError):
+        VadConfig(snr_db=-1)
+    with pytest.raises(ValueError):
+        VadConfig(pause_ms=0)
