@@ -44,6 +44,10 @@ class Metrics:
         self.calls_total = Counter("bargein_calls_total", "Media streams started", ["provider"], registry=r)
         self.bargeins_total = Counter("bargein_bargeins_total", "Barge-ins (the agent was interrupted)",
                                       ["provider"], registry=r)
+        self.bargein_resumed_total = Counter(
+            "bargein_bargein_resumed_total",
+            "Provisional stops after which the agent resumed (noise, echo, a backchannel): false barge-ins",
+            ["provider", "reason"], registry=r)
         self.invalid_frames_total = Counter("bargein_invalid_frames_total", "Inbound frames logged and ignored",
                                             ["provider", "kind"], registry=r)
         self.fallbacks_total = Counter("bargein_fallbacks_total", "Spoken fallbacks after a provider failure",

@@ -124,6 +124,42 @@ class Settings(BaseSettings):
     vad_silero_release: float = Field(0.35, gt=0, lt=1, description="Probability under which speech is over.")
     bargein_min_speech_ms: int = Field(64, ge=0, description="Sustained speech needed before the agent stops.")
     turn_end_silence_ms: int = Field(700, ge=100, description="Silence that ends the caller's turn.")
+    vad_snr_db: float = Field(
+        10.0, ge=0, description="Speech must start this far above the line's noise floor; 0 turns the floor off."
+    )
+    vad_floor_window_ms: float = Field(1000.0, ge=80, description="How far back the noise floor looks.")
+    vad_pause_ms: float = Field(250.0, gt=0, description="Silence after which an utterance counts as paused.")
+
+    # --- barge-in policy (app/bargein/detector.py; presets in app/bargein/presets.py) ------------------
+    bargein_preset: Literal["phone", "speakerphone", "noisy", "browser"] = Field(
+        "phone", description="Channel preset: sets the thresholds below that are not set explicitly."
+    )
+    bargein_policy: Literal["immediate", "confirm", "resume"] = Field(
+        "resume", description="immediate: stop and end the turn; confirm: stop once the second look says speech; "
+                              "resume: stop at once, resume if it was not the caller taking the turn."
+    )
+    bargein_second_look: bool = Field(True, description="Check each candidate's first window for impulsive noise.")
+    bargein_backchannel_max_ms: float = Field(
+        600.0, ge=0, description="Speech shorter than this that pauses is a backchannel: the agent resumes."
+    )
+    bargein_escalate_s: float = Field(
+        4.0, ge=0, description="A second short utterance this soon after a resume stops the agent."
+    )
+    bargein_uninterruptible: Literal["ignore", "defer"] = Field(
+        "defer", description="Speech during a [[...]] span: ignore it, or act on it when the span ends."
+    )
+    bargein_hard_silence_ms: int = Field(
+        300, ge=0, le=5000, description="After a barge-in the agent says nothing for at least this long."
+    )
+    bargein_ack_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of long interruptions the agent answers with BARGEIN_ACK_TEXT first."
+    )
+    bargein_ack_text: str = Field("Sorry, go ahead.", description="The acknowledgement line.")
+    bargein_ack_min_ms: int = Field(1500, ge=0, description="An interruption this long (speech) is a long one.")
+    echo_guard: bool = Field(True, description="Remove the agent's own voice from the caller's leg (speakerphones).")
+    echo_reject_share: float = Field(
+        0.75, ge=0, le=1, description="A candidate whose energy is more than this share residual echo is echo."
+    )
 
     # --- call records ----------------------------------------------------------------------------
     call_records_max: int = Field(1000, ge=1)
@@ -152,6 +188,17 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("PUBLIC_URL must be an absolute http(s) URL, e.g. https://agent.example.com")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> Self:
+        # A preset fills in only what the environment did not set: one name instead of ten numbers, and any
+        # one number can still be overridden.
+        from app.bargein.presets import PRESETS
+
+        for name, value in PRESETS[self.bargein_preset].items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
+        return self
 
     @model_validator(mode="after")
     def _public_url_set_when_signing(self) -> Self:

@@ -37,12 +37,16 @@ class BargeInEvent:
     sustained_ms: float
     peak_dbfs: float
     clear_sent_ms: float
-    tts_stopped_ms: float
-    llm_closed_ms: float
+    tts_stopped_ms: float | None
+    llm_closed_ms: float | None  # None when the agent resumed (nothing was closed)
     total_ms: float
     cut_word_index: int | None
     cut_char_offset: int | None
     heard_audio_ms: float | None
+    outcome: str = "stopped"  # "stopped" (the agent's turn ended) or "resumed" (a false or backchannel stop)
+    reason: str = ""
+    settled_ms: float = 0.0  # from the deciding frame to the decision that settled it (see BargeInHandled)
+    resumed_from_ms: float | None = None
 
 
 @dataclass(slots=True)

@@ -138,3 +138,92 @@ def test_fuzz_mode_at_a_tiny_size_reports_every_target(tmp_path: Path) -> None:
     targets = {t["target"].strip(): t["result"] for t in data["summary"]["targets"]}
     assert targets["600 fuzzed and hostile frames beside live calls: 0 crashes"] == "PASS"
     assert {targets[t] for t in targets if "within" in t or "stall" in t} <= {"PASS", "MISS", "n/a"}
+
+
+# --- --conditions ------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    from app.bench.stats import Count, wilson
+
+    assert wilson(0, 30)[0] == 0.0 and wilson(0, 30)[1] == pytest.approx(0.11351, abs=1e-5)
+    assert wilson(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    assert wilson(1, 10) == pytest.approx((0.01788, 0.40415), abs=1e-5)
+    assert wilson(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)
+    assert wilson(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson(3, 2)
+    assert str(Count(3, 10)) == "3/10 (30%, CI 11-60%)"
+    assert Count(0, 0).to_json()["rate"] is None
+
+
+def test_conditions_option_parses_and_runs_accuracy_only() -> None:
+    from app.bench.conditions import CONDITIONS
+
+    args = parse_args(["--conditions", "echo_only,stop_words", "--limit", "2"])
+    assert args.conditions == ["echo_only", "stop_words"] and args.mode == "accuracy"
+    assert parse_args(["--conditions", "all"]).conditions == list(CONDITIONS)
+    assert parse_args([]).conditions is None and parse_args([]).mode == "all"  # today's default run
+    with pytest.raises(SystemExit):
+        parse_args(["--conditions", "no_such_condition"])
+
+
+def test_condition_items_carry_their_echo_level_and_labels() -> None:
+    import numpy as np
+
+    from app.bench import conditions as cond
+    from app.offline.corpus import load_clip
+
+    clips = read_manifest()
+    speech, noise = sample(clips, "speech", 3), sample(clips, "noise", 2)
+    audio = {c.path: load_clip(c) for c in speech + noise}
+    echo = cond.items(cond.CONDITIONS["echo_only"], speech, noise, audio, {}, 3)
+    assert [i.echo.erl_db for i in echo if i.echo] == [-6.0, -12.0, -18.0]
+    assert all(60.0 <= i.echo.delay_ms <= 250.0 and i.echo.drift_ms == 20.0 for i in echo if i.echo)
+    assert all(i.kind == "noise" and not i.pcm.any() for i in echo)
+    quiet = cond.items(cond.CONDITIONS["quiet_speech"], speech, noise, audio, {}, 3)
+    assert all(abs(20 * np.log10(cond.active_rms(i.pcm) / 32768) + 40.0) < 0.5 for i in quiet)
+    step = cond.items(cond.CONDITIONS["line_step"], speech, noise, audio, {}, 1)[0]
+    before, after = step.pcm[:8000].astype(float), step.pcm[-8000:].astype(float)
+    assert 20 * np.log10(np.sqrt((after**2).mean()) / np.sqrt((before**2).mean())) == pytest.approx(25.0, abs=2.0)
+    words = cond.items(cond.CONDITIONS["stop_words"], speech, noise, audio, {"stop": np.ones(800, np.int16)}, 0)
+    assert words[0].stand_in and "SYNTHETIC" in words[0].stand_in
+    net = cond.items(cond.CONDITIONS["network"], speech, noise, audio, {}, 3)
+    assert len(net) == 5 and all(i.network is not None and i.network.to_edge.delay_ms == 40.0 for i in net)
+
+
+def test_one_condition_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--conditions", "echo_only", "--limit", "1",
+         "--providers", "twilio", "--concurrency", "1", "--no-cost", "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "echo_only:" in proc.stdout and "self-stops" in proc.stdout
+    data = json.loads(out.read_text())
+    [summary] = data["summary"]["conditions"]
+    assert (summary["condition"], summary["provider"], summary["concurrency"]) == ("echo_only", "twilio", 1)
+    assert summary["failed"] == 0, summary["errors"]
+    assert summary["self_stops"]["n"] == 1 and len(summary["self_stops"]["ci95"]) == 2
+    [run] = data["condition_phases"][0]["runs"]
+    assert run["erl_db"] == -6.0 and 60.0 <= run["echo_delay_ms"] <= 250.0
+    assert run["self_stops"] == run["all_clears"]  # the caller said nothing: every clear is a self-stop
+
+
+def test_detector_cost_one_call_one_second_is_sane_and_the_guard_costs_nothing_when_off() -> None:
+    from app.bench.detector_cost import GUARD_OFF, GUARD_ON, QUIET, measure_detector, render
+
+    rows = {r.condition: r for r in measure_detector([1], 1.0, repeats=1)}
+    assert set(rows) == {GUARD_ON, GUARD_OFF, QUIET}
+    for row in rows.values():
+        assert row.calls == 1 and row.frames == 50
+        # a real detector costs something, and no machine does it in under 1 us or over 20 ms a frame
+        assert 1.0 < row.total_us.median < 20_000.0
+        assert row.vad_us.median > 0.0
+    assert rows[GUARD_OFF].guard_us.median == 0.0
+    assert rows[GUARD_ON].guard_us.median > 0.0
+    # the guard works only while the agent talks: idle on a quiet call it is far cheaper than cancelling echo
+    assert rows[QUIET].guard_us.median < rows[GUARD_ON].guard_us.median / 5
+    assert parse_args(["--mode", "detector", "--detector-calls", "1,3"]).detector_calls == [1, 3]
+    assert "guard off" in render(list(rows.values()), 1.0)

@@ -58,8 +58,11 @@ def test_calls_lists_a_call_with_its_turn_and_bargein_counts(provider: str, serv
             "end_reason": "stop",
             "active": False,
             "turns": len(record.turns),
-            "bargeins": 1,
+            "bargeins": len(record.bargeins),
         }
+        # Speech this early in the call's first reply can first be taken for echo (and resumed) before the
+        # echo guard has had time to find that the line has none: at least one barge-in ended the greeting.
+        assert [b.outcome for b in record.bargeins].count("stopped") == 1
         assert entry["turns"] >= 2  # the interrupted greeting and the caller's turn
         assert entry["started_at"] <= entry["ended_at"]
 

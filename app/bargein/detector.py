@@ -1,83 +1,396 @@
-"""Barge-in policy: what the agent does about the caller's speech events.
+"""Barge-in policy: what the agent does about the caller's speech, as one state table.
 
 Theory of operation
 -------------------
-`CallVad` says when the caller speaks; this module decides what that means for the conversation, given
-whether the agent is talking at that moment. It holds no state and reads no clock: the event carries its
-time, and the caller of `on_event` says whether agent audio is playing (the playback ledger knows).
+`CallVad` says when the caller makes speech-like sound; this module decides what it means for the
+conversation. It holds the state of one candidate at a time (from the VAD's SpeechStarted until it is
+settled), reads no clock (every input carries its time) and does no I/O: it returns actions, and the
+session carries them out (`app/call/session.py`).
 
-    event           agent speaking   decision
-    SpeechStarted   yes              Interrupt: stop the agent now (clear the queued audio)
-    SpeechStarted   no               nothing: the caller is taking a turn the agent already gave up
-    SpeechStopped   yes / no         UserTurnEnded: the caller finished; the agent may answer
+A candidate is first a guess: Silero has been sure for 64 ms, which a cough, the agent's own echo or an
+"uh-huh" can also do. Three things settle it:
 
-The table is the whole policy. The roadmap's backchannel policies ("mm-hmm" keeps the agent talking,
-`confirm` / `resume`) become new actions and new rows here, not conditions spread through the session.
+- the **second look** (`Verdict`): once `WINDOW_MS` of the candidate has arrived, the session runs the
+  impulsive-noise stage (`impulse.py`) and the echo guard's residual check (`echo.py`) over it: speech,
+  noise or echo;
+- the **length** of the utterance: speech that pauses (the VAD's `SpeechPaused`) before
+  `backchannel_max_ms` is a backchannel ("mm-hmm", "yeah"); speech that goes on past it is the caller
+  taking the turn (`Long`);
+- the **words**, once a recognizer gives them (`Words`): "wait", "stop", "no" take the turn at once, a
+  backchannel word never does. Until then the acoustic decision stands.
+
+Policies (settings `BARGEIN_POLICY`) differ only in what a candidate does while the agent talks:
+
+- `immediate`: stop the agent at once and end its turn (no second look; the fastest, the most false stops);
+- `resume`: pause at once (the provider's clear goes out as before), then settle: the caller taking the
+  turn ends the agent's turn; echo, a too-short sound or a backchannel resume it from where the caller
+  stopped hearing it (a short pause, not a lost turn). A sound the second look calls noise is resumed
+  when it ends, and counts as the caller after all if it goes on past `doubt_max_ms` (a quiet or muffled
+  talker can look like noise for 160 ms; a noise that goes on a whole second is rarely one the second
+  look catches anyway);
+- `confirm`: send nothing until the second look says speech (or a sound it called noise outlasts
+  `doubt_max_ms`), then pause as `resume` does: slower by the second look's window, but echo and the
+  noise it catches never cause a clear.
+
+A candidate while the agent is inside an uninterruptible span (a legal notice, a read-back) is either
+ignored or acted on when the span ends (`uninterruptible`). A short utterance soon after a resume
+(`escalate_s`) is not a second backchannel: a caller who says "stop" twice is heard the second time.
+
+States (of the candidate; the agent's own talking is the session's to know)::
+
+    IDLE       no candidate open
+    PENDING    confirm policy: a candidate is being examined, nothing sent yet
+    PAUSED     the clear went out; the second look is not in yet
+    HEARING    the clear went out; it is speech: a backchannel, or the caller taking the turn?
+    DOUBTED    the clear went out; the second look said noise: over soon (resume), or the caller after all
+    DOUBTED_PENDING  the same under `confirm`, with nothing sent yet
+    DEFERRED   speech during an uninterruptible span: acted on when the span ends
+    DEFERRED_ENDED  ... and that speech was a whole turn, already over: the agent answers it at the span's end
+    CALLER     the caller has the turn; it ends on the VAD's turn-end silence
+
+Every transition is a row of TRANSITIONS (with ON_CANDIDATE choosing the policy's row for a candidate over
+the agent). Inputs are first classified (`_classify`) into an Observation; conditions live there and
+nowhere else.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
-from app.bargein.vad import SpeechStarted, SpeechStopped, VadEvent
+if typing.TYPE_CHECKING:
+    from app.settings import Settings
 
-
-@dataclass(frozen=True)
-class Interrupt:
-    """Stop the agent: the caller talked over it."""
-
-    at: float
-    confidence: float
-    sustained_ms: float
-    peak_dbfs: float
+Policy = Literal["immediate", "confirm", "resume"]
+POLICIES: tuple[Policy, ...] = ("immediate", "confirm", "resume")
 
 
 @dataclass(frozen=True)
-class UserTurnEnded:
-    """The caller's turn is over."""
+class PolicyConfig:
+    """Every threshold of the decision (settings BARGEIN_*; presets pick them by channel)."""
+
+    policy: Policy = "resume"
+    # Speech shorter than this that pauses is a backchannel. Measured on the tuning pool: isolated digits
+    # (the nearest stand-in for "yeah", "okay") last 250-550 ms of speech; read sentences pass 700 ms.
+    backchannel_max_ms: float = 600.0
+    # A candidate the second look called noise is still the caller's if it goes on this long: a quiet or
+    # muffled talker can look like noise for 160 ms, and a noise that lasts a second is rare (music is the
+    # usual one, and the second look does not catch it anyway).
+    doubt_max_ms: float = 1000.0
+    # A second short utterance this soon after a resume stops the agent: "stop ... stop!".
+    escalate_s: float = 4.0
+    # After a stop that turned out to be noise or echo, candidates are confirmed before any clear for this
+    # long: a sound that fooled the detector once (music, dishes, a fan) tends to go on, and a clear every
+    # quarter second would stutter the agent.
+    cautious_s: float = 3.0
+    uninterruptible: Literal["ignore", "defer"] = "defer"
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}")
+        if min(self.backchannel_max_ms, self.doubt_max_ms, self.escalate_s, self.cautious_s) < 0:
+            raise ValueError("backchannel_max_ms, doubt_max_ms, escalate_s and cautious_s must be >= 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PolicyConfig:
+        return cls(
+            policy=settings.bargein_policy,
+            backchannel_max_ms=settings.bargein_backchannel_max_ms,
+            escalate_s=settings.bargein_escalate_s,
+            uninterruptible=settings.bargein_uninterruptible,
+        )
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """The VAD's SpeechStarted: sustained speech-like sound began at `speech_start`."""
+
+    at: float
+    speech_start: float
+    agent_speaking: bool
+    in_uninterruptible: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The second look at the candidate's first window: what the sound is."""
+
+    at: float
+    kind: Literal["speech", "noise", "echo"]
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The caller's speech stopped (VAD SpeechPaused) after `speech_ms` of speech."""
+
+    at: float
+    speech_ms: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Time passes with the caller still speaking (`speech_ms` so far): checked on every frame and tick."""
+
+    at: float
+    speech_ms: float
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """The VAD's turn-end silence (SpeechStopped): the caller's turn is over."""
 
     at: float
 
 
-Decision = Interrupt | UserTurnEnded
+@dataclass(frozen=True)
+class SpanEnded:
+    """The agent's uninterruptible span finished playing."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Words:
+    """The seam for the recognizer: what the caller said in the candidate so far."""
+
+    at: float
+    text: str
+
+
+Input = Candidate | Verdict | Paused | Progress | TurnEnd | SpanEnded | Words
+
+
+# --- the table --------------------------------------------------------------------------------------
+class State(Enum):
+    IDLE = "idle"
+    PENDING = "pending"
+    PAUSED = "paused"
+    HEARING = "hearing"
+    DOUBTED = "doubted"
+    DOUBTED_PENDING = "doubted_pending"
+    DEFERRED = "deferred"
+    DEFERRED_ENDED = "deferred_ended"
+    CALLER = "caller"
+
+
+class Obs(Enum):
+    CANDIDATE = "candidate"  # over the agent
+    CANDIDATE_CAUTIOUS = "candidate_cautious"  # ... soon after a stop that was noise or echo
+    CANDIDATE_QUIET_AGENT = "candidate_quiet_agent"  # the agent is silent: the caller simply speaks
+    CANDIDATE_IN_SPAN = "candidate_in_span"  # the agent is in an uninterruptible span, speech is deferred
+    CANDIDATE_IGNORED = "candidate_ignored"  # ... and such speech is ignored
+    SPEECH = "speech"
+    NOISE = "noise"  # the second look: not speech
+    ECHO = "echo"  # the second look: the agent's own voice
+    SHORT = "short"  # the speech paused before backchannel_max_ms
+    SHORT_AGAIN = "short_again"  # ... within escalate_s of the last resume
+    LONG = "long"  # the speech went on past backchannel_max_ms (doubt_max_ms once called noise)
+    STOP_WORDS = "stop_words"
+    BACKCHANNEL_WORDS = "backchannel_words"
+    TURN_END = "turn_end"
+    SPAN_END = "span_end"
+    NOTHING = "nothing"
 
 
 class Action(Enum):
-    IGNORE = "ignore"
-    INTERRUPT = "interrupt"
-    END_TURN = "end_turn"
+    NONE = "none"
+    PAUSE = "pause"  # send the clear, hold the agent's turn (its LLM and TTS go on, its audio waits)
+    STOP = "stop"  # end the agent's turn: clear (if not yet), stop TTS, close the LLM, cut at the heard text
+    RESUME = "resume"  # send the unheard rest again, re-arm the VAD: the candidate was not the caller's turn
+    REARM = "rearm"  # nothing was sent: forget the candidate, re-arm the VAD
+    CALLER_TURN = "caller_turn"  # the caller started a turn (the agent was silent)
+    END_CALLER_TURN = "end_caller_turn"  # the caller's turn is over: the agent may answer
 
 
-PolicyKey = tuple[type[SpeechStarted] | type[SpeechStopped], bool]  # (event type, agent speaking)
+S, O, A = State, Obs, Action  # noqa: E741 - short names keep the table one row per line
 
-POLICY: dict[PolicyKey, Action] = {
-    (SpeechStarted, True): Action.INTERRUPT,
-    (SpeechStarted, False): Action.IGNORE,
-    (SpeechStopped, True): Action.END_TURN,
-    (SpeechStopped, False): Action.END_TURN,
+# What a candidate over the talking agent does, by policy (the one row that differs between them).
+ON_CANDIDATE: dict[Policy, tuple[State, Action]] = {
+    "immediate": (S.CALLER, A.STOP),
+    "resume": (S.PAUSED, A.PAUSE),
+    "confirm": (S.PENDING, A.NONE),
 }
 
+_SETTLE_AS_CALLER = (S.CALLER, A.STOP)
+TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
+    # no candidate open
+    (S.IDLE, O.CANDIDATE_QUIET_AGENT): (S.CALLER, A.CALLER_TURN),
+    (S.IDLE, O.CANDIDATE_CAUTIOUS): (S.PENDING, A.NONE),
+    (S.IDLE, O.CANDIDATE_IGNORED): (S.IDLE, A.REARM),
+    (S.IDLE, O.CANDIDATE_IN_SPAN): (S.DEFERRED, A.NONE),
+    (S.IDLE, O.TURN_END): (S.IDLE, A.END_CALLER_TURN),
+    # confirm: examined before anything is sent
+    (S.PENDING, O.SPEECH): (S.HEARING, A.PAUSE),
+    (S.PENDING, O.NOISE): (S.DOUBTED_PENDING, A.NONE),
+    (S.PENDING, O.ECHO): (S.IDLE, A.REARM),
+    (S.PENDING, O.SHORT): (S.IDLE, A.REARM),  # over before the second look: too short to be a turn
+    (S.PENDING, O.SHORT_AGAIN): (S.IDLE, A.REARM),
+    (S.PENDING, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.PENDING, O.BACKCHANNEL_WORDS): (S.IDLE, A.REARM),
+    (S.PENDING, O.TURN_END): (S.IDLE, A.REARM),
+    # paused at once (resume), second look not in yet
+    (S.PAUSED, O.SPEECH): (S.HEARING, A.NONE),
+    (S.PAUSED, O.NOISE): (S.DOUBTED, A.NONE),
+    (S.PAUSED, O.ECHO): (S.IDLE, A.RESUME),  # echo goes on while the agent talks: waiting would not end it
+    (S.PAUSED, O.SHORT): (S.IDLE, A.RESUME),
+    (S.PAUSED, O.SHORT_AGAIN): _SETTLE_AS_CALLER,
+    (S.PAUSED, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.PAUSED, O.BACKCHANNEL_WORDS): (S.IDLE, A.RESUME),
+    (S.PAUSED, O.TURN_END): (S.IDLE, A.RESUME),
+    # paused, and it is speech: a backchannel or the caller's turn
+    (S.HEARING, O.SHORT): (S.IDLE, A.RESUME),
+    (S.HEARING, O.SHORT_AGAIN): _SETTLE_AS_CALLER,
+    (S.HEARING, O.LONG): _SETTLE_AS_CALLER,
+    (S.HEARING, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.HEARING, O.BACKCHANNEL_WORDS): (S.IDLE, A.RESUME),
+    (S.HEARING, O.TURN_END): (S.IDLE, A.RESUME),
+    # called noise: resumed when it ends, the caller's after all if it goes on
+    (S.DOUBTED, O.SHORT): (S.IDLE, A.RESUME),
+    (S.DOUBTED, O.SHORT_AGAIN): (S.IDLE, A.RESUME),
+    (S.DOUBTED, O.LONG): _SETTLE_AS_CALLER,
+    (S.DOUBTED, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.DOUBTED, O.BACKCHANNEL_WORDS): (S.IDLE, A.RESUME),
+    (S.DOUBTED, O.TURN_END): (S.IDLE, A.RESUME),
+    (S.DOUBTED_PENDING, O.SHORT): (S.IDLE, A.REARM),
+    (S.DOUBTED_PENDING, O.SHORT_AGAIN): (S.IDLE, A.REARM),
+    (S.DOUBTED_PENDING, O.LONG): _SETTLE_AS_CALLER,
+    (S.DOUBTED_PENDING, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.DOUBTED_PENDING, O.BACKCHANNEL_WORDS): (S.IDLE, A.REARM),
+    (S.DOUBTED_PENDING, O.TURN_END): (S.IDLE, A.REARM),
+    # speech during an uninterruptible span, acted on when the span ends (a backchannel is let go)
+    (S.DEFERRED, O.SHORT): (S.IDLE, A.REARM),
+    (S.DEFERRED, O.BACKCHANNEL_WORDS): (S.IDLE, A.REARM),
+    (S.DEFERRED, O.SPAN_END): _SETTLE_AS_CALLER,
+    (S.DEFERRED, O.TURN_END): (S.DEFERRED_ENDED, A.NONE),
+    (S.DEFERRED_ENDED, O.SPAN_END): (S.IDLE, A.STOP),  # IDLE after STOP: the caller's turn is already over
+    # the caller has the turn until the turn-end silence
+    (S.CALLER, O.TURN_END): (S.IDLE, A.END_CALLER_TURN),
+}
+# Every pair not in the table leaves the state as it is and does nothing (e.g. a verdict that comes in after
+# the candidate settled, or the VAD's progress while nothing is open).
+del S, O, A
 
-class BargeInDetector:
-    """Maps the caller's speech events to Interrupt / UserTurnEnded through POLICY."""
+STOP_WORDS = ("stop", "wait", "no", "hold on", "hang on", "excuse me", "sorry", "actually")
+BACKCHANNEL_WORDS = ("mm-hmm", "mhm", "mm", "uh-huh", "yeah", "yes", "okay", "ok", "right", "sure", "i see")
 
-    def __init__(self, policy: dict[PolicyKey, Action] | None = None) -> None:
-        self.policy = dict(POLICY if policy is None else policy)
 
-    def on_event(self, event: VadEvent, agent_speaking: bool) -> Decision | None:
-        action = self.policy[(type(event), agent_speaking)]
-        if action is Action.IGNORE:
-            return None
-        if action is Action.INTERRUPT:
-            if not isinstance(event, SpeechStarted):
-                raise ValueError(
-                    f"policy interrupts on {type(event).__name__}, which carries no speech onset"
-                )
-            return Interrupt(
-                at=event.at,
-                confidence=event.confidence,
-                sustained_ms=event.sustained_ms,
-                peak_dbfs=event.peak_dbfs,
-            )
-        return UserTurnEnded(at=event.at)
+@dataclass(frozen=True)
+class Step:
+    """The policy's answer to one input."""
+
+    action: Action
+    state: State
+    previous: State
+    observation: Obs
+    reason: str  # why a candidate settled the way it did: "noise", "echo", "backchannel", "short", ...
+
+
+class BargeInPolicy:
+    """One call's barge-in decision: feed inputs, carry out the returned action."""
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config or PolicyConfig()
+        self.state = State.IDLE
+        self.speech_start = 0.0  # of the open candidate
+        self.candidate_at = 0.0
+        self.verdict: str | None = None  # the open candidate's second look, once in
+        self._last_resume_at: float | None = None
+        self._last_false_at: float | None = None  # the last resume for noise or echo
+
+    @property
+    def open(self) -> bool:
+        """A candidate over the agent is being settled (the agent's turn must not be closed meanwhile)."""
+        return self.state in (State.PENDING, State.PAUSED, State.HEARING, State.DOUBTED, State.DOUBTED_PENDING,
+                              State.DEFERRED, State.DEFERRED_ENDED)
+
+    @property
+    def holding(self) -> bool:
+        """The clear went out and the agent's turn waits to be resumed or ended."""
+        return self.state in (State.PAUSED, State.HEARING, State.DOUBTED)
+
+    @property
+    def timing(self) -> bool:
+        """The open candidate settles on how long it goes on: feed Progress while the caller speaks."""
+        return self.state in (State.HEARING, State.DOUBTED, State.DOUBTED_PENDING)
+
+    @property
+    def awaiting_verdict(self) -> bool:
+        """The open candidate still needs its second look."""
+        return self.state in (State.PENDING, State.PAUSED) and self.verdict is None
+
+    def needs_verdict(self, now: float, window_s: float) -> bool:
+        """The open candidate's second look is due by the clock: its first window should have arrived."""
+        return self.awaiting_verdict and now - self.speech_start >= window_s - 1e-9
+
+    def feed(self, event: Input) -> Step:
+        obs, reason = self._classify(event)
+        previous = self.state
+        if obs is Obs.CANDIDATE and previous is State.IDLE:
+            self.state, action = ON_CANDIDATE[self.config.policy]
+        else:
+            self.state, action = TRANSITIONS.get((previous, obs), (previous, Action.NONE))
+        if isinstance(event, Candidate) and previous is State.IDLE:
+            self.speech_start, self.candidate_at, self.verdict = event.speech_start, event.at, None
+        if isinstance(event, Verdict) and previous in (State.PENDING, State.PAUSED):
+            self.verdict = event.kind
+        if action is Action.RESUME:
+            self._last_resume_at = event.at
+        if action is Action.RESUME and (previous is State.DOUBTED or reason == "echo"):
+            self._last_false_at = event.at
+        if action is Action.STOP or self.state is State.CALLER:
+            self._last_resume_at = None
+        return Step(action, self.state, previous, obs, reason)
+
+    @property
+    def _long_ms(self) -> float:
+        """How long the open candidate must go on to be the caller taking the turn."""
+        return self.config.doubt_max_ms if self.verdict == "noise" else self.config.backchannel_max_ms
+
+    def _classify(self, event: Input) -> tuple[Obs, str]:
+        cfg = self.config
+        match event:
+            case Candidate(agent_speaking=False):
+                return Obs.CANDIDATE_QUIET_AGENT, "caller"
+            case Candidate(in_uninterruptible=True):
+                if self.state is not State.IDLE:
+                    return Obs.NOTHING, ""
+                # "ignore" lets the span finish and forgets the speech; "defer" acts on it at the span's end
+                ignored = cfg.uninterruptible == "ignore"
+                return (Obs.CANDIDATE_IGNORED if ignored else Obs.CANDIDATE_IN_SPAN), "uninterruptible"
+            case Candidate():
+                if self.config.policy == "resume" and self._last_false_at is not None and (
+                        event.at - self._last_false_at <= cfg.cautious_s):
+                    return Obs.CANDIDATE_CAUTIOUS, "cautious"
+                return Obs.CANDIDATE, "candidate"
+            case Verdict(kind="speech"):
+                return Obs.SPEECH, "speech"
+            case Verdict(kind="echo"):
+                return Obs.ECHO, "echo"
+            case Verdict():
+                return Obs.NOISE, "noise"
+            case Paused(speech_ms=speech_ms):
+                if speech_ms >= self._long_ms:
+                    return Obs.NOTHING, ""  # a long utterance pausing: LONG already settled it
+                if self.verdict == "noise":
+                    return Obs.SHORT, "noise"
+                again = self._last_resume_at is not None and event.at - self._last_resume_at <= cfg.escalate_s
+                if again:
+                    return Obs.SHORT_AGAIN, "repeated"
+                return Obs.SHORT, "backchannel" if self.verdict == "speech" else "short"
+            case Progress(speech_ms=speech_ms):
+                return (Obs.LONG, "caller") if speech_ms >= self._long_ms else (Obs.NOTHING, "")
+            case TurnEnd():
+                return Obs.TURN_END, "turn_end"
+            case SpanEnded():
+                return Obs.SPAN_END, "span_end"
+            case Words(text=text):
+                said = " ".join(text.lower().replace(",", " ").replace(".", " ").split())
+                if any(said == w or said.startswith(w + " ") for w in STOP_WORDS):
+                    return Obs.STOP_WORDS, "words"
+                if said and (said in BACKCHANNEL_WORDS or all(w in BACKCHANNEL_WORDS for w in said.split())):
+                    return Obs.BACKCHANNEL_WORDS, "backchannel"
+                return Obs.NOTHING, ""
+        return Obs.NOTHING, ""  # pragma: no cover - every input type is matched above

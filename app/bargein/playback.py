@@ -117,6 +117,12 @@ class PlaybackLedger:
         self._acked_ms = 0.0
         self._acked_at = None
 
+    def resume(self, turn_id: int, from_ms: float, now: float) -> None:
+        """The turn goes on after a clear, from `from_ms` of its audio: the next chunk sent starts there."""
+        self._start_turn(turn_id, now)
+        self._turn_sent_ms = from_ms
+        self._acked_ms = from_ms
+
     def buffered_ms(self, now: float) -> float:
         """Audio sent but (by our estimate) not yet played at the edge: what pacing keeps near the lead."""
         return max(0.0, self._edge_end - now) * 1000.0

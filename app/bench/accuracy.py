@@ -15,6 +15,13 @@ One call, in real time, as the edge would carry it:
    noise: send the whole clip, wait `noise_tail_s`, hang up. Any clear during a noise clip is a false stop.
 4. read the server's record of the call (GET /calls/{id}) for the barge-in event timings.
 
+With `--conditions` (`app.bench.conditions`) each call is a `BenchItem` instead of a bare clip: it may carry
+an echo of the agent's own audio on the caller leg and a network, and after the first clear (or the end of
+the clip) the call stays up `observe_s` longer, so whether the agent's turn came back is seen: the time
+from the clear to the first agent audio after it (`resume_ms`, from the playout log), and, from the
+server's record, a `resumed` flag on the barge-in when the server writes one, and whether a new agent turn
+started after the interrupted one (`new_agent_turn`).
+
 Onset->clear uses the emulator's receive time of the clear. Onset->audio stopped uses the emulator's
 playout log: the end of the last span of agent audio the caller heard; audio that resumed after a clear, or
 was still playing at the hang-up, is counted separately.
@@ -37,6 +44,7 @@ import numpy.typing as npt
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from app.bench.common import FRAME_S, CpuMeter, GcWatch, Sampler, ServerProcess, progress
+from app.bench.conditions import BACKCHANNEL_RESUME_S, RESUME_WINDOW_S, BenchItem
 from app.edge.emulator import CallRejected, EdgeEmulator, EmulatedCall, Provider
 from app.offline.corpus import Clip
 
@@ -75,6 +83,7 @@ class AccuracyOptions:
     noise_max_s: float | None = None  # --quick cuts the noise clips short
     stagger_s: float = 0.1  # the first calls of a phase start this far apart, so their 20 ms grids differ
     token_delay_s: float = 0.04  # the loopback LLM's pace: ~75 tokens in 3 s
+    observe_s: float | None = None  # --conditions: stay this long after the first clear / the clip's end
 
 
 def server_env(options: AccuracyOptions) -> dict[str, str]:
@@ -107,6 +116,23 @@ class ClipRun:
     violations: int = 0
     llm_open: bool | None = None  # the LLM stream was still open when the agent was interrupted
     events: list[dict[str, Any]] = field(default_factory=list)
+    # --conditions (defaults for the plain run)
+    condition: str = "baseline"
+    stand_in: str | None = None
+    erl_db: float | None = None
+    echo_delay_ms: float | None = None
+    network: bool = False
+    all_clears: int = 0  # every clear from the agent's first audio to the hang-up (pre-clip ones included)
+    self_stops: int = 0  # with an echo: clears before the caller's speech onset (all of them without speech)
+    resume_ms: float | None = None  # first clear -> first agent audio after it (playout log)
+    record_resumed: bool | None = None  # the record on the first clear after the clip began: resumed?
+    outcomes: list[str] = field(default_factory=list)  # the record's `outcome` of every barge-in, in order
+    new_agent_turn: bool | None = None  # the record shows an agent turn after the interrupted one
+    lost_turn: bool | None = None  # noise: some clear not followed by the same turn within RESUME_WINDOW_S
+    turn_ended: bool | None = None  # short/stop words: a clear and no same-turn audio within the window
+    resumed_fast: bool | None = None  # short words: agent audio within BACKCHANNEL_RESUME_S of the word's end
+    yielded: bool | None = None  # speech: after some clear past the onset the agent's turn did not go on
+    stayed_stopped: bool | None = None  # stop words: a clear and no agent audio after it before the hang-up
 
     @property
     def detected(self) -> bool:
@@ -127,6 +153,7 @@ class Phase:
     active_max: int
     gc_max_ms: float = 0.0
     frame_lag_ms: dict[str, float] = field(default_factory=dict)
+    condition: str = "baseline"
 
     @property
     def call_seconds(self) -> float:
@@ -160,6 +187,16 @@ class AccuracyRunner:
         self.options = options
 
     async def phase(self, provider: Provider, concurrency: int, clips: Sequence[Clip]) -> Phase:
+        return await self.phase_items(provider, concurrency, [self.item(c) for c in clips])
+
+    def item(self, clip: Clip) -> BenchItem:
+        """A plain corpus clip as a call: no echo, no network."""
+        return BenchItem("baseline", clip.path, clip.kind, clip.category, self.audio[clip.path],
+                         clip.speech_onset_s, None)
+
+    async def phase_items(
+        self, provider: Provider, concurrency: int, clips: Sequence[BenchItem], condition: str = "baseline"
+    ) -> Phase:
         queue = deque(clips)
         runs: list[ClipRun] = []
         sampler = Sampler(self.server, interval_s=1.0)
@@ -175,7 +212,7 @@ class AccuracyRunner:
             await asyncio.sleep(w * self.options.stagger_s)
             while queue:
                 clip = queue.popleft()
-                runs.append(await self.run_clip(provider, clip))
+                runs.append(await self.run_item(provider, clip))
                 done += 1
                 if done % 25 == 0:
                     progress(f"    {done}/{len(clips)} calls")
@@ -185,8 +222,8 @@ class AccuracyRunner:
         measured = meter.read()
         await sampler.stop()
         after = await self.server.stats()
-        order = {c.path: i for i, c in enumerate(clips)}
-        runs.sort(key=lambda r: order[r.clip])
+        order = {c.name: i for i, c in enumerate(clips)}
+        runs.sort(key=lambda r: order.get(r.clip, 0))
         return Phase(
             provider=provider,
             concurrency=concurrency,
@@ -198,11 +235,23 @@ class AccuracyRunner:
             active_max=sampler.active_max,
             gc_max_ms=gc_watch.max_ms,
             frame_lag_ms={k: float(v) for k, v in after["frame_lag_ms"].items()},
+            condition=condition,
         )
 
     async def run_clip(self, provider: Provider, clip: Clip) -> ClipRun:
-        run = ClipRun(provider, clip.path, clip.kind, clip.category)
-        call = self.edge.call(provider)
+        return await self.run_item(provider, self.item(clip))
+
+    async def run_item(self, provider: Provider, clip: BenchItem) -> ClipRun:
+        run = ClipRun(provider, clip.name, clip.kind, clip.category, condition=clip.condition,
+                      stand_in=clip.stand_in, network=clip.network is not None)
+        if clip.echo is not None:
+            run.erl_db, run.echo_delay_ms = clip.echo.erl_db, clip.echo.delay_ms
+        overrides: dict[str, Any] = {}
+        if clip.echo is not None:
+            overrides["echo"] = clip.echo
+        if clip.network is not None:
+            overrides["network"] = clip.network
+        call = self.edge.call(provider, **overrides)
         try:
             await self._run(call, clip, run)
         except Exception as exc:  # one broken call is a result, not the end of the benchmark
@@ -214,7 +263,7 @@ class AccuracyRunner:
                 self.edge.calls.remove(call)
         return run
 
-    async def _run(self, call: EmulatedCall, clip: Clip, run: ClipRun) -> None:
+    async def _run(self, call: EmulatedCall, clip: BenchItem, run: ClipRun) -> None:
         opts = self.options
         try:
             await asyncio.wait_for(call.connect(), 15)
@@ -225,8 +274,8 @@ class AccuracyRunner:
         if not await self._agent_talking(call, run):
             run.error = "the server ended the call" if call.closed else "the agent never started talking"
             return
-        pcm = self.audio[clip.path]
-        if clip.kind == "noise" and opts.noise_max_s is not None:
+        pcm = clip.pcm
+        if clip.kind == "noise" and opts.noise_max_s is not None and clip.category != "line_step":
             pcm = pcm[: int(opts.noise_max_s * SAMPLE_RATE)]
         run.pre_clears = len(call.clears)
         sender = asyncio.create_task(call.send_audio(pcm))
@@ -234,10 +283,17 @@ class AccuracyRunner:
             if clip.kind == "speech":
                 limit = len(pcm) / SAMPLE_RATE + 10.0
                 await call.wait_until(lambda: len(call.clears) > run.pre_clears or sender.done(), limit)
-                await asyncio.sleep(opts.after_clear_s if len(call.clears) > run.pre_clears else opts.speech_tail_s)
+                cleared = len(call.clears) > run.pre_clears
+                if opts.observe_s is not None:
+                    # The whole clip, then the window: under a resume policy the agent may go on after the
+                    # first clear and yield only later, while the caller is still talking.
+                    await asyncio.wait_for(asyncio.shield(sender), len(pcm) / SAMPLE_RATE + 10.0)
+                    await asyncio.sleep(opts.observe_s)
+                else:
+                    await asyncio.sleep(opts.after_clear_s if cleared else opts.speech_tail_s)
             else:
                 await asyncio.wait_for(asyncio.shield(sender), len(pcm) / SAMPLE_RATE + 10.0)
-                await asyncio.sleep(opts.noise_tail_s)
+                await asyncio.sleep(opts.noise_tail_s if opts.observe_s is None else opts.observe_s)
             if call.closed:
                 run.error = "the server ended the call"
             hangup_at = time.monotonic()
@@ -257,6 +313,8 @@ class AccuracyRunner:
             cut = [t for t in record.get("turns", []) if t.get("role") == "agent" and t.get("interrupted")]
             if cut and self.options.agent_turn == "llm":
                 run.llm_open = len((cut[0].get("intended_text") or "").strip()) < len(REPLY.strip())
+        if clip.condition != "baseline":
+            self._outcome(call, clip, run, times, record)
 
     async def _agent_talking(self, call: EmulatedCall, run: ClipRun) -> bool:
         """Get the agent talking, and wait until the caller has heard `played_before_s` of it."""
@@ -277,7 +335,72 @@ class AccuracyRunner:
                 return True
         return False
 
-    def _measure(self, call: EmulatedCall, clip: Clip, run: ClipRun, times: list[float]) -> None:
+    def _outcome(
+        self, call: EmulatedCall, clip: BenchItem, run: ClipRun, times: list[float], record: dict[str, Any] | None
+    ) -> None:
+        """What became of the agent's turn after each clear: self-stops, resumption, lost turns, backchannels.
+
+        A clear "went on" when agent audio came back within RESUME_WINDOW_S (the playout log) and, when the
+        server's record says what became of that barge-in (`outcome` "resumed"/"stopped", or a `resumed`
+        flag), the record says resumed; without either field, a new agent turn after the interrupted one
+        means the audio that came back was a new turn, not this one going on.
+        """
+        spans = call.played_spans
+        start = call.first_audio_at
+        clears = [t for t in call.clears if start is None or t >= start]
+        run.all_clears = len(clears)
+        if not times:
+            return
+        clip_start = times[0] - FRAME_S
+        onset = _on_send_clock(times, clip.speech_onset_s, clip_start)
+        if clip.echo is not None:
+            run.self_stops = sum(1 for t in clears if onset is None or t < onset)
+        if onset is not None and clip.kind == "speech":
+            # A clear before the onset (an echo self-stop) is no detection: count and time from the onset on.
+            heard = [t for t in clears if t >= onset]
+            run.clears = len(heard)
+            run.onset_to_clear_ms = (heard[0] - onset) * 1000.0 if heard else None
+        bargeins: list[dict[str, Any]] = list(record.get("bargeins") or []) if record is not None else []
+        verdicts = [_record_resumed(b) for b in bargeins] if len(bargeins) == len(clears) else [None] * len(clears)
+        run.outcomes = [str(b.get("outcome")) for b in bargeins if "outcome" in b]
+        if record is not None and bargeins and isinstance(bargeins[0].get("turn_id"), int):
+            first_turn = int(bargeins[0]["turn_id"])
+            run.new_agent_turn = any(
+                t.get("role") == "agent" and int(t.get("id", 0)) > first_turn for t in record.get("turns", [])
+            )
+        hangup = call.closed_at if call.closed_at is not None else float("inf")
+
+        def went_on(i: int) -> bool:
+            t = clears[i]
+            back = [s.start for s in spans if s.start > t]
+            in_window = bool(back) and back[0] - t <= RESUME_WINDOW_S
+            verdict = verdicts[i]
+            if verdict is not None:  # the record knows; audio must still come back in time (or the call ended)
+                return verdict and (in_window or hangup < t + RESUME_WINDOW_S)
+            return in_window and not (run.new_agent_turn and i == len(clears) - 1)
+
+        if clip.kind == "noise":
+            run.lost_turn = not all(went_on(i) for i in range(len(clears)))
+        elif onset is not None:
+            run.yielded = any(not went_on(i) for i, t in enumerate(clears) if t >= onset)
+        # The clear that matters for speech: the first after the caller's audio began.
+        first_i = next((i for i, t in enumerate(clears) if t >= clip_start), None)
+        words = clip.category in ("isolated_word", "stop_word")
+        if first_i is None:
+            if words:
+                run.turn_ended, run.stayed_stopped, run.resumed_fast = False, False, False
+            return
+        first = clears[first_i]
+        run.record_resumed = verdicts[first_i]
+        back = [s.start for s in spans if s.start > first]
+        run.resume_ms = (back[0] - first) * 1000.0 if back else None
+        if words:
+            run.turn_ended = not went_on(first_i)
+            end = _on_send_clock(times, clip.speech_end_s, clip_start)
+            run.resumed_fast = bool(back) and end is not None and back[0] - end <= BACKCHANNEL_RESUME_S
+            run.stayed_stopped = not back
+
+    def _measure(self, call: EmulatedCall, clip: BenchItem, run: ClipRun, times: list[float]) -> None:
         if not times:
             run.error = "no caller frame went out"
             return
@@ -310,6 +433,25 @@ class AccuracyRunner:
         run.onset_to_clear_ms = (first - onset) * 1000.0
         if last is not None and last.ended_by != "hangup":
             run.onset_to_stopped_ms = (last.end - onset) * 1000.0
+
+
+def _record_resumed(bargein: dict[str, Any]) -> bool | None:
+    """The server record's word on one barge-in: a `resumed` flag, else `outcome` ("resumed"/"stopped")."""
+    flag = bargein.get("resumed")
+    if isinstance(flag, bool):
+        return flag
+    outcome = bargein.get("outcome")
+    return outcome == "resumed" if isinstance(outcome, str) else None
+
+
+def _on_send_clock(times: Sequence[float], at_s: float | None, clip_start: float) -> float | None:
+    """A time inside the clip (seconds from its start) on the send clock, as `_measure` places the onset."""
+    if at_s is None:
+        return None
+    k = int(at_s / FRAME_S)
+    if k < len(times):
+        return times[k] - FRAME_S + (at_s - k * FRAME_S)
+    return clip_start + at_s
 
 
 def run_to_json(run: ClipRun) -> dict[str, Any]:

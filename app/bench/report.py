@@ -10,6 +10,7 @@ from app.bench.common import MB, fmt, fmt_pct, pct, table
 from app.bench.fuzz import render as fuzz_section
 from app.bench.fuzz import summary as fuzz_summary
 from app.bench.fuzz import targets as fuzz_targets
+from app.bench.stats import Count
 from app.offline.corpus import STEADY_CATEGORIES
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ def _values(runs: Iterable[ClipRun], name: str) -> list[float]:
 
 def _events(runs: Iterable[ClipRun]) -> list[dict[str, Any]]:
     return [e for r in runs for e in r.events]
+
+
+def _timing(events: list[dict[str, Any]], name: str) -> list[float]:
+    """A barge-in timing over the events that have it: a resumed barge-in closed nothing (None)."""
+    return [float(e[name]) for e in events if e.get(name) is not None]
 
 
 def phase_summary(p: Phase) -> dict[str, Any]:
@@ -71,10 +77,10 @@ def phase_summary(p: Phase) -> dict[str, Any]:
         "llm_known": sum(r.llm_open is not None for r in p.runs),
         "timings": {
             name: {
-                "p50": pct([e[name] for e in events], 50),
-                "p95": pct([e[name] for e in events], 95),
-                "p99": pct([e[name] for e in events], 99),
-                "max": max((e[name] for e in events), default=None),
+                "p50": pct(_timing(events, name), 50),
+                "p95": pct(_timing(events, name), 95),
+                "p99": pct(_timing(events, name), 99),
+                "max": max(_timing(events, name), default=None),
             }
             for name in TIMINGS
         },
@@ -131,6 +137,10 @@ def render(report: Report) -> tuple[str, dict[str, Any]]:
     summaries = [phase_summary(p) for p in report.phases]
     if summaries:
         out += _accuracy(report, summaries)
+    conditions: list[dict[str, Any]] = []
+    if report.condition_phases:
+        lines, conditions = render_conditions(report.condition_phases)
+        out += lines
     if report.hold is not None:
         out += _hold(report)
     if report.fuzz is not None:
@@ -164,6 +174,7 @@ def render(report: Report) -> tuple[str, dict[str, Any]]:
         "phases": summaries,
         "targets": [dict(zip(("target", "measured", "result"), t, strict=True)) for t in targets],
         **({"fuzz": fuzz_summary(report.fuzz)} if report.fuzz is not None else {}),
+        **({"conditions": conditions} if conditions else {}),
     }
 
 
@@ -437,9 +448,10 @@ def _targets(report: Report, summaries: list[dict[str, Any]]) -> list[list[str]]
                 _verdict(None if v is None else v <= limit),
             ]
         )
-    every = events_at(lambda p: True)
+    # From the decision that ended the agent's turn (a resumed barge-in closes nothing and is left out).
+    every = [e for e in events_at(lambda p: True) if e.get("outcome", "stopped") == "stopped"]
     for name, label in (("llm_closed_ms", "LLM connection closed"), ("tts_stopped_ms", "TTS stopped")):
-        v = pct([e[name] for e in every], 95)
+        v = pct(_timing(every, name), 95)
         rows.append(
             [f"{label} p95 <= 10 ms", f"{fmt(v, 2)} ms (n={len(every)})", _verdict(None if v is None else v <= 10.0)]
         )
@@ -520,3 +532,109 @@ def _mean_batch(before: dict[str, Any], after: dict[str, Any]) -> str:
     model = float(a.get("model_cpu_s", 0)) - float(b.get("model_cpu_s", 0))
     return (f"{windows / runs:.2f} ({windows:.0f} windows in {runs:.0f} runs; model CPU {model:.2f} s, "
             f"{model / windows * 1e6:.0f} us per window)")
+
+
+# --- --conditions ----------------------------------------------------------------------------------------
+
+
+def condition_summary(p: Phase) -> dict[str, Any]:
+    """One condition on one provider at one concurrency: counts with 95% Wilson intervals (JSON-ready)."""
+    ok = _ok(p.runs)
+    speech, quiet = _speech(ok), _noise(ok)
+    o2c = _values(speech, "onset_to_clear_ms")
+    resume = _values(ok, "resume_ms")
+    false_clear = [r for r in quiet if r.all_clears > 0]
+    echo = [r for r in ok if r.erl_db is not None]
+    words = [r for r in ok if r.turn_ended is not None]
+
+    def by(rows: list[ClipRun], key: str, hit: Any) -> dict[str, dict[str, Any]]:
+        groups: dict[str, list[ClipRun]] = {}
+        for r in rows:
+            groups.setdefault(str(getattr(r, key)), []).append(r)
+        return {g: Count(sum(bool(hit(r)) for r in rs), len(rs)).to_json() for g, rs in groups.items()}
+
+    return {
+        "condition": p.condition,
+        "provider": p.provider,
+        "concurrency": p.concurrency,
+        "calls": len(p.runs),
+        "failed": sum(r.error is not None for r in p.runs),
+        "errors": sorted({r.error for r in p.runs if r.error})[:5],
+        "stand_in": next((r.stand_in for r in p.runs if r.stand_in), None),
+        "detection": Count(sum(r.detected for r in speech), len(speech)).to_json(),
+        "onset_to_clear_ms": {"p50": pct(o2c, 50), "p95": pct(o2c, 95), "n": len(o2c)},
+        "yielded": Count(sum(bool(r.yielded) for r in speech), len(speech)).to_json(),
+        "false_clears": Count(len(false_clear), len(quiet)).to_json(),
+        "lost_turns": Count(sum(bool(r.lost_turn) for r in quiet), len(quiet)).to_json(),
+        "lost_of_false_clears": Count(sum(bool(r.lost_turn) for r in false_clear), len(false_clear)).to_json(),
+        "self_stops": Count(sum(r.self_stops > 0 for r in echo), len(echo)).to_json(),
+        "self_stops_by_erl_db": by(echo, "erl_db", lambda r: r.self_stops > 0),
+        "false_clears_by_category": by(quiet, "category", lambda r: r.all_clears > 0),
+        "turn_ended": Count(sum(bool(r.turn_ended) for r in words), len(words)).to_json(),
+        "resumed_within_400ms": Count(sum(bool(r.resumed_fast) for r in words), len(words)).to_json(),
+        "kept_talking": Count(sum(r.all_clears == 0 for r in words), len(words)).to_json(),
+        "stayed_stopped": Count(sum(bool(r.stayed_stopped) for r in words), len(words)).to_json(),
+        "resume_ms": {"p50": pct(resume, 50), "max": max(resume, default=None), "n": len(resume)},
+        "record_resumed_known": sum(r.record_resumed is not None for r in ok),
+        "clears": sum(r.all_clears for r in ok),
+        "record_outcomes": _tally(o for r in ok for o in r.outcomes),
+        "new_agent_turn": sum(bool(r.new_agent_turn) for r in ok),
+        "violations": sum(r.violations for r in p.runs),
+    }
+
+
+def _tally(values: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _count(d: dict[str, Any]) -> str:
+    return str(Count(d["k"], d["n"]))
+
+
+def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The --conditions section: one table per condition (its metrics only), then per-category and per-ERL rows."""
+    from app.bench.conditions import CONDITIONS  # the registry; imported here to keep report's imports light
+
+    summaries = [condition_summary(p) for p in phases]
+    out = ["", "Conditions (counts k/n with 95% Wilson intervals; false clear = any clear with no caller speech;",
+           "  lost turn = a clear after which no agent audio of the same turn came back within 1 s)"]
+    columns: dict[str, tuple[str, Any]] = {
+        "detection": ("detected", lambda s: _count(s["detection"])),
+        "yielded": ("yielded (turn ended)", lambda s: _count(s["yielded"])),
+        "onset_to_clear": ("onset->clear p50/p95 ms",
+                           lambda s: "/".join(_ms(s["onset_to_clear_ms"], "p50", "p95"))),
+        "false_clears": ("false clears", lambda s: _count(s["false_clears"])),
+        "lost_turns": ("lost turns", lambda s: _count(s["lost_turns"])),
+        "self_stops": ("self-stops", lambda s: _count(s["self_stops"])),
+        "turn_ended": ("turn ended / kept talking / resumed <400 ms",
+                       lambda s: " / ".join(_count(s[k]) for k in ("turn_ended", "kept_talking",
+                                                                    "resumed_within_400ms"))),
+        "stayed_stopped": ("stopped and stayed stopped", lambda s: _count(s["stayed_stopped"])),
+    }
+    for name in dict.fromkeys(s["condition"] for s in summaries):
+        rows = [s for s in summaries if s["condition"] == name]
+        cond = CONDITIONS.get(name)
+        metrics = [m for m in (cond.metrics if cond else ()) if m in columns]
+        out += ["", f"{name}: {cond.summary if cond else ''}"]
+        if rows[0]["stand_in"]:
+            out.append(f"  stand-in: {rows[0]['stand_in']}")
+        out.append(table(
+            ["phase", "calls", "failed", *(columns[m][0] for m in metrics), "resume ms p50"],
+            [[_label(s), str(s["calls"]), str(s["failed"]), *(columns[m][1](s) for m in metrics),
+              fmt(s["resume_ms"]["p50"], 0)] for s in rows],
+        ))
+        for s in rows:
+            extra = [f"ERL {k} dB: {_count(v)}" for k, v in s["self_stops_by_erl_db"].items()]
+            if "false_clears" in metrics and len(s["false_clears_by_category"]) > 1:
+                extra += [f"{k}: {_count(v)}" for k, v in s["false_clears_by_category"].items()]
+            if extra and ("self_stops" in metrics or "false_clears" in metrics):
+                out.append(f"    {_label(s)}: " + "; ".join(extra))
+            if s["record_outcomes"]:
+                out.append(f"    {_label(s)}: {s['clears']} clears; server record outcomes: "
+                           + ", ".join(f"{k} {v}" for k, v in s["record_outcomes"].items()))
+            if s["errors"]:
+                out.append(f"    {_label(s)} errors: " + "; ".join(s["errors"]))
+    return out, summaries

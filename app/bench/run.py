@@ -1,9 +1,11 @@
 """`bargein bench`: the corpus through the provider-edge emulator against a real server, and N calls held open.
 
-    bargein bench [--mode accuracy|hold|all|fuzz] [--limit N] [--providers twilio,plivo] [--concurrency 1,20]
+    bargein bench [--mode accuracy|hold|all|fuzz|detector] [--limit N] [--providers twilio,plivo] [--concurrency 1,20]
                   [--hold-calls 100] [--hold-seconds 30] [--hold-caller noise|quiet]
                   [--agent-turn llm|greeting] [--auth] [--quick] [--json out.json]
+                  [--conditions NAME[,NAME]|all]
                   [--fuzz-frames 100000] [--fuzz-connections 6] [--fuzz-calls 10]
+                  [--detector-calls 1,100] [--detector-seconds 20]
 
 Three parts, in this order, each on its own so they do not compete for the CPU:
 
@@ -14,8 +16,17 @@ Three parts, in this order, each on its own so they do not compete for the CPU:
 3. hold (`app.bench.hold`): a fresh server process, N calls held open with the agent talking and the callers
    sending steady noise, measured over a window.
 
+`--conditions` (`app.bench.conditions`) runs named conditions in accuracy mode instead of the plain clips:
+echo of the agent's own audio on the caller leg, double talk, noise over echo, a quiet talker, short words,
+synthetic stop words, a line-hiss step, the cloud-to-carrier network. `--limit N` caps the calls of each.
+Without `--mode`, `--conditions` runs accuracy only.
+
 `--mode fuzz` (not part of `all`) runs `app.bench.fuzz` instead: honest calls beside connections sending
 hostile frames, and beside 1 MB / 100 KB media frames.
+
+`--mode detector` (not part of `all`) runs `app.bench.detector_cost` alone, in this process, no server: the
+detector's own CPU per call per 20 ms frame (echo guard, VAD, batched Silero) with the guard on, off, and
+idle on a quiet call, at `--detector-calls` calls, each fed `--detector-seconds` of audio; 3 runs each.
 
 The report goes to stdout, progress to stderr. Pass a target or not, the exit status is 0 when the benchmark
 ran; 1 when it could not (the server did not start, or no call connected).
@@ -35,10 +46,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
+
+from app.bench import conditions as cond
 from app.bench.accuracy import REPLY, AccuracyOptions, AccuracyRunner, Phase
 from app.bench.accuracy import server_env as accuracy_env
 from app.bench.common import Auth, ServerProcess, inherited_settings, progress
 from app.bench.compare import add_compare_arguments, run_compare
+from app.bench.detector_cost import measure_detector
+from app.bench.detector_cost import render as render_detector
 from app.bench.fuzz import FuzzOptions, FuzzResult, run_fuzz
 from app.bench.hold import HoldOptions, HoldResult, run_hold
 from app.bench.hold import server_env as hold_env
@@ -47,6 +64,8 @@ from app.edge.emulator import EdgeEmulator, Provider
 from app.edge.llm_server import ScriptedLlmServer
 from app.offline.corpus import STEADY_CATEGORIES, Clip, load_clip, read_manifest
 from app.offline.evaluate import measure_cost
+
+I16 = npt.NDArray[np.int16]
 
 PROVIDERS: tuple[Provider, ...] = ("twilio", "plivo")
 PRIME_CLIP = "speech/isolated_word_01_fsdd-jackson.wav"  # the caller's word that starts the agent's reply
@@ -64,6 +83,7 @@ class Report:
     inherited: dict[str, str]
     cost: list[dict[str, float]] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
+    condition_phases: list[Phase] = field(default_factory=list)
     llm: dict[str, int] = field(default_factory=dict)
     hold: HoldResult | None = None
     fuzz: FuzzResult | None = None
@@ -96,9 +116,14 @@ def sample(clips: Sequence[Clip], kind: str, limit: int) -> list[Clip]:
 def build_parser() -> argparse.ArgumentParser:
     """`bargein bench`'s options (every one with a help text: tests/test_cli.py checks)."""
     p = argparse.ArgumentParser(prog="bargein bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz"), default="all",
+    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz", "detector"), default=None,
                    help="what to run: accuracy (corpus clips as calls), hold (N calls held open), all (both; the "
-                        "default) or fuzz (hostile frames beside honest calls; not part of all)")
+                        "default, or accuracy alone with --conditions), fuzz (hostile frames beside honest calls; "
+                        "not part of all) or detector (the detector's own cost per call per frame, in-process, "
+                        "no server; not part of all)")
+    p.add_argument("--conditions", default=None, metavar="NAME[,NAME]",
+                   help="accuracy mode runs these conditions instead of the plain clips: "
+                        f"{', '.join(cond.CONDITIONS)}, or all")
     p.add_argument(
         "--limit", type=int, default=0, metavar="N",
         help="a sample run (0, the default: everything): N clips per kind in accuracy mode; N honest calls and "
@@ -127,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", action="store_true", help="signed webhooks and streams (webhook first)")
     p.add_argument("--no-cost", action="store_true", help="skip the in-process detector cost")
     p.add_argument(
-        "--quick", action="store_true", help="smoke run: noise clips cut to 2 s, hold 10 calls x 3 s, short cost runs"
+        "--quick", action="store_true",
+        help="smoke run: noise clips (and --conditions' silent / hiss calls) cut to 2 s, hold 10 calls x 3 s, "
+             "short cost runs"
     )
     p.add_argument("--json", metavar="PATH", help="also write every figure and every call as JSON")
     p.add_argument(
@@ -146,12 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"--mode fuzz: honest calls in the quiet run (default {FUZZ_CALLS}; with --limit N, "
                         "at most N)")
     p.add_argument("--fuzz-seed", type=int, default=1, metavar="N", help="--mode fuzz: the fuzzer's seed (default 1)")
+    p.add_argument("--detector-calls", default="1,100", metavar="LIST",
+                   help="--mode detector: calls in lock step, comma-separated (default: 1,100)")
+    p.add_argument("--detector-seconds", type=float, default=None, metavar="S",
+                   help="--mode detector: seconds of audio fed to each call (default 20; --quick 2)")
     return p
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
+    if args.conditions is not None:
+        try:
+            args.conditions = [c.name for c in cond.parse(args.conditions)]
+        except KeyError as exc:
+            p.error(f"--conditions: unknown {exc.args[0]}; choose from {', '.join(cond.CONDITIONS)} or all")
+    if args.mode is None:
+        args.mode = "accuracy" if args.conditions else "all"
     args.providers = [x.strip() for x in args.providers.split(",") if x.strip()]
     if not args.providers or set(args.providers) - set(PROVIDERS):
         p.error(f"--providers: choose from {', '.join(PROVIDERS)}")
@@ -174,6 +212,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.fuzz_frames = FUZZ_FRAMES_PER_CALL * args.fuzz_calls if args.limit > 0 else FUZZ_FRAMES
     if args.rounds < 1:
         p.error("--rounds: at least 1")
+    try:
+        args.detector_calls = [int(x) for x in args.detector_calls.split(",") if x.strip()]
+    except ValueError:
+        p.error("--detector-calls: comma-separated integers")
+    if not args.detector_calls or min(args.detector_calls) < 1:
+        p.error("--detector-calls: at least one value, each >= 1")
+    if args.detector_seconds is None:
+        args.detector_seconds = 2.0 if args.quick else 20.0
+    if args.detector_seconds < 0.1:
+        p.error("--detector-seconds: at least 0.1")
     return args
 
 
@@ -222,6 +270,52 @@ async def run_accuracy(
         "completed": sum(r.completed for r in requests),
         "disconnected": sum(r.disconnected for r in requests),
     }
+
+
+async def synth_stop_words() -> dict[str, I16]:
+    """The stop-word stand-ins: espeak-ng in en-gb (the agent speaks en-us), slower and a few semitones lower."""
+    from providers.tts.espeak import EspeakTts
+
+    tts = EspeakTts(voice="en-gb", rate_wpm=150, end_pause=False)
+    out: dict[str, I16] = {}
+    for phrase in cond.STOP_PHRASES:
+        pcm = (await tts.synthesize(phrase)).pcm.astype(np.float64)
+        # Stretch by 1.2: played at 8 kHz it is 3 semitones lower than espeak's voice (and a little slower).
+        pos = np.arange(0, len(pcm) - 1, 1 / 1.2)
+        out[phrase.replace(" ", "_")] = np.clip(np.interp(pos, np.arange(len(pcm)), pcm), -32768, 32767).astype(
+            np.int16
+        )
+    return out
+
+
+async def run_conditions(
+    args: argparse.Namespace, report: Report, clips: list[Clip], llm: ScriptedLlmServer, auth: Auth | None
+) -> None:
+    opts = AccuracyOptions(agent_turn=args.agent_turn, noise_max_s=2.0 if args.quick else None,
+                           observe_s=cond.RESUME_WINDOW_S + 0.2)
+    chosen = [cond.CONDITIONS[n] for n in args.conditions]
+    speech, noise = sample(clips, "speech", args.limit), sample(clips, "noise", args.limit)
+    words = [c for c in clips if c.category == "isolated_word"][: args.limit or None]
+    step_speech = sample(clips, "speech", args.limit or cond.CONDITIONS["line_step_speech"].calls)
+    audio = {c.path: load_clip(c) for c in {*speech, *noise, *words, *step_speech}}
+    stop_words = await synth_stop_words() if any(c.caller == "stop_word" for c in chosen) else {}
+    prime = load_clip(PRIME_CLIP) if opts.agent_turn == "llm" else None
+    server = ServerProcess({"LLM_BASE_URL": llm.base_url, **accuracy_env(opts)}, auth)
+    progress("conditions: starting the server")
+    await server.start()
+    try:
+        async with _edge(server, auth) as edge:
+            runner = AccuracyRunner(server, edge, audio, prime, opts)
+            for c in chosen:
+                sp = {"short_word": words, "line_step_speech": step_speech}.get(c.caller, speech)
+                items = cond.items(c, sp, noise, audio, stop_words, args.limit)
+                for concurrency in args.concurrency:
+                    for provider in args.providers:
+                        progress(f"  {c.name}: {provider} at {concurrency} call(s): {len(items)} calls")
+                        phase = await runner.phase_items(provider, concurrency, items, c.name)
+                        report.condition_phases.append(phase)
+    finally:
+        report.servers.append(await _stop(server, "conditions"))
 
 
 async def run_hold_mode(
@@ -274,7 +368,12 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
     clips = read_manifest()
     n_speech, n_noise = len(sample(clips, "speech", args.limit)), len(sample(clips, "noise", args.limit))
     plan = [f"machine: {_machine()}"]
-    if args.mode in ("accuracy", "all"):
+    if args.mode in ("accuracy", "all") and args.conditions:
+        plan.append(f"accuracy conditions: {', '.join(args.conditions)} on {', '.join(args.providers)} at "
+                    f"{', '.join(map(str, args.concurrency))} call(s)" + (f", at most {args.limit} calls each"
+                                                                          if args.limit else ""))
+        plan += [f"  {n}: {cond.CONDITIONS[n].summary}" for n in args.conditions]
+    elif args.mode in ("accuracy", "all"):
         at = ", ".join(
             f"{c} call{'s' if c > 1 else ''}: {n_speech} speech"
             + (f" + {n_noise} noise" if c > 1 or args.noise_at_1 else "")
@@ -312,7 +411,9 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
     report = Report(args=vars(args), plan=plan, inherited=inherited_settings(), cost=cost)
     try:
         async with ScriptedLlmServer([REPLY], token_delay_s=AccuracyOptions().token_delay_s) as llm:
-            if args.mode in ("accuracy", "all"):
+            if args.mode in ("accuracy", "all") and args.conditions:
+                await run_conditions(args, report, clips, llm, auth)
+            elif args.mode in ("accuracy", "all"):
                 await run_accuracy(args, report, clips, llm, auth)
             if args.mode in ("hold", "all"):
                 await run_hold_mode(args, report, clips, llm, auth)
@@ -335,10 +436,33 @@ def to_json(report: Report) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(json.dumps(data, default=str)))
 
 
+def run_detector_mode(args: argparse.Namespace) -> int:
+    """`--mode detector`: the table to stdout, and with --json every figure."""
+    t0 = time.monotonic()
+    load_before = os.getloadavg()
+    progress(f"detector cost (in-process): {', '.join(map(str, args.detector_calls))} call(s) x "
+             f"{args.detector_seconds:g} s, 3 runs each")
+    rows = measure_detector(args.detector_calls, args.detector_seconds, progress=progress)
+    load_after = os.getloadavg()
+    text = render_detector(rows, args.detector_seconds)
+    load = (f"load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+            f"after {', '.join(f'{x:.2f}' for x in load_after)}")
+    print(f"machine: {_machine()}\n{load}\n{text}\nwall time: {time.monotonic() - t0:.0f} s", flush=True)
+    if args.json:
+        data = {"args": vars(args), "machine": _machine(), "load_before": load_before, "load_after": load_after,
+                "detector": [asdict(r) for r in rows], "wall_s": time.monotonic() - t0}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, default=str)
+        progress(f"JSON written to {args.json}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.compare:
         return run_compare(args)
+    if args.mode == "detector":
+        return run_detector_mode(args)
     t0 = time.monotonic()
     cost: list[dict[str, float]] = []
     if not args.no_cost and args.mode != "fuzz":
@@ -360,7 +484,8 @@ def main(argv: list[str]) -> int:
         progress(f"JSON written to {args.json}")
     if report.failed:
         return 1
-    connected = [r for p in report.phases for r in p.runs if not (r.error or "").startswith("connect")]
-    if report.phases and not connected:
+    runs = [r for p in report.phases + report.condition_phases for r in p.runs]
+    connected = [r for r in runs if not (r.error or "").startswith("connect")]
+    if (report.phases or report.condition_phases) and not connected:
         return 1
     return 0

@@ -42,7 +42,15 @@ class CallBookkeeper:
                 cut_word_index=event.cut_word_index,
                 cut_char_offset=event.cut_char_offset,
                 heard_audio_ms=event.heard_audio_ms,
+                outcome=event.outcome,
+                reason=event.reason,
+                settled_ms=event.settled_ms,
+                resumed_from_ms=event.resumed_from_ms,
             ))
             m = self._metrics
+            if event.outcome == "resumed":
+                m.bargein_resumed_total.labels(self._provider, event.reason).inc()
+                return
             m.bargeins_total.labels(self._provider).inc()
-            m.observe_bargein(event.clear_sent_ms, event.tts_stopped_ms, event.llm_closed_ms, event.total_ms)
+            m.observe_bargein(event.clear_sent_ms, event.tts_stopped_ms or 0.0, event.llm_closed_ms or 0.0,
+                              event.total_ms)

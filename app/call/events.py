@@ -73,6 +73,18 @@ class VadChanged(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyChanged(CallEvent):
+    """The barge-in policy's state moved (app/bargein/detector.py): what it saw, what it did, and why."""
+
+    kind: ClassVar[str] = "policy"
+    state: str
+    previous: str
+    observation: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class BargeInDecided(CallEvent):
     """The detector decided the caller is talking over the agent (`t` is the deciding frame's arrival)."""
 
@@ -96,17 +108,28 @@ class ClearSent(CallEvent):
 
 @dataclass(frozen=True, slots=True)
 class BargeInHandled(CallEvent):
-    """Every step of a barge-in is done; times in ms from the deciding frame's arrival."""
+    """A barge-in is settled and every step of it is done.
+
+    `clear_sent_ms` is from the deciding frame's arrival (`BargeInDecided.t`). The rest is from the decision
+    that settled it, `settled_ms` after that frame: the same frame for the `immediate` policy; for `resume`
+    and `confirm`, the frame or the second look that showed the caller taking the turn (`outcome` "stopped")
+    or not (`outcome` "resumed": the agent went on from `resumed_from_ms` of its turn; nothing was closed,
+    so `llm_closed_ms` is None, and `tts_stopped_ms` is when its queued audio was dropped).
+    """
 
     kind: ClassVar[str] = "barge_in_done"
     id: str
     clear_sent_ms: float
-    tts_stopped_ms: float
-    llm_closed_ms: float
+    tts_stopped_ms: float | None
+    llm_closed_ms: float | None
     total_ms: float
     cut_word_index: int | None = None  # where the agent's turn was cut (None: no agent turn was running)
     cut_char_offset: int | None = None
     heard_audio_ms: float | None = None
+    outcome: str = "stopped"  # "stopped": the agent's turn ended; "resumed": it went on
+    reason: str = ""  # why it settled so: caller, words, repeated, noise, echo, short, backchannel, ...
+    settled_ms: float = 0.0
+    resumed_from_ms: float | None = None
 
 
 # -- the agent's audio -------------------------------------------------------------------------------------
@@ -213,12 +236,17 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
     for cls in (
         WireReceived, WireSent, VadChanged, BargeInDecided, ClearSent, BargeInHandled, AudioQueued, MarkSent,
         MarkAcked, AudioDropped, LlmOpened, LlmToken, LlmClosed, TtsStarted, TtsFinished, TurnStarted,
-        TurnEnded, CallClosed,
+        TurnEnded, CallClosed, PolicyChanged,
     )
 }
 
 _FIELDS: dict[type[CallEvent], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
+}
+_REQUIRED: dict[type[CallEvent], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    for cls in EVENT_TYPES.values()
 }
 
 
@@ -235,7 +263,8 @@ def from_dict(data: dict[str, Any]) -> CallEvent | None:
     cls = EVENT_TYPES.get(str(data.get("type")))
     if cls is None:
         return None
-    values: dict[str, Any] = {name: data.get(name) for name in _FIELDS[cls]}
+    # A field an older recording lacks takes its default (e.g. a barge-in's `outcome`), else None.
+    values: dict[str, Any] = {name: data.get(name) for name in _FIELDS[cls] if name in data or name in _REQUIRED[cls]}
     return cls(**values)
 
 

@@ -25,6 +25,9 @@ from providers.telephony.base import TelephonyProtocol
 logger = logging.getLogger(__name__)
 
 Send = Callable[[str], Awaitable[None]]
+# Told of every chunk sent: (turn id, mu-law audio, when it starts playing at the edge on the planned timeline).
+# The echo guard keeps the agent's audio by play time from this.
+OnSent = Callable[[int, bytes, float], None]
 
 
 class Outbox:
@@ -49,6 +52,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set whenever the queue shrinks: a chunk sent, or everything dropped
         self.sent_chunks = 0
+        self.on_sent: OnSent | None = None
+        # No audio goes out before this (the hard silence after a barge-in); the loop's clock.
+        self.not_before = 0.0
         self._events = events if events is not None else CallEvents()
 
     @property
@@ -99,13 +105,19 @@ class Outbox:
                 if ahead > self._lead_ms + 1e-6:
                     await asyncio.sleep((ahead - self._lead_ms) / 1000.0)
                     continue
+                if now < self.not_before - 1e-6:
+                    await asyncio.sleep(self.not_before - now)
+                    continue
                 turn_id, chunk = self._queue.popleft()
                 self._queued_bytes -= len(chunk)
                 self._room.set()
+                play_at = now + ahead / 1000.0
                 name = self.ledger.chunk_sent(turn_id, len(chunk) / 8.0, now)
                 # Both writes reach the transport before anything else runs: uvicorn writes synchronously.
                 await self._send(self._protocol.media(chunk))
                 await self._send(self._protocol.mark(name))
                 self.sent_chunks += 1
+                if self.on_sent is not None:
+                    self.on_sent(turn_id, chunk, play_at)
                 if self._events.active:
                     self._events.emit(MarkSent(now, name, turn_id, len(chunk) / 8.0))

@@ -13,14 +13,28 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import Literal, assert_never
 
 from app import logctx
 from app.audio import ulaw_to_pcm16
-from app.bargein.detector import BargeInDetector, Interrupt, UserTurnEnded
+from app.bargein import impulse
+from app.bargein.detector import (
+    Action,
+    BargeInPolicy,
+    Candidate,
+    Input,
+    Paused,
+    PolicyConfig,
+    Progress,
+    SpanEnded,
+    State,
+    TurnEnd,
+    Verdict,
+)
+from app.bargein.echo import EchoConfig, EchoGuard
 from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
-from app.bargein.vad import CallVad, SpeechStarted, VadConfig, VadEvent, VadState
+from app.bargein.vad import FRAME, CallVad, SpeechPaused, SpeechStarted, SpeechStopped, VadConfig, VadEvent, VadState
 from app.call.bookkeeping import CallBookkeeper
 from app.call.events import (
     AudioDropped,
@@ -31,6 +45,7 @@ from app.call.events import (
     CallEvents,
     ClearSent,
     MarkAcked,
+    PolicyChanged,
     TurnEnded,
     TurnStarted,
     VadChanged,
@@ -94,6 +109,18 @@ class CallDeps:
     observers: list[Callable[[CallSession], None]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Held:
+    """A provisional stop: the clear went out, the agent's turn waits to be resumed or ended."""
+
+    id: str
+    t0: float  # the deciding frame's arrival
+    t_clear: float
+    t_drop: float
+    heard: HeardPosition
+    turn: AgentTurn | None
+
+
 class StreamRefused(Exception):
     """The stream's start was refused (bad token, full, unsupported audio); the socket is closed with a reason."""
 
@@ -120,7 +147,18 @@ class CallSession:
                              self.events)
         self.vad = CallVad(deps.vad_config, deps.scorer)
         self.vad.on_change = self._vad_changed
-        self.detector = BargeInDetector()
+        self.policy = BargeInPolicy(PolicyConfig.from_settings(s))
+        self._pauses: list[SpeechPaused] = []
+        self.vad.on_pause = self._pauses.append
+        # The agent's own voice on the caller's leg (speakerphones): cleaned before the VAD hears the frame.
+        self.guard = EchoGuard(EchoConfig()) if s.echo_guard else None
+        if self.guard is not None:
+            self.outbox.on_sent = self._agent_audio_sent
+        self._held: _Held | None = None
+        self._candidate: SpeechStarted | None = None  # the VAD's latest onset: its confidence goes on record
+        self._interrupted_at: float | None = None  # a barge-in ended the agent's turn; the caller's turn follows
+        self._last_user_speech_ms = 0.0
+        self._ack_credit = 0.0
         self.agent: AgentTurn | None = None
         self._agent_record: Turn | None = None
         self._user_record: Turn | None = None
@@ -273,43 +311,156 @@ class CallSession:
 
     # -- the barge-in path -----------------------------------------------------------------------
     async def _on_audio(self, payload: bytes, arrival: float) -> None:
-        events = await self.vad.feed(ulaw_to_pcm16(payload), arrival)
+        pcm = ulaw_to_pcm16(payload)
+        guard = self.guard
+        if guard is not None and len(pcm) == FRAME and guard.active(arrival):
+            pcm, _ = guard.process(pcm, arrival)
+        events = await self.vad.feed(pcm, arrival)
         self._metrics.observe_frame_lag((self._clock.now() - arrival) * 1000.0)
         for event in events:
             await self._on_vad(event, arrival)
+        if self._pauses or self.policy.state is not State.IDLE:
+            await self._settle(arrival)
+
+    def _agent_audio_sent(self, turn_id: int, ulaw: bytes, play_at: float) -> None:
+        if self.guard is not None:
+            self.guard.played(ulaw_to_pcm16(ulaw), play_at)
 
     def _vad_changed(self, now: float, previous: VadState, state: VadState, probability: float, level: float) -> None:
         if self.events.active:
             self.events.emit(VadChanged(now, state.value, previous.value, round(probability, 4), round(level, 1)))
 
     async def _on_vad(self, event: VadEvent, arrival: float) -> None:
-        decision = self.detector.on_event(event, agent_speaking=self.agent_active(arrival))
-        if isinstance(event, SpeechStarted) and self._user_record is None and self.record is not None:
-            self._user_record = self.record.new_turn("user", self.deps.wall())
-            if self.events.active:
-                self.events.emit(TurnStarted(arrival, self._user_record.id, "user"))
-        if isinstance(decision, Interrupt):
-            await self._barge_in(decision, arrival)
-        elif isinstance(decision, UserTurnEnded):
-            self._end_user_turn()
+        if isinstance(event, SpeechStarted):
+            self._candidate = event
+            start = self.vad.speech_started_at
+            await self._decide(Candidate(
+                arrival,
+                speech_start=arrival - event.sustained_ms / 1000.0 if start is None else start,
+                agent_speaking=self.agent_active(arrival),
+                in_uninterruptible=self._in_span(arrival),
+            ))
+        elif isinstance(event, SpeechStopped):
+            self._last_user_speech_ms = event.speech_ms
+            await self._decide(TurnEnd(arrival))
+
+    async def _settle(self, now: float) -> None:
+        """Move an open candidate on: the caller paused, its second look is due, or it has gone on long."""
+        while self._pauses:
+            pause = self._pauses.pop(0)
+            await self._decide(Paused(pause.at, pause.speech_ms))
+        policy = self.policy
+        # Due once the window's audio is in (counted in samples); by the clock only if frames stopped coming.
+        if policy.awaiting_verdict and (self.vad.candidate_samples >= impulse.window_samples()
+                                        or policy.needs_verdict(now, impulse.WINDOW_MS / 1000.0 + 0.1)):
+            await self._decide(Verdict(now, self._second_look(now)))
+        if policy.timing and self.vad.speaking:
+            await self._decide(Progress(now, self.vad.speech_ms))
+        if policy.state in (State.DEFERRED, State.DEFERRED_ENDED) and not self._in_span(now):
+            await self._decide(SpanEnded(now))
+
+    def _second_look(self, now: float) -> Literal["speech", "noise", "echo"]:
+        """Is the open candidate the caller, an impulsive noise, or the agent's own echo? (About 0.2 ms.)"""
+        s = self.deps.settings
+        start = self.policy.speech_start
+        if self.guard is not None and self.guard.echo_share(start, now) > s.echo_reject_share:
+            return "echo"
+        if not s.bargein_second_look:
+            return "speech"
+        pcm, probs = self.vad.candidate()
+        # Windows under the energy gate were not scored (NaN): the stage reads the scored ones.
+        scored = [p for p in probs[: impulse.window_probabilities()] if p == p]
+        return "speech" if impulse.is_speech(pcm[: impulse.window_samples()], scored) else "noise"
+
+    def _in_span(self, now: float) -> bool:
+        """The caller is hearing an uninterruptible span of the agent's turn."""
+        turn = self.agent
+        if turn is None or not turn.spans:
+            return False
+        heard = self.ledger.heard(now)
+        return heard.turn_id == turn.turn_id and turn.in_span(heard.audio_ms)
+
+    async def _decide(self, event: Input) -> None:
+        step = self.policy.feed(event)
+        if step.state is not step.previous and self.events.active:
+            self.events.emit(PolicyChanged(event.at, step.state.value, step.previous.value,
+                                           step.observation.value, step.action.value, step.reason))
+        match step.action:
+            case Action.NONE:
+                pass
+            case Action.PAUSE:
+                await self._pause(event.at)
+            case Action.STOP:
+                await self._stop(event.at, step.reason)
+                if step.state is State.IDLE:  # the caller's turn ended during an uninterruptible span
+                    self._end_user_turn()
+            case Action.RESUME:
+                self._resume(event.at, step.reason)
+            case Action.REARM:
+                self.vad.rearm(event.at)
+            case Action.CALLER_TURN:
+                self._start_user_turn(event.at)
+            case Action.END_CALLER_TURN:
+                self._end_user_turn()
+            case _:
+                assert_never(step.action)
 
     def agent_active(self, now: float) -> bool:
-        """The agent is talking, or about to: its turn is producing, audio is queued, or audio is still playing."""
+        """The agent is talking, or about to: its turn is producing, audio is queued or still playing, or a
+        barge-in candidate holds it."""
         return self.agent is not None and (
-            self.agent.running or self.outbox.has_queued or self.ledger.playing(now)
+            self.agent.running or self.outbox.has_queued or self.ledger.playing(now) or self._held is not None
         )
 
-    async def _barge_in(self, interrupt: Interrupt, t0: float) -> None:
+    async def _pause(self, t0: float) -> None:
+        """A candidate over the agent: the provider's flush first, then hold the turn (nothing is closed yet)."""
         # 1. The provider's flush, before any other await and never behind queued audio.
         await self._send(self.protocol.clear())
         clock = self._clock
         t_clear = clock.now()
         heard = self.ledger.clear(t_clear)
-        # 2. No more agent audio: drop what is queued, and make the turn discard what it synthesises next.
+        # 2. No more agent audio: drop what is queued; the turn keeps producing but queues nothing.
         dropped = self.outbox.drop()
-        # The turn and its record are taken off the session before step 3 awaits: once the turn's task has ended,
-        # the timer (on_tick) would see a finished turn with nothing playing and close the record as spoken in
-        # full, uncut, before this coroutine resumes.
+        turn = self.agent
+        if turn is not None:
+            turn.hold(heard.audio_ms if heard.turn_id == turn.turn_id else 0.0)
+        if self.guard is not None:  # what was queued at the edge never played: expect no echo of it
+            self.guard.stop_at(t_clear + self.ledger.rtt_s / 2.0)
+        t_drop = clock.now()
+        bargein_id = uuid.uuid4().hex[:12]
+        self._held = _Held(bargein_id, t0, t_clear, t_drop, heard, turn)
+        self._emit_decided(bargein_id, t0, t_clear, t_drop, heard, turn, dropped)
+
+    def _emit_decided(self, bargein_id: str, t0: float, t_clear: float, t_drop: float, heard: HeardPosition,
+                      turn: AgentTurn | None, dropped: int) -> None:
+        # After every step is done: nothing here delays the clear. The call record's barge-ins and the metrics
+        # are kept from these events (app/call/bookkeeping.py), as is a recording.
+        c = self._candidate
+        emit = self.events.emit
+        emit(BargeInDecided(t0, bargein_id, turn.turn_id if turn is not None else None,
+                            round(c.confidence, 3) if c else 0.0, round(c.sustained_ms, 1) if c else 0.0,
+                            round(c.peak_dbfs, 1) if c else -120.0))
+        emit(ClearSent(t_clear, bargein_id, heard.turn_id, round(heard.audio_ms, 1)))
+        emit(AudioDropped(t_drop, dropped))
+
+    async def _stop(self, t1: float, reason: str) -> None:
+        """The caller takes the turn: end the agent's turn (clear first if the candidate had not paused it)."""
+        clock = self._clock
+        held, self._held = self._held, None
+        if held is None:
+            # 1. The provider's flush, before any other await and never behind queued audio.
+            await self._send(self.protocol.clear())
+            t_clear = clock.now()
+            heard = self.ledger.clear(t_clear)
+            dropped = self.outbox.drop()
+            if self.guard is not None:
+                self.guard.stop_at(t_clear + self.ledger.rtt_s / 2.0)
+            t0 = t1
+        else:
+            t0, t_clear, heard, dropped = held.t0, held.t_clear, held.heard, 0
+        # 2. The turn and its record are taken off the session before step 3 awaits: once the turn's task has
+        # ended, the timer (on_tick) would see a finished turn with nothing playing and close the record as
+        # spoken in full, uncut, before this coroutine resumes.
         turn, rec = self.agent, self._agent_record
         self._agent_record = None
         if turn is not None:
@@ -322,30 +473,62 @@ class CallSession:
         # 4. Cut the agent's turn at the last character the caller heard.
         cut = self._cut_agent_turn(turn, rec, heard, interrupted=True)
         t_end = clock.now()
-        # 5. Say what happened, once every step is done (nothing here delays the clear): the call record's
-        # barge-ins and the metrics are kept from these events (app/call/bookkeeping.py), as is a recording.
+        self.outbox.not_before = t_end + self.deps.settings.bargein_hard_silence_ms / 1000.0
+        self._interrupted_at = t0
         if self.record is not None:
             self.record.generation = self.ledger.generation
+        self._start_user_turn(t1)
 
-        def ms(t: float) -> float:
-            return round((t - t0) * 1000.0, 3)
+        def ms(t: float, since: float) -> float:
+            return round((t - since) * 1000.0, 3)
 
-        bargein_id = uuid.uuid4().hex[:12]
-        emit = self.events.emit
-        emit(BargeInDecided(t0, bargein_id, turn.turn_id if turn is not None else None,
-                            round(interrupt.confidence, 3), round(interrupt.sustained_ms, 1),
-                            round(interrupt.peak_dbfs, 1)))
-        emit(ClearSent(t_clear, bargein_id, heard.turn_id, round(heard.audio_ms, 1)))
-        emit(AudioDropped(t_tts, dropped))
-        emit(BargeInHandled(
-            t_end, bargein_id, ms(t_clear), ms(t_tts), ms(t_llm), ms(t_end),
+        bargein_id = held.id if held is not None else uuid.uuid4().hex[:12]
+        if held is None:
+            self._emit_decided(bargein_id, t0, t_clear, t_tts, heard, turn, dropped)
+        self.events.emit(BargeInHandled(
+            t_end, bargein_id, ms(t_clear, t0), ms(t_tts, t1), ms(t_llm, t1), ms(t_end, t1),
             cut_word_index=cut.word_index if cut else None,
             cut_char_offset=cut.char_offset if cut else None,
             heard_audio_ms=round(heard.audio_ms, 1) if cut else None,
+            outcome="stopped", reason=reason, settled_ms=ms(t1, t0),
         ))
-        logger.info("barge-in: clear %.2f ms, total %.2f ms", ms(t_clear), ms(t_end), extra=self._log_extra)
+        logger.info("barge-in: clear %.2f ms, settled after %.0f ms (%s), total %.2f ms", ms(t_clear, t0),
+                    ms(t1, t0), reason, ms(t_end, t1), extra=self._log_extra)
+
+    def _resume(self, t1: float, reason: str) -> None:
+        """The candidate was not the caller taking the turn: the agent goes on from where the caller stopped
+        hearing it (the start of the word then being spoken), and the VAD listens for a fresh onset."""
+        self.vad.rearm(t1)
+        held, self._held = self._held, None
+        if held is None:
+            return
+        turn = self.agent
+        from_ms: float | None = None
+        if turn is not None and turn is held.turn and not turn.tts_stopped:
+            heard_ms = held.heard.audio_ms if held.heard.turn_id == turn.turn_id else 0.0
+            from_ms = turn.resume_point(heard_ms)
+            self.ledger.resume(turn.turn_id, from_ms, self._clock.now())
+            turn.resume_from(from_ms)
+        t_end = self._clock.now()
+
+        def ms(t: float) -> float:
+            return round((t - held.t0) * 1000.0, 3)
+
+        self.events.emit(BargeInHandled(
+            t_end, held.id, ms(held.t_clear), ms(held.t_drop), None, ms(t_end),
+            heard_audio_ms=round(held.heard.audio_ms, 1),
+            outcome="resumed", reason=reason, settled_ms=ms(t1),
+            resumed_from_ms=None if from_ms is None else round(from_ms, 1),
+        ))
+        logger.info("barge-in resumed (%s) after %.0f ms", reason, ms(t1), extra=self._log_extra)
 
     # -- turns -----------------------------------------------------------------------------------
+    def _start_user_turn(self, at: float) -> None:
+        if self._user_record is None and self.record is not None:
+            self._user_record = self.record.new_turn("user", self.deps.wall())
+            if self.events.active:
+                self.events.emit(TurnStarted(at, self._user_record.id, "user"))
+
     def _end_user_turn(self) -> None:
         if self.record is None:
             return
@@ -354,8 +537,21 @@ class CallSession:
         self._user_record.ended_at = self.deps.wall()
         self._turn_ended(self._user_record, None)
         self._user_record = None
+        interrupted, self._interrupted_at = self._interrupted_at, None
         if not self.agent_active(self._clock.now()):  # the agent never talks over a turn it is already taking
-            self._start_agent_turn()
+            self._start_agent_turn(prefix=self._acknowledgement(interrupted is not None))
+
+    def _acknowledgement(self, after_interruption: bool) -> str | None:
+        """The acknowledgement line, on BARGEIN_ACK_FRACTION of long interruptions (spread evenly, not drawn
+        at random, so a replay says it at the same turns)."""
+        s = self.deps.settings
+        if not after_interruption or s.bargein_ack_fraction <= 0 or self._last_user_speech_ms < s.bargein_ack_min_ms:
+            return None
+        self._ack_credit += s.bargein_ack_fraction
+        if self._ack_credit < 1.0 - 1e-9:
+            return None
+        self._ack_credit -= 1.0
+        return s.bargein_ack_text or None
 
     def _cut_agent_turn(
         self, turn: AgentTurn | None, rec: Turn | None, heard: HeardPosition, interrupted: bool
@@ -396,7 +592,7 @@ class CallSession:
                 rec.heard_audio_ms, None if audio_ms is None else round(audio_ms, 1),
             ))
 
-    def _start_agent_turn(self, text: str | None = None) -> None:
+    def _start_agent_turn(self, text: str | None = None, prefix: str | None = None) -> None:
         assert self.record is not None
         self._finalize_agent_turn()
         rec = self.record.new_turn("agent", self.deps.wall())
@@ -424,6 +620,7 @@ class CallSession:
             max_queued_audio_ms=s.max_queued_audio_s * 1000.0,
             events=self.events,
             clock=self._clock,
+            prefix=prefix,
         )
         self._agent_record = rec
         self.agent.start()
@@ -454,6 +651,8 @@ class CallSession:
         self.flush_invalid_log(now)
         for event in self.vad.tick(now):
             await self._on_vad(event, now)
+        if self._pauses or self.policy.state is not State.IDLE:
+            await self._settle(now)
         if self.agent is not None and self.agent.finished and not self.agent_active(now):
             self._finalize_agent_turn()
         if now - self.last_frame_at > self.deps.settings.idle_timeout_s:
@@ -464,7 +663,18 @@ class CallSession:
         self.vad.close()  # the batcher drops this call's queued windows instead of running them for nobody
         if self.agent is not None:
             now = self._clock.now()
-            if self.agent_active(now):
+            held, self._held = self._held, None
+            if held is not None:  # ended during a provisional stop: the caller heard up to the clear
+                cut = self._cut_agent_turn(self.agent, self._agent_record, held.heard, interrupted=True)
+                ms = round((now - held.t0) * 1000.0, 3)
+                self.events.emit(BargeInHandled(
+                    now, held.id, round((held.t_clear - held.t0) * 1000.0, 3), 0.0, None, 0.0,
+                    cut_word_index=cut.word_index if cut else None,
+                    cut_char_offset=cut.char_offset if cut else None,
+                    heard_audio_ms=round(held.heard.audio_ms, 1) if cut else None,
+                    outcome="stopped", reason="hangup", settled_ms=ms,
+                ))
+            elif self.agent_active(now):
                 # The call ended mid-sentence: keep what the caller heard, not what was queued.
                 self._cut_agent_turn(self.agent, self._agent_record, self.ledger.heard(now), interrupted=False)
             self._finalize_agent_turn()

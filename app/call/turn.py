@@ -120,11 +120,16 @@ def _without_last_word(text: str) -> str:
     return text[:i].rstrip()
 
 
+# An uninterruptible span in the agent's text: "[[This call is recorded.]]". The markers are never spoken.
+SPAN_OPEN, SPAN_CLOSE = "[[", "]]"
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A synthesised sentence placed in the turn: where its text and its audio start, and its word timings.
 
-    The PCM itself is not kept: once encoded and queued, only the alignment is needed to cut the turn.
+    The encoded audio is kept with it until the turn ends: a barge-in that turns out to be a cough or an
+    "mm-hmm" resumes the turn by sending the unheard rest again (the provider's buffer can only be cleared).
     """
 
     char_start: int
@@ -132,6 +137,7 @@ class Segment:
     text: str
     words: tuple[WordTiming, ...]
     duration_ms: float
+    ulaw: bytes = b""
 
     @property
     def audio_end_ms(self) -> float:
@@ -165,9 +171,11 @@ class AgentTurn:
         max_queued_audio_ms: float,
         events: CallEvents | None = None,
         clock: Clock | None = None,
+        prefix: str | None = None,
     ) -> None:
         """`max_reply_chars` caps the LLM's reply (not a fixed `text`); `max_queued_audio_ms` caps the audio
-        this turn keeps queued in the outbox ahead of playback (synthesis waits for room)."""
+        this turn keeps queued in the outbox ahead of playback (synthesis waits for room). `prefix` is a
+        sentence said first (the acknowledgement after a long interruption)."""
         self.turn_id = turn_id
         self._outbox = outbox
         self._tts = tts
@@ -191,6 +199,14 @@ class AgentTurn:
         self.finished = False  # all audio handed to the outbox (or the turn failed)
         self.used_fallback = False
         self._task: asyncio.Task[None] | None = None
+        self._prefix = prefix
+        # Held: a barge-in paused the turn. Synthesis goes on into `segments`; nothing is queued until
+        # `resume_from` (the candidate was not the caller's turn) or `cancel` (it was).
+        self.held = False
+        self._held_at_ms = 0.0  # the heard position when the turn was held
+        self._released = asyncio.Event()  # set when a hold ends
+        self._in_span = False  # inside "[[ ... ]]" across sentences
+        self.spans: list[tuple[float, float]] = []  # uninterruptible audio ranges (ms into the turn)
         self._events = events if events is not None else CallEvents()
         self._clock = clock if clock is not None else MonotonicClock()
 
@@ -241,6 +257,8 @@ class AgentTurn:
             self.finished = True
 
     async def _produce(self, sentences: asyncio.Queue[str | None]) -> None:
+        if self._prefix:
+            sentences.put_nowait(self._prefix)
         if self._fixed_text is not None:
             for sentence in split_sentences(self._fixed_text):
                 sentences.put_nowait(sentence)
@@ -331,7 +349,10 @@ class AgentTurn:
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         events, clock = self._events, self._clock
-        while (sentence := await sentences.get()) is not None:
+        while (marked := await sentences.get()) is not None:
+            sentence, spans = self._unmark(marked)
+            if not sentence:
+                continue
             if events.active:
                 events.emit(TtsStarted(clock.now(), self.turn_id, sentence))
             async with asyncio.timeout(self._tts_timeout_s):
@@ -344,9 +365,48 @@ class AgentTurn:
             # and synthesise the next only after that: the outbox holds at most the cap, and one more sentence
             # waits here. A barge-in drops the queue and cancels this task, which ends the wait at once.
             await self._outbox.wait_for_room(synthesis.duration_ms, self._max_queued_audio_ms)
+            # Held by a barge-in candidate, the queue is empty: bound what is made meanwhile by the same cap.
+            while self.held and self.audio_ms - self._held_at_ms + synthesis.duration_ms > self._max_queued_audio_ms:
+                self._released.clear()
+                await self._released.wait()
             if self.tts_stopped:
                 return
+            start_ms = self.audio_ms
             self._add_segment(synthesis)
+            for a, b in spans:
+                self.spans.append((start_ms + synthesis.audio_ms_at(a), start_ms + synthesis.audio_ms_at(b)))
+
+    def _unmark(self, sentence: str) -> tuple[str, list[tuple[int, int]]]:
+        """The sentence without span markers, and the character ranges of it that are uninterruptible."""
+        if SPAN_OPEN not in sentence and SPAN_CLOSE not in sentence and not self._in_span:
+            return sentence, []
+        out: list[str] = []
+        spans: list[tuple[int, int]] = []
+        pos, length, start = 0, 0, 0
+        while pos < len(sentence):
+            token = SPAN_CLOSE if self._in_span else SPAN_OPEN
+            found = sentence.find(token, pos)
+            piece = sentence[pos:] if found < 0 else sentence[pos:found]
+            out.append(piece)
+            length += len(piece)
+            if found < 0:
+                break
+            if self._in_span:
+                spans.append((start, length))
+            else:
+                start = length
+            self._in_span = not self._in_span
+            pos = found + len(token)
+        if self._in_span:
+            spans.append((start, length))
+        text = "".join(out)
+        stripped = text.strip()
+        lead = len(text) - len(text.lstrip())
+        return stripped, [(max(0, a - lead), max(0, min(len(stripped), b - lead))) for a, b in spans if b > a]
+
+    def in_span(self, audio_ms: float) -> bool:
+        """The turn's audio at `audio_ms` is inside an uninterruptible span."""
+        return any(a <= audio_ms < b for a, b in self.spans)
 
     def _add_segment(self, synthesis: Synthesis) -> None:
         if synthesis.pcm.size == 0:
@@ -354,12 +414,14 @@ class AgentTurn:
         if self.text:
             self.text += " "
         start_ms = self.segments[-1].audio_end_ms if self.segments else 0.0
+        ulaw = pcm16_to_ulaw(synthesis.pcm)
         self.segments.append(
-            Segment(len(self.text), start_ms, synthesis.text, synthesis.words, synthesis.duration_ms)
+            Segment(len(self.text), start_ms, synthesis.text, synthesis.words, synthesis.duration_ms, ulaw)
         )
         self._starts.append(start_ms)
         self.text += synthesis.text
-        self._outbox.enqueue(self.turn_id, pcm16_to_ulaw(synthesis.pcm))
+        if not self.held:
+            self._outbox.enqueue(self.turn_id, ulaw)
         if self._events.active:
             self._events.emit(AudioQueued(self._clock.now(), self.turn_id, synthesis.duration_ms, synthesis.text))
 
@@ -371,6 +433,60 @@ class AgentTurn:
             self._on_fallback(reason)
         if self._fallback is not None:
             self._add_segment(self._fallback)
+
+    # -- pause and resume -------------------------------------------------------------------------
+    def hold(self, heard_ms: float) -> None:
+        """A barge-in candidate: keep producing, queue nothing (the session dropped what was queued).
+
+        What is made meanwhile stays within the queue's cap past `heard_ms`, the caller's heard position: that
+        is what a resume would queue again.
+        """
+        self.held = True
+        self._held_at_ms = heard_ms
+
+    def resume_point(self, heard_ms: float) -> float:
+        """Where to resume after the caller heard `heard_ms`: the start of the word being spoken then.
+
+        At most one word back: a word cut in the middle is said again whole; a cut in the pause after a
+        word resumes at the next word, so nothing heard in full is repeated.
+        """
+        if not self.segments or heard_ms <= 0:
+            return 0.0
+        i = max(0, bisect_right(self._starts, heard_ms) - 1)
+        seg = self.segments[i]
+        within = heard_ms - seg.audio_start_ms
+        if within >= seg.duration_ms:
+            return seg.audio_end_ms
+        point = 0.0
+        for word in seg.words:
+            if word.audio_ms > within:
+                break
+            end = word.audio_end_ms
+            # in the pause after a finished word: resume from the next word (or the pause itself)
+            point = end if end is not None and end <= within else word.audio_ms
+        return seg.audio_start_ms + point
+
+    def resume_from(self, audio_ms: float) -> int:
+        """Queue the turn's audio from `audio_ms` (a `resume_point`) on; later sentences queue as usual.
+
+        Returns how many bytes were queued again. The ledger must have been told first (`PlaybackLedger.resume`)
+        so the chunks keep their positions in the turn.
+        """
+        self.held = False
+        self._released.set()
+        if self.tts_stopped:
+            return 0
+        start = int(round(audio_ms * 8))  # mu-law at 8 kHz: 8 bytes per ms
+        queued = 0
+        for seg in self.segments:
+            first = int(round(seg.audio_start_ms * 8))
+            last = first + len(seg.ulaw)
+            if last <= start:
+                continue
+            piece = seg.ulaw[max(0, start - first):]
+            self._outbox.enqueue(self.turn_id, piece)
+            queued += len(piece)
+        return queued
 
     # -- truncation ------------------------------------------------------------------------------
     @property

@@ -11,6 +11,10 @@ It behaves like the real edge, not like a convenient client (docs/reference: tel
   what it returned (TwiML `<Connect><Stream>` / Plivo `<Stream>`);
 - every message the real edge would complain about is recorded in `violations` instead of being played;
 - what the caller actually heard is logged: which bytes of the agent stream played, and when;
+- with an `echo` (`echo.EchoSpec`; default none), the caller is on a speakerphone: every caller frame is the
+  caller's own audio plus the echo of the agent audio the edge PLAYED (its playout log, read on the caller
+  frame grid), through `echo.StreamingEcho` (band limit, soft clip, room, drifting delay, ERL), then the
+  line's mu-law; the frames as sent are kept in `caller_audio`;
 - with a `network` (see `network.Network`; default none: loopback), every frame each way is delivered after a
   one-way delay with jitter, in order: caller media, acks and `stop` on the way to the server, the server's
   media, marks and clears on the way to the edge. Times recorded here are edge times: a frame was *sent*
@@ -48,6 +52,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.edge import wire
 from app.edge.caller import FRAME_S, FRAME_SAMPLES, ULAW_SILENCE, CallerFrames, Clock, IdleAudio, wait_event
+from app.edge.echo import EchoSpec, StreamingEcho
 from app.edge.network import Direction, Link, Network
 from app.edge.playout import SAMPLE_RATE, DroppedRange, MarkRecord, PlayedSpan, Playout
 from app.edge.wire import ProtocolViolation, Provider
@@ -61,6 +66,7 @@ __all__ = [
     "Direction",
     "Clock",
     "DroppedRange",
+    "EchoSpec",
     "EdgeEmulator",
     "EmulatedCall",
     "IdleAudio",
@@ -120,6 +126,7 @@ class EmulatedCall:
         stream_params: dict[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
         network: Network | None = None,
+        echo: EchoSpec | None = None,
     ) -> None:
         if provider not in ("twilio", "plivo"):
             raise ValueError(f"unknown provider {provider!r}")
@@ -142,7 +149,12 @@ class EmulatedCall:
             self.stream_id = str(uuid.uuid4())
             self.account_id = "MA" + secrets.token_hex(9).upper()
 
-        self.playout = Playout(max_buffer_s=wire.MAX_BUFFER_S[provider], keep_audio=keep_audio)
+        # The echo path reads the played audio back, so a call with an echo keeps it.
+        self.playout = Playout(max_buffer_s=wire.MAX_BUFFER_S[provider], keep_audio=keep_audio or echo is not None)
+        self.echo = echo
+        self._echo = StreamingEcho(echo) if echo is not None else None
+        self._echo_frames = 0  # caller frame slots the echo path has rendered
+        self.caller_audio = bytearray()  # with an echo: every caller frame as sent, in order
         self.webhook_xml: str | None = None
         self.stream_url: str | None = None  # the public wss:// URL the stream was opened on
         self.custom_parameters: dict[str, str] = dict(stream_params or {})  # Twilio <Parameter>s
@@ -401,6 +413,8 @@ class EmulatedCall:
         self.started_at = await self._send(start)
 
     async def _send_frame(self, payload: bytes, slot_ts_ms: float) -> float:
+        if self._echo is not None:
+            payload = self._with_echo(payload, round(slot_ts_ms / (FRAME_S * 1000)))
         self._chunk += 1
         ts = max(slot_ts_ms, self._last_ts + FRAME_S * 1000)
         self._last_ts = ts
@@ -408,6 +422,23 @@ class EmulatedCall:
         sent_at = await self._send(message)
         self.frames_sent += 1
         return sent_at
+
+    def _with_echo(self, payload: bytes, slot: int) -> bytes:
+        """The caller frame of grid slot `slot` with the echo of what played during it added, as mu-law."""
+        assert self._echo is not None and self.started_at is not None
+        now = self._clock()
+        echo = np.zeros(FRAME_SAMPLES)
+        # Slots skipped while idle (idle_audio="none") still pass through the path, so its state (room tail,
+        # delay line) stays on the same timeline as the loudspeaker.
+        while self._echo_frames <= slot:
+            t0 = self.started_at + self._echo_frames * FRAME_S
+            played = ulaw_to_pcm16(self.playout.render(now, t0, FRAME_SAMPLES)).astype(np.float64)
+            echo = self._echo.frame(played)
+            self._echo_frames += 1
+        mixed = ulaw_to_pcm16(payload).astype(np.float64) + echo
+        out = pcm16_to_ulaw(np.clip(np.round(mixed), -32768, 32767).astype(np.int16))
+        self.caller_audio += out
+        return out
 
     async def send_audio(self, pcm16: npt.NDArray[np.int16], realtime: bool = True) -> list[float]:
         """Send caller audio (8 kHz int16) as 20 ms mu-law frames; returns each frame's send time.
@@ -622,6 +653,7 @@ class EdgeEmulator:
         idle_audio: IdleAudio = "silence",
         keep_audio: bool = True,
         network: Network | None = None,
+        echo: EchoSpec | None = None,
     ) -> None:
         self.server = server
         self.public_url = public_url
@@ -632,6 +664,7 @@ class EdgeEmulator:
         self._idle_audio: IdleAudio = idle_audio
         self._keep_audio = keep_audio
         self._network = network
+        self._echo = echo
         self._http: httpx.AsyncClient | None = None
         self.calls: list[EmulatedCall] = []
 
@@ -659,6 +692,7 @@ class EdgeEmulator:
             "keep_audio": self._keep_audio,
             "http": self._http,
             "network": self._network.reseeded(len(self.calls)) if self._network is not None else None,
+            "echo": self._echo,
         }
         options.update(overrides)
         call = EmulatedCall(provider, self.server, **options)

@@ -8,6 +8,7 @@ calls cheap.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -177,6 +178,27 @@ class Playout:
             t0, b0 = self._run
             spans.append(PlayedSpan(t0, now, b0, self.played, "playing"))
         return spans
+
+    def render(self, now: float, t0: float, n: int) -> bytes:
+        """The mu-law byte playing at each of the times `t0 + i / 8000` (i < n); mu-law silence where nothing
+        played. This is what the caller's loudspeaker put out, sample by sample, on any grid (the echo path
+        reads it on the caller frame grid)."""
+        self._need_audio()
+        out = bytearray(b"\xff" * n)
+        t1 = t0 + n / SAMPLE_RATE
+        for span in reversed(self.spans_until(now)):
+            if span.end <= t0:
+                break
+            if span.start >= t1:
+                continue
+            lo = max(0, math.ceil((span.start - t0) * SAMPLE_RATE - _EPS))
+            hi = min(n, math.ceil((span.end - t0) * SAMPLE_RATE - _EPS))
+            # Playout runs at exactly 8,000 bytes a second, so consecutive samples are consecutive bytes.
+            b = span.first_byte + int(max(0.0, t0 + lo / SAMPLE_RATE - span.start) * SAMPLE_RATE + _EPS)
+            hi = min(hi, lo + span.end_byte - b)
+            if hi > lo:
+                out[lo:hi] = self._audio[b : b + hi - lo]
+        return bytes(out)
 
     def received_audio(self) -> bytes:
         self._need_audio()

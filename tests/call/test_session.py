@@ -22,6 +22,7 @@ from app.bargein.silero import SileroStream
 from app.bargein.vad import VadConfig
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession, StreamRefused
+from app.call.turn import split_sentences
 from app.clock import FakeClock
 from app.metrics import Metrics
 from app.stream_tokens import StreamTokens
@@ -85,9 +86,13 @@ class ScriptedScorer:
 
 
 class Harness:
-    def __init__(self, provider: str = "twilio", llm: FakeLlm | None = None, greeting: str = "Hello there.") -> None:
+    def __init__(self, provider: str = "twilio", llm: FakeLlm | None = None, greeting: str = "Hello there.",
+                 **settings: Any) -> None:
         self.clock = FakeClock()
-        self.settings = make_settings(agent_greeting=greeting, playback_lead_ms=10_000, vad_use_webrtc=False)
+        # The strict stop sequence by default; the provisional policies have their own tests below.
+        settings = {"bargein_policy": "immediate", "echo_guard": False, **settings}
+        self.settings = make_settings(agent_greeting=greeting, playback_lead_ms=10_000, vad_use_webrtc=False,
+                                      **settings)
         self.tts = FakeTts()
         self.llm = llm or FakeLlm(["Fine. ", "And ", "you? "])
         self.scorer = ScriptedScorer()
@@ -304,5 +309,93 @@ def test_idle_stream_is_ended_by_the_timer() -> None:
         with pytest.raises(StreamRefused, match="idle"):
             await h.session.on_tick(h.clock.now())
         await h.session.close("idle timeout")
+
+    asyncio.run(scenario())
+
+
+def test_a_short_sound_pauses_the_greeting_and_it_resumes_from_the_word_being_said() -> None:
+    # Fake clock, scripted VAD scores: the provisional stop and the resend, step by step.
+    greeting = "Hello there. Thanks for calling the demo line today."
+
+    async def scenario() -> None:
+        h = Harness("twilio", greeting=greeting, bargein_policy="resume", bargein_second_look=False)
+        await h.start()
+        markers = h.markers()
+        for name in markers[:2]:
+            h.clock.advance(0.16)
+            await h.ack(name)
+        h.clock.advance(0.05)
+        sent_before = len(h.sent)
+        await h.frames(5, loud=True, probability=0.99)  # 100 ms: the candidate, a clear at once
+        assert h.events()[sent_before] == "clear"
+        turn = h.session.agent
+        assert turn is not None and turn.held and h.session.policy.holding
+        await h.frames(16, loud=False, probability=0.0)  # 320 ms of quiet: a backchannel, over
+        await settle()
+        assert not turn.held and h.session.policy.state.value == "idle"
+        record = h.registry.get("CA1")
+        assert record is not None
+        [bargein] = record.bargeins
+        assert bargein.outcome == "resumed" and bargein.reason == "backchannel" and bargein.llm_closed_ms is None
+        assert bargein.resumed_from_ms is not None and bargein.heard_audio_ms is not None
+        assert bargein.resumed_from_ms <= bargein.heard_audio_ms
+        # The resumed audio is the turn's own from that word on, with markers that place it in the turn.
+        media = [m for m in h.sent[sent_before + 1:] if m["event"] == "media"]
+        assert media, "nothing was resent"
+        resent = b"".join(__import__("base64").b64decode(m["media"]["payload"]) for m in media)
+        whole = b"".join(seg.ulaw for seg in turn.segments)
+        start = int(round(bargein.resumed_from_ms * 8))
+        assert resent == whole[start:start + len(resent)]
+        assert not record.turns[0].interrupted and [t.role for t in record.turns] == ["agent"]
+
+    asyncio.run(scenario())
+
+
+def test_an_uninterruptible_span_is_not_spoken_as_markup_and_speech_in_it_waits_for_its_end() -> None:
+    greeting = "[[This call is recorded for quality and training, and by staying on you agree.]] Hello, how can I help?"
+
+    async def scenario() -> None:
+        h = Harness("twilio", greeting=greeting, bargein_policy="resume", bargein_second_look=False)
+        await h.start()
+        assert all("[[" not in s and "]]" not in s for s in h.tts.spoken)
+        turn = h.session.agent
+        assert turn is not None and turn.spans and turn.spans[0][0] == 0.0
+        span_end_ms = turn.spans[0][1]
+        assert 0 < span_end_ms < turn.audio_ms
+        markers = h.markers()
+        h.clock.advance(0.16)
+        await h.ack(markers[0])
+        await h.frames(10, loud=True, probability=0.99)  # inside the span: no clear
+        assert "clear" not in h.events()
+        assert h.session.policy.state.value == "deferred"
+        # The span plays out while the caller goes on talking: the clear comes once it has.
+        for name in markers[1:]:
+            h.clock.advance(0.16)
+            await h.ack(name)
+            await h.frames(1, loud=True, probability=0.99)
+            if "clear" in h.events():
+                break
+        assert "clear" in h.events()
+        record = h.registry.get("CA1")
+        assert record is not None and record.turns[0].interrupted
+        assert record.turns[0].heard_audio_ms is not None and record.turns[0].heard_audio_ms >= span_end_ms
+
+    asyncio.run(scenario())
+
+
+def test_the_acknowledgement_opens_the_reply_after_a_long_interruption() -> None:
+    async def scenario() -> None:
+        h = Harness("twilio", greeting="Hello there. Thanks for calling the demo line today.",
+                    bargein_ack_fraction=1.0, bargein_ack_min_ms=500, bargein_ack_text="Sorry, go ahead.")
+        await h.start()
+        h.clock.advance(0.1)
+        await h.frames(40, loud=True, probability=0.99)  # 800 ms over the agent: immediate policy stops it
+        assert "clear" in h.events()
+        await h.frames(40, loud=False, probability=0.0)  # the turn-end silence: the agent replies
+        await settle()
+        # The reply's first sentence is the acknowledgement; the LLM's reply follows it.
+        first_reply = len(split_sentences("Hello there. Thanks for calling the demo line today."))
+        assert h.tts.spoken[first_reply] == "Sorry, go ahead."
+        assert h.tts.spoken[first_reply + 1:], "the LLM's reply did not follow"
 
     asyncio.run(scenario())

@@ -104,7 +104,9 @@ def test_speech_over_a_streaming_reply_clears_closes_the_llm_and_cuts_at_the_hea
 ) -> None:
     async def scenario() -> None:
         async with ScriptedLlmServer([REPLY], token_delay_s=TOKEN_DELAY_S) as llm:
-            srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.")
+            # The strict stop sequence (clear, TTS, LLM, cut) on one frame: the `immediate` policy. The provisional
+            # policies are tested in test_resume.py.
+            srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.", bargein_policy="immediate")
             async with EmulatedCall.start(provider, srv.url) as call:
                 # The greeting plays out; then the caller says one word and falls silent: the agent replies.
                 await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)

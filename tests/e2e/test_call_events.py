@@ -116,7 +116,9 @@ def test_a_barge_in_call_is_a_complete_ordered_event_stream(provider: str, serve
     [clear] = collector.of(ClearSent)
     [done] = collector.of(BargeInHandled)
     assert decided.id == clear.barge_in_id == done.id and decided.turn_id == reply_turn
-    assert decided.t <= clear.t and done.clear_sent_ms <= done.total_ms
+    # The clear is timed from the deciding frame; the rest from the decision that settled the barge-in.
+    assert decided.t <= clear.t and done.clear_sent_ms <= done.settled_ms + done.total_ms
+    assert done.outcome == "stopped" and done.t >= decided.t + done.settled_ms / 1000.0
     clear_frames = [e for e in collector.of(WireSent) if json.loads(e.text).get("event") in ("clear", "clearAudio")]
     assert len(clear_frames) == 1 and decided.t <= clear_frames[0].t <= clear.t
     # The detector went from starting to speaking on the deciding frame itself.

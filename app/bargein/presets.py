@@ -1,0 +1,25 @@
+"""Presets by channel: one name (BARGEIN_PRESET) picks the barge-in thresholds that suit a kind of line.
+
+Each preset lists only what differs from the field defaults in app/settings.py; a setting given in the
+environment always wins over the preset. Why each value is what it is:
+
+- `phone`: a handset on a carrier line, the default. Everything at its measured default.
+- `speakerphone`: the agent's own voice comes back loudly (echo return loss to -6 dB) with a room tail:
+  the echo guard is on, and the clear waits for the second look (`confirm`), so the echo that gets past
+  the guard early in a reply is turned away before anything is sent.
+- `noisy`: a car, a cafe, a street: the second look always runs and the clear waits for it (`confirm`),
+  so noise never causes a clear; a little slower to react.
+- `browser`: the browser's own echo canceller already cleaned the microphone (getUserMedia), and the line
+  is wideband and quiet: the echo guard is off (it would only cost CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "phone": {},
+    "speakerphone": {"echo_guard": True, "bargein_policy": "confirm"},
+    "noisy": {"bargein_policy": "confirm", "bargein_second_look": True},
+    "browser": {"echo_guard": False},
+}
