@@ -32,6 +32,11 @@ Policies (settings `BARGEIN_POLICY`) differ only in what a candidate does while 
   `doubt_max_ms`), then pause as `resume` does: slower by the second look's window, but echo and the
   noise it catches never cause a clear.
 
+On a line where the agent's own echo comes back (the echo guard has locked onto an echo path in this call),
+and for `cautious_s` after a stop that turned out to be noise or echo, `resume` confirms before it clears,
+as `confirm` does: echo that gets past the guard must not cause a clear. On such a line a repeated short
+utterance does not escalate either: the echo of the resumed audio would look exactly like one.
+
 A candidate while the agent is inside an uninterruptible span (a legal notice, a read-back) is either
 ignored or acted on when the span ends (`uninterruptible`). A short utterance soon after a resume
 (`escalate_s`) is not a second backchannel: a caller who says "stop" twice is heard the second time.
@@ -112,6 +117,7 @@ class Candidate:
     speech_start: float
     agent_speaking: bool
     in_uninterruptible: bool = False
+    echo_possible: bool = False  # the agent's own echo is on the line (the echo guard has locked onto it)
 
 
 @dataclass(frozen=True)
@@ -299,6 +305,7 @@ class BargeInPolicy:
         self.verdict: str | None = None  # the open candidate's second look, once in
         self._last_resume_at: float | None = None
         self._last_false_at: float | None = None  # the last resume for noise or echo
+        self._echo_line = False  # the open candidate came while the agent's echo could be on the line
 
     @property
     def open(self) -> bool:
@@ -334,6 +341,7 @@ class BargeInPolicy:
             self.state, action = TRANSITIONS.get((previous, obs), (previous, Action.NONE))
         if isinstance(event, Candidate) and previous is State.IDLE:
             self.speech_start, self.candidate_at, self.verdict = event.speech_start, event.at, None
+            self._echo_line = event.echo_possible
         if isinstance(event, Verdict) and previous in (State.PENDING, State.PAUSED):
             self.verdict = event.kind
         if action is Action.RESUME:
@@ -361,8 +369,8 @@ class BargeInPolicy:
                 ignored = cfg.uninterruptible == "ignore"
                 return (Obs.CANDIDATE_IGNORED if ignored else Obs.CANDIDATE_IN_SPAN), "uninterruptible"
             case Candidate():
-                if self.config.policy == "resume" and self._last_false_at is not None and (
-                        event.at - self._last_false_at <= cfg.cautious_s):
+                if self.config.policy == "resume" and (event.echo_possible or (
+                        self._last_false_at is not None and event.at - self._last_false_at <= cfg.cautious_s)):
                     return Obs.CANDIDATE_CAUTIOUS, "cautious"
                 return Obs.CANDIDATE, "candidate"
             case Verdict(kind="speech"):
@@ -376,7 +384,8 @@ class BargeInPolicy:
                     return Obs.NOTHING, ""  # a long utterance pausing: LONG already settled it
                 if self.verdict == "noise":
                     return Obs.SHORT, "noise"
-                again = self._last_resume_at is not None and event.at - self._last_resume_at <= cfg.escalate_s
+                again = (not self._echo_line and self._last_resume_at is not None
+                         and event.at - self._last_resume_at <= cfg.escalate_s)
                 if again:
                     return Obs.SHORT_AGAIN, "repeated"
                 return Obs.SHORT, "backchannel" if self.verdict == "speech" else "short"

@@ -339,6 +339,7 @@ class CallSession:
                 speech_start=arrival - event.sustained_ms / 1000.0 if start is None else start,
                 agent_speaking=self.agent_active(arrival),
                 in_uninterruptible=self._in_span(arrival),
+                echo_possible=self.guard is not None and self.guard.echo_seen and self.guard.active(arrival),
             ))
         elif isinstance(event, SpeechStopped):
             self._last_user_speech_ms = event.speech_ms
@@ -363,7 +364,11 @@ class CallSession:
         """Is the open candidate the caller, an impulsive noise, or the agent's own echo? (About 0.2 ms.)"""
         s = self.deps.settings
         start = self.policy.speech_start
-        if self.guard is not None and self.guard.echo_share(start, now) > s.echo_reject_share:
+        guard = self.guard
+        # Mostly residual echo, and an echo path is locked or the agent's audio is evidently on the line (a level
+        # bound alone cannot tell a quiet caller from an echo before a lock).
+        if guard is not None and guard.echo_share(start, now) > s.echo_reject_share and (
+                guard.delay is not None or guard.echo_evident(now)):
             return "echo"
         if not s.bargein_second_look:
             return "speech"

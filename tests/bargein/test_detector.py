@@ -165,3 +165,21 @@ def test_every_table_row_is_reachable_from_a_real_state() -> None:
     assert {o for _, o in TRANSITIONS} <= set(Obs)
     with pytest.raises(ValueError):
         PolicyConfig(policy="sometimes")  # type: ignore[arg-type]
+
+
+def test_on_a_line_with_echo_the_resume_policy_confirms_before_it_clears() -> None:
+    p = BargeInPolicy(PolicyConfig(policy="resume"))
+    assert run(p, Candidate(1.0, 0.936, agent_speaking=True, echo_possible=True), Verdict(1.1, "echo")) == [
+        Action.NONE, Action.REARM]  # the agent's own voice never causes a clear
+    assert run(p, Candidate(2.0, 1.936, agent_speaking=True, echo_possible=True), Verdict(2.1, "speech")) == [
+        Action.NONE, Action.PAUSE]  # double talk still stops it, one second look later
+
+
+def test_on_a_line_with_echo_a_repeated_short_sound_does_not_escalate() -> None:
+    # The echo of the resumed audio comes back like a second "stop": on such a line it resumes again.
+    p = BargeInPolicy(PolicyConfig(policy="resume", escalate_s=4.0))
+    echo = {"agent_speaking": True, "echo_possible": True}
+    assert run(p, Candidate(1.0, 0.936, **echo), Verdict(1.1, "speech"), Paused(1.5, 300)) == [
+        Action.NONE, Action.PAUSE, Action.RESUME]
+    assert run(p, Candidate(2.0, 1.936, **echo), Verdict(2.1, "speech"), Paused(2.5, 300)) == [
+        Action.NONE, Action.PAUSE, Action.RESUME]
