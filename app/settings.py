@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     bargein_backchannel_max_ms: float = Field(
         600.0, ge=0, description="Speech shorter than this that pauses is a backchannel: the agent resumes."
     )
+    bargein_doubt_max_ms: float = Field(
+        1000.0, ge=0, description="A sound the second look called noise is the caller after all past this long."
+    )
+    bargein_cautious_s: float = Field(
+        3.0, ge=0, description="After a stop that was noise or echo, clear only once confirmed for this long."
+    )
     bargein_escalate_s: float = Field(
         4.0, ge=0, description="A second short utterance this soon after a resume stops the agent."
     )

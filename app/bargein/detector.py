@@ -103,7 +103,9 @@ class PolicyConfig:
         return cls(
             policy=settings.bargein_policy,
             backchannel_max_ms=settings.bargein_backchannel_max_ms,
+            doubt_max_ms=settings.bargein_doubt_max_ms,
             escalate_s=settings.bargein_escalate_s,
+            cautious_s=settings.bargein_cautious_s,
             uninterruptible=settings.bargein_uninterruptible,
         )
 

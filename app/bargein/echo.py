@@ -106,7 +106,7 @@ class EchoConfig:
     prelock_margin: float = 2.0  # x the loudest 20 ms of agent audio in the lag range: reverb and clipping
     # Until a delay first locks, levels alone bound the echo for this long into the call's first reply (the
     # longest echo delay, 400 ms, plus time for GCC to lock on it); past it with no lock, the line has no echo.
-    prelock_evidence_s: float = 0.8
+    prelock_evidence_s: float = 1.5
     # ... and from then on, with no echo path found, GCC looks for one this often instead of every
     # `lock_retry_s` (one GCC costs about 0.4 ms: every 0.5 s that was 20 us a frame, measured): the guard
     # costs little on a handset line, the common case, and an echo that appears later (the caller switches
@@ -204,10 +204,35 @@ class _Ring:
         return out
 
 
+class GccBudget:
+    """How many delay estimates (GCC-PHAT, about 0.4 ms each) all calls may run per `per_s` of the callers'
+    time: 100 calls starting together would otherwise run theirs in the same loop turns and hold the loop up
+    to 50 ms (hold mode, measured). A call refused now tries again on its next frame. Times are arguments."""
+
+    def __init__(self, runs: int = 4, per_s: float = 0.02) -> None:
+        self.runs, self.per_s = runs, per_s
+        self._slot = -1
+        self._left = runs
+
+    def take(self, t: float) -> bool:
+        slot = int(t // self.per_s)
+        if slot != self._slot:
+            self._slot, self._left = slot, self.runs
+        if self._left <= 0:
+            return False
+        self._left -= 1
+        return True
+
+
+# One per process: the loop all calls share is what the budget protects.
+SHARED_GCC_BUDGET = GccBudget()
+
+
 class EchoGuard:
     """One call's echo canceller: `played()` the agent's audio by play time, `process()` each caller frame."""
 
-    def __init__(self, config: EchoConfig | None = None) -> None:
+    def __init__(self, config: EchoConfig | None = None, budget: GccBudget = SHARED_GCC_BUDGET) -> None:
+        self._budget = budget
         self.config = c = config or EchoConfig()
         self._ref = _Ring()
         self._mic = _Ring()
@@ -335,6 +360,10 @@ class EchoGuard:
             return mic_pcm16_frame, 0.0  # the filter's block is one telephony frame; others pass as they are
         if self._next_estimate is None or t >= self._next_estimate:
             self._maybe_estimate(end, t)
+        if self.delay is None and self._dormant(t):
+            # No echo path on this line: nothing to remove, nothing to call echo; the frame passes as it came.
+            self._record(t, _energy(mic), 0.0)
+            return mic_pcm16_frame, 0.0
         if self.delay is None:
             e, e_e, fraction, gain = self._before_lock(mic, end)
         else:
@@ -353,7 +382,7 @@ class EchoGuard:
             # Each call's GCC runs at its own phase: calls that start together (a burst) would otherwise all
             # run one in the same loop turn, every retry (100 calls x 0.4 ms held the loop 40 ms, measured).
             self._next_estimate = self._run_start + c.lock_first_s * (1.0 + self._phase)
-        if t < self._next_estimate:
+        if t < self._next_estimate or not self._budget.take(t):
             return
         if self.delay is None:
             retry = c.dormant_retry_s if self._dormant(t) else c.lock_retry_s

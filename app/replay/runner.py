@@ -60,6 +60,7 @@ DECISION_SETTINGS = (
     "llm_max_reply_chars", "max_queued_audio_s", "idle_timeout_s", "stream_start_timeout_s", "agent_greeting",
     "agent_fallback_text", "agent_system_prompt", "media_max_payload_bytes",
     "bargein_preset", "bargein_policy", "bargein_second_look", "bargein_backchannel_max_ms", "bargein_escalate_s",
+    "bargein_doubt_max_ms", "bargein_cautious_s",
     "bargein_uninterruptible", "bargein_hard_silence_ms", "bargein_ack_fraction", "bargein_ack_text",
     "bargein_ack_min_ms", "echo_guard", "echo_reject_share", "vad_snr_db", "vad_floor_window_ms", "vad_pause_ms",
 )
