@@ -162,7 +162,9 @@ class Settings(BaseSettings):
     )
     bargein_ack_text: str = Field("Sorry, go ahead.", description="The acknowledgement line.")
     bargein_ack_min_ms: int = Field(1500, ge=0, description="An interruption this long (speech) is a long one.")
-    echo_guard: bool = Field(True, description="Remove the agent's own voice from the caller's leg (speakerphones).")
+    echo_guard: bool = Field(
+        False, description="Remove the agent's own voice from the caller's leg (on in the speakerphone preset)."
+    )
     echo_reject_share: float = Field(
         0.75, ge=0, le=1, description="A candidate whose energy is more than this share residual echo is echo."
     )

@@ -113,10 +113,16 @@ def test_the_caller_talking_on_ends_the_agents_turn_closes_its_llm_at_once_and_c
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("policy", ["confirm", "resume"])
-def test_speech_over_the_agent_is_detected_under_each_provisional_policy(policy: str, server_factory: Any) -> None:
+@pytest.mark.parametrize("settings", [
+    {"bargein_policy": "confirm"}, {"bargein_policy": "resume"},
+    # the echo guard in the path: a guard that muted the caller while the agent talks would fail this
+    {"bargein_preset": "speakerphone"}, {"bargein_policy": "resume", "echo_guard": True},
+], ids=["confirm", "resume", "speakerphone", "resume-guard"])
+def test_speech_over_the_agent_is_detected_under_each_provisional_policy(
+    settings: dict[str, Any], server_factory: Any
+) -> None:
     async def scenario() -> dict[str, Any]:
-        srv = server_factory(agent_greeting=GREETING, bargein_policy=policy)
+        srv = server_factory(agent_greeting=GREETING, **settings)
         async with EmulatedCall.start("twilio", srv.url) as call:
             await call.wait_until(lambda: call.played_samples > 1.5 * 8000, 20)
             sent = await call.send_audio(speech("read", 2)[: int(2.0 * 8000)])
