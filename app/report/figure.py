@@ -246,8 +246,12 @@ def build_figure(tl: Timeline) -> go.Figure:
                        "line": {"color": BARGE, "width": 1.5}})
         total = f"{b.total_ms:.0f} ms" if b.total_ms is not None else "?"
         talk = f"talk-over {b.talk_over_ms:.0f} ms" if b.talk_over_ms is not None else ""
-        if full:
+        if full and b.outcome == "resumed":
             text = (f"<b>barge-in {i + 1}</b> at {b.t:.2f} s · {talk}<br>"
+                    f"clear +{_ms(b.clear_sent_ms)} → <b>resumed</b> ({b.reason}) after {_ms(b.settled_ms)} ms")
+        elif full:
+            settled = f" · settled +{b.settled_ms:.0f} ms ({b.reason})" if b.settled_ms else ""
+            text = (f"<b>barge-in {i + 1}</b> at {b.t:.2f} s · {talk}{settled}<br>"
                     f"clear +{_ms(b.clear_sent_ms)} → TTS stopped +{_ms(b.tts_stopped_ms)} → "
                     f"LLM closed +{_ms(b.llm_closed_ms)} = <b>{total}</b>")
         else:

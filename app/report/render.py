@@ -110,12 +110,15 @@ def _bargein_table(tl: Timeline) -> str:
             f"<tr><td class=n>{i + 1}</td><td class=n>{b.t:.3f}</td><td class=n>{b.turn_id}</td>"
             f"<td class=n>{ms(b.talk_over_ms)}</td><td class=n>{ms(b.clear_sent_ms)}</td>"
             f"<td class=n>{ms(b.tts_stopped_ms)}</td><td class=n>{ms(b.llm_closed_ms)}</td>"
-            f"<td class=n><b>{ms(b.total_ms)}</b></td><td>{html.escape(b.heard_text or '')}</td></tr>")
+            f"<td class=n><b>{ms(b.total_ms)}</b></td>"
+            f"<td>{html.escape(b.outcome)}{' (' + html.escape(b.reason) + ')' if b.reason else ''}</td>"
+            f"<td>{html.escape(b.heard_text or '')}</td></tr>")
     return ("<h2>Barge-ins</h2><table><colgroup><col style='width:3%'><col style='width:7%'><col style='width:5%'>"
             "<col style='width:8%'><col style='width:8%'><col style='width:8%'><col style='width:8%'>"
-            "<col style='width:7%'><col></colgroup><tr><th>#</th><th>decided, s</th><th>turn</th>"
-            "<th>talk-over, ms</th><th>clear sent, ms</th><th>TTS stopped, ms</th><th>LLM closed, ms</th>"
-            "<th>total, ms</th><th>what the caller heard of the agent's turn</th></tr>" + "".join(rows) + "</table>")
+            "<col style='width:7%'><col style='width:11%'><col></colgroup><tr><th>#</th><th>decided, s</th>"
+            "<th>turn</th><th>talk-over, ms</th><th>clear sent, ms</th><th>TTS stopped, ms</th>"
+            "<th>LLM closed, ms</th><th>total, ms</th><th>outcome</th>"
+            "<th>what the caller heard of the agent's turn</th></tr>" + "".join(rows) + "</table>")
 
 
 def _transcript(tl: Timeline) -> str:

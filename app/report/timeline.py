@@ -105,6 +105,10 @@ class BargeIn:
     llm_closed_ms: float | None = None
     total_ms: float | None = None
     heard_text: str | None = None
+    outcome: str = "stopped"  # "resumed": a provisional stop after which the agent went on
+    reason: str = ""
+    settled_ms: float | None = None
+    resumed_from_ms: float | None = None
 
     @property
     def talk_over_ms(self) -> float | None:
@@ -304,6 +308,10 @@ def build_timeline(rec: Recording, bins: int = 4000) -> Timeline:
                 b.tts_stopped_ms = line.get("tts_stopped_ms")
                 b.llm_closed_ms = line.get("llm_closed_ms")
                 b.total_ms = line.get("total_ms")
+                b.outcome = str(line.get("outcome") or "stopped")
+                b.reason = str(line.get("reason") or "")
+                b.settled_ms = line.get("settled_ms")
+                b.resumed_from_ms = line.get("resumed_from_ms")
         elif kind == "audio_queued":
             sentences.append(Sentence(t, line.get("turn_id"), str(line.get("text") or ""),
                                       float(line.get("audio_ms") or 0.0)))
