@@ -212,10 +212,10 @@ def test_one_condition_end_to_end(tmp_path: Path) -> None:
 
 
 def test_detector_cost_one_call_one_second_is_sane_and_the_guard_costs_nothing_when_off() -> None:
-    from app.bench.detector_cost import GUARD_OFF, GUARD_ON, QUIET, measure_detector, render
+    from app.bench.detector_cost import GUARD_OFF, GUARD_ON, HANDSET, QUIET, measure_detector, render
 
     rows = {r.condition: r for r in measure_detector([1], 1.0, repeats=1)}
-    assert set(rows) == {GUARD_ON, GUARD_OFF, QUIET}
+    assert set(rows) == {GUARD_ON, HANDSET, GUARD_OFF, QUIET}
     for row in rows.values():
         assert row.calls == 1 and row.frames == 50
         # a real detector costs something, and no machine does it in under 1 us or over 20 ms a frame

@@ -11,7 +11,8 @@ One call, in real time, as the edge would carry it:
    emulator's real-time grid. Speech onset on the send clock = the start of the frame holding
    `speech_onset_s` (its send time minus 20 ms) plus the offset inside it, so a frame the load generator
    sent late delays the onset too and is not charged to the server.
-3. speech: hang up `after_clear_s` after the first clear (or `speech_tail_s` after the clip if none came);
+3. speech: hang up `after_clear_s` (1 s: the barge-in settles meanwhile) after the first clear (or
+   `speech_tail_s` after the clip if none came);
    noise: send the whole clip, wait `noise_tail_s`, hang up. Any clear during a noise clip is a false stop.
 4. read the server's record of the call (GET /calls/{id}) for the barge-in event timings.
 
@@ -77,7 +78,10 @@ ConnectErrors = (CallRejected, OSError, TimeoutError, InvalidHandshake, InvalidU
 class AccuracyOptions:
     agent_turn: Literal["llm", "greeting"] = "llm"
     played_before_s: float = 0.3
-    after_clear_s: float = 0.15
+    # Under the resume policy a barge-in settles once the speech outlasts a backchannel (600 ms from its
+    # start): the caller goes on talking that long after the first clear, so the LLM and TTS timings measured
+    # are those of a real stop, not of a hang-up.
+    after_clear_s: float = 1.0
     speech_tail_s: float = 0.5
     noise_tail_s: float = 0.5
     noise_max_s: float | None = None  # --quick cuts the noise clips short
@@ -308,6 +312,11 @@ class AccuracyRunner:
         run.violations = len(call.violations)
         self._measure(call, clip, run, times)
         record = await self.server.call_record(call.call_id)
+        for _ in range(40):  # the server settles what the hang-up left open when it reads the stop
+            if record is None or len(record.get("bargeins") or []) >= len(call.clears):
+                break
+            await asyncio.sleep(0.05)
+            record = await self.server.call_record(call.call_id)
         if record is not None:
             run.events = list(record.get("bargeins", []))
             cut = [t for t in record.get("turns", []) if t.get("role") == "agent" and t.get("interrupted")]
