@@ -623,11 +623,6 @@ class EchoGuard:
         dmax = round(c.max_delay_ms * SAMPLE_RATE / 1000)
         return self._mic.read(end - win, win), self._ref.read(end - win - dmax, win + dmax), win
 
-    def echo_possible(self, t: float) -> bool:
-        """The agent's echo may be on the caller leg at `t`: its audio is playing or just played, and this call
-        has shown an echo path, or its first reply has not yet played long enough to tell."""
-        return self.active(t) and not self._dormant(t)
-
     def echo_evident(self, t: float) -> bool:
         """Does the caller leg up to `t` carry the agent's audio at all (a GCC-PHAT peak over the delay range)?
 

@@ -318,11 +318,29 @@ class CallVad:
         Times map to samples by counting back 8 kHz from the last sample fed, which arrived at the last
         feed()'s `now`.
         """
+        back = min(self._fed, len(self._ring), max(0, round((self._fed_at - since_t) * SAMPLE_RATE)))
+        return self._since(self._fed - back)
+
+    def candidate(self) -> tuple[npt.NDArray[np.int16], list[float]]:
+        """The current speech's audio and window probabilities from its first speech window on, counted in
+        samples, not arrival times (frames that arrive in a burst would shift a time-based slice). A window
+        under the energy gate was not scored: its probability reads NaN."""
+        return self._since(self._speech_start_window * WINDOW)
+
+    @property
+    def candidate_samples(self) -> int:
+        """Samples fed since the current speech's first window began (0 when QUIET)."""
+        if self.state is VadState.QUIET:
+            return 0
+        return self._fed - self._speech_start_window * WINDOW
+
+    def _since(self, start: int) -> tuple[npt.NDArray[np.int16], list[float]]:
+        """The ring's audio from sample `start` (counted over the call) to the last one fed, and the
+        probabilities of the windows that end after `start`."""
         n = len(self._ring)
-        back = min(self._fed, n, max(0, round((self._fed_at - since_t) * SAMPLE_RATE)))
-        start = self._fed - back
+        start = min(max(start, self._fed - n), self._fed)
         i, j = start % n, self._fed % n
-        if back == 0:
+        if start == self._fed:
             audio = np.zeros(0, dtype=np.int16)
         elif i < j:
             audio = self._ring[i:j].copy()
@@ -332,30 +350,6 @@ class CallVad:
         first = max(start // WINDOW, self._windows - len(self._probs) + 1, 0)
         m = len(self._probs)
         return audio, [self._probs[w % m] for w in range(first, self._windows)]
-
-    def candidate(self) -> tuple[npt.NDArray[np.int16], list[float]]:
-        """The current speech's audio and window probabilities from its first speech window on, counted in
-        samples, not arrival times (frames that arrive in a burst would shift a time-based slice). A window
-        under the energy gate was not scored: its probability reads NaN."""
-        n = len(self._ring)
-        start = max(self._speech_start_window * WINDOW, self._fed - n)
-        i, j = start % n, self._fed % n
-        if start >= self._fed:
-            audio = np.zeros(0, dtype=np.int16)
-        elif i < j:
-            audio = self._ring[i:j].copy()
-        else:
-            audio = np.concatenate([self._ring[i:], self._ring[:j]])
-        first = max(start // WINDOW, self._windows - len(self._probs) + 1, 0)
-        m = len(self._probs)
-        return audio, [self._probs[w % m] for w in range(first, self._windows)]
-
-    @property
-    def candidate_samples(self) -> int:
-        """Samples fed since the current speech's first window began (0 when QUIET)."""
-        if self.state is VadState.QUIET:
-            return 0
-        return self._fed - self._speech_start_window * WINDOW
 
     def rearm(self, now: float) -> None:
         """The decision layer rejected the current candidate: back to QUIET without SpeechStopped."""

@@ -417,21 +417,25 @@ class CallSession:
             self.agent.running or self.outbox.has_queued or self.ledger.playing(now) or self._held is not None
         )
 
+    async def _flush(self) -> tuple[float, HeardPosition, int]:
+        """The provider's flush, before any other await and never behind queued audio; then the heard
+        position as of it, and the queued audio dropped. Returns (clear time, heard position, chunks dropped)."""
+        await self._send(self.protocol.clear())
+        t_clear = self._clock.now()
+        heard = self.ledger.clear(t_clear)
+        dropped = self.outbox.drop()
+        if self.guard is not None:  # what was queued at the edge never played: expect no echo of it
+            self.guard.stop_at(t_clear + self.ledger.rtt_s / 2.0)
+        return t_clear, heard, dropped
+
     async def _pause(self, t0: float) -> None:
         """A candidate over the agent: the provider's flush first, then hold the turn (nothing is closed yet)."""
-        # 1. The provider's flush, before any other await and never behind queued audio.
-        await self._send(self.protocol.clear())
-        clock = self._clock
-        t_clear = clock.now()
-        heard = self.ledger.clear(t_clear)
-        # 2. No more agent audio: drop what is queued; the turn keeps producing but queues nothing.
-        dropped = self.outbox.drop()
+        t_clear, heard, dropped = await self._flush()
+        # The turn keeps producing but queues nothing.
         turn = self.agent
         if turn is not None:
             turn.hold(heard.audio_ms if heard.turn_id == turn.turn_id else 0.0)
-        if self.guard is not None:  # what was queued at the edge never played: expect no echo of it
-            self.guard.stop_at(t_clear + self.ledger.rtt_s / 2.0)
-        t_drop = clock.now()
+        t_drop = self._clock.now()
         bargein_id = uuid.uuid4().hex[:12]
         self._held = _Held(bargein_id, t0, t_clear, t_drop, heard, turn)
         self._emit_decided(bargein_id, t0, t_clear, t_drop, heard, turn, dropped)
@@ -453,13 +457,8 @@ class CallSession:
         clock = self._clock
         held, self._held = self._held, None
         if held is None:
-            # 1. The provider's flush, before any other await and never behind queued audio.
-            await self._send(self.protocol.clear())
-            t_clear = clock.now()
-            heard = self.ledger.clear(t_clear)
-            dropped = self.outbox.drop()
-            if self.guard is not None:
-                self.guard.stop_at(t_clear + self.ledger.rtt_s / 2.0)
+            # 1. The provider's flush (nothing paused the turn yet).
+            t_clear, heard, dropped = await self._flush()
             t0 = t1
         else:
             t0, t_clear, heard, dropped = held.t0, held.t_clear, held.heard, 0
