@@ -44,6 +44,11 @@ RUN groupadd --system --gid 10001 bargein \
 
 COPY --from=build /opt/venv /opt/venv
 
+# The call store (CALL_STORE_URL, SQLite by default): a directory the server's user may write, to mount a volume
+# on (records and used stream tokens survive a restart; several replicas share PostgreSQL instead).
+RUN mkdir -p /var/lib/bargein && chown 10001:10001 /var/lib/bargein
+VOLUME ["/var/lib/bargein"]
+
 # PORT and HOST are read by `bargein serve` through app/settings.py (default HOST 0.0.0.0).
 # `bargein serve` always runs uvicorn with proxy headers on and leaves forwarded_allow_ips unset, so uvicorn reads
 # FORWARDED_ALLOW_IPS from the environment: the proxy addresses whose X-Forwarded-Proto/-For it trusts (default
@@ -51,7 +56,8 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PORT=8080
+    PORT=8080 \
+    CALL_STORE_URL=sqlite:////var/lib/bargein/calls.db
 
 # An empty, root-owned working directory: Settings also reads ./.env, so a file can be mounted at /app/.env.
 WORKDIR /app
@@ -60,7 +66,9 @@ EXPOSE 8080
 
 # No curl in the slim image: the healthcheck is a urllib one-liner (non-2xx or no answer -> exit 1).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8080') + '/healthz', timeout=4)"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8080') + '/healthz?probe=live', timeout=4)"]
 
-# uvicorn handles SIGTERM (docker stop) itself and drains; run it with `--init` / `init: true` to reap children.
+# SIGTERM (docker stop) drains: new calls are refused, live calls go on up to DRAIN_TIMEOUT_S (300 s; give
+# `docker stop -t` / the orchestrator's grace period more than that). The liveness check above stays healthy while
+# draining; readiness is GET /healthz. Run with `--init` / `init: true` to reap the worker processes.
 CMD ["bargein", "serve"]

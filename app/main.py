@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from app.call.admission import UnstartedStreams
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession
 from app.clock import Clock, MonotonicClock
+from app.drain import GOODBYE_S, Drain, DrainControl
 from app.loopwatch import LoopWatch
 from app.metrics import Metrics
 from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
@@ -37,18 +39,43 @@ from app.routes.report import report_router
 from app.routes.webhooks import webhook_router
 from app.settings import Settings
 from app.signatures import WebhookAuth
+from app.store.writer import start_writer
 from app.stream_tokens import StreamTokens
+from app.telemetry.turngap import TurnGapMeter
 from app.transcript import CallRecord
 from providers.llm.openai import OpenAICompatibleLlm
+from providers.stt import create_engine
+from providers.stt.base import SttEngine
 from providers.tts.base import Synthesis, TtsEngine
+from providers.tts.cached import cached_tts
 from providers.tts.espeak import EspeakTts
 
 logger = logging.getLogger(__name__)
 
 
+def build_stt(settings: Settings) -> SttEngine | None:
+    """The recognizer of STT_ENGINE (None: caller turns have no words)."""
+    if settings.stt_engine == "none":
+        return None
+    return create_engine(
+        settings.stt_engine,
+        workers=settings.stt_workers,
+        max_pending=settings.stt_max_pending,
+        partial_interval_ms=settings.stt_partial_interval_ms,
+        deepgram_api_key=settings.deepgram_api_key,
+        deepgram_url=settings.deepgram_url,
+        deepgram_model=settings.deepgram_model,
+        endpointing_ms=settings.deepgram_endpointing_ms,
+        utterance_end_ms=settings.deepgram_utterance_end_ms,
+        keepalive_s=settings.deepgram_keepalive_s,
+    )
+
+
 def build_tts(settings: Settings) -> TtsEngine:
     if settings.tts_engine == "espeak":
-        return EspeakTts(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm)
+        # The greeting, fallback and busy lines are the same for every call: synthesised once (TTS_CACHE_MAX_MB).
+        return cached_tts(EspeakTts(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm),
+                          settings.tts_cache_max_mb)
     raise ValueError(f"unknown TTS_ENGINE {settings.tts_engine!r} (available: espeak)")
 
 
@@ -87,10 +114,28 @@ def create_app(
     settings: Settings | None = None,
     clock: Clock | None = None,
     observers: list[Callable[[CallSession], None]] | None = None,
+    drain: DrainControl | None = None,
+    llm_key: str | None = None,
 ) -> FastAPI:
-    """`observers` are called with each call's session when its stream starts (see CallDeps.observers)."""
+    """`observers` are called with each call's session when its stream starts (see CallDeps.observers).
+
+    `drain`: the process's drain (app/drain.py), signalled by `bargein serve`'s server; without one the app
+    builds its own, which nothing signals. `llm_key`: the embedded LLM's key, the same in every worker of one
+    `bargein serve` (a turn's request to the port may reach another worker); random when not given.
+    """
     settings = settings or Settings()
     clock = clock or MonotonicClock()
+    drain = drain or DrainControl(Drain(settings.drain_timeout_s), clock.now)
+    live_sessions: weakref.WeakSet[CallSession] = weakref.WeakSet()  # started streams, for the drain goodbye
+    goodbyes: set[asyncio.Task[None]] = set()
+
+    def say_goodbye() -> None:
+        for session in list(live_sessions):
+            if not session.closed:
+                task = asyncio.create_task(session.drain_goodbye(settings.agent_drain_goodbye_text, GOODBYE_S - 2))
+                goodbyes.add(task)
+                task.add_done_callback(goodbyes.discard)
+
     metrics = Metrics()
     registry = CallRegistry(settings.call_records_max, settings.call_records_ttl_s, clock)
     auth = WebhookAuth(settings)
@@ -106,6 +151,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tts = build_tts(settings)
+        stt = build_stt(settings)
+        start_stt = getattr(stt, "start", None)
+        if start_stt is not None:  # the embedded model loads before the first call, off the event loop
+            try:
+                await start_stt()
+            except Exception:
+                logger.exception("the speech recognizer could not start: caller turns will have no words")
         llm = OpenAICompatibleLlm(
             llm_base_url(settings),
             settings.llm_model,
@@ -129,6 +181,20 @@ def create_app(
             recorder = Recorder.from_settings(settings, build=version())
             recorder.start()
         app.state.recorder = recorder
+        # OTEL_EXPORTER_OTLP_ENDPOINT: a span per call, turn and barge-in, exported by the SDK's batch thread
+        # (app/telemetry/tracing.py). Unset: the OpenTelemetry SDK is never imported.
+        tracer = None
+        if settings.otel_traces_url:
+            from app.telemetry.tracing import CallTracer
+            from app.version import version
+
+            tracer = CallTracer.from_settings(settings, version())
+        app.state.tracer = tracer
+        # CALL_STORE_URL: call records and used stream tokens kept beyond this process (app/store/).
+        writer = await start_writer(settings, metrics)
+        if writer is not None:
+            registry.writer = writer
+            tokens.use_store(writer.store, writer.failed)
         state["deps"] = CallDeps(
             settings=settings,
             clock=clock,
@@ -142,7 +208,12 @@ def create_app(
             tokens=tokens,
             require_token=not auth.insecure,
             fallback=fallback,
-            observers=list(observers or []) + ([recorder.observe] if recorder is not None else []),
+            stt=stt,
+            observers=list(observers or []) + ([recorder.observe] if recorder is not None else [])
+            + [live_sessions.add]
+            + ([tracer.observe] if tracer is not None else [])
+            + [TurnGapMeter(metrics.turn_gap_seconds.observe).observe]
+            + ([writer.observe] if writer is not None else []),
         )
         state["batcher"] = batcher
         # Everything built so far lives as long as the process: move it out of the collector's sight, so a
@@ -166,8 +237,14 @@ def create_app(
             await loop_watch.stop()
             await llm.aclose()
             await tts.aclose()
+            if stt is not None:
+                await stt.aclose()
             if recorder is not None:
                 await asyncio.to_thread(recorder.stop)  # writes what is waiting and closes every file
+            if tracer is not None:
+                await asyncio.to_thread(tracer.shutdown)  # exports the spans still waiting
+            if writer is not None:
+                await writer.aclose()  # commits what is queued (a few seconds at most), then closes the store
 
     docs = settings.api_docs  # off by default: the schema maps the attack surface
     app = FastAPI(title="bargein", lifespan=lifespan, docs_url="/docs" if docs else None,
@@ -175,16 +252,18 @@ def create_app(
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.drain = drain
 
     def has_capacity() -> bool:
         return registry.active < settings.max_calls
 
     def ended_cleanly(call_id: str) -> bool:
         record = registry.get(call_id)
-        return record is not None and record.end_reason in ("stop", "idle timeout")
+        return record is not None and record.end_reason in ("stop", "idle timeout", "drain")
 
     app.include_router(
-        webhook_router(settings, auth, tokens, has_capacity, call_ended_cleanly=ended_cleanly)
+        webhook_router(settings, auth, tokens, has_capacity, call_ended_cleanly=ended_cleanly,
+                       accepting=drain.admit)
     )
     # One count of streams without a valid start for every stream route (carriers, /pcm, /phone): the caps are
     # per process, not per route.
@@ -192,7 +271,9 @@ def create_app(
     app.include_router(media_router(lambda: state["deps"], auth, unstarted))
     # Random per process and known only to the LLM client built in lifespan(): a loopback address alone can be
     # forged through X-Forwarded-For behind a proxy trusted with FORWARDED_ALLOW_IPS='*'.
-    embedded_llm_key = secrets.token_urlsafe(32)
+    embedded_llm_key = llm_key or secrets.token_urlsafe(32)
+    # While draining, the server waits for these: calls up, and streams upgraded but not started yet.
+    drain.attach(live=lambda: registry.active + unstarted.total, goodbye=say_goodbye)
     app.include_router(embedded_llm_router(settings.embedded_llm_token_delay_ms / 1000.0, embedded_llm_key))
 
     def require_admin(request: Request) -> None:
@@ -210,7 +291,17 @@ def create_app(
     app.include_router(report_router(settings.record_dir, require_admin))
 
     @app.get("/healthz")
-    async def healthz() -> Response:
+    async def healthz(probe: str = "ready") -> Response:
+        """Readiness by default: 200 serving; 503 starting, or draining after SIGTERM (app/drain.py).
+
+        `?probe=live` is liveness: 200 whenever the process answers, draining or not, so an orchestrator
+        restarts a hung process but never kills one that drains its calls (Kubernetes: livenessProbe on
+        /healthz?probe=live, readinessProbe on /healthz).
+        """
+        if probe == "live":
+            return JSONResponse({"status": "alive", "drain": drain.phase.value, "active_calls": registry.active})
+        if not drain.accepting:
+            return JSONResponse({"status": "draining", "active_calls": registry.active}, status_code=503)
         if not state["ready"]:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "active_calls": registry.active, "insecure": auth.insecure})
@@ -219,12 +310,12 @@ def create_app(
     @app.get("/calls", dependencies=[Depends(require_admin)])
     async def list_calls(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         """Recent calls, newest first: a summary of each (GET /calls/{id} has the turns themselves)."""
-        return {"calls": [_call_summary(record) for record in registry.recent(limit)]}
+        return {"calls": [_call_summary(record) for record in await registry.recent_shared(limit)]}
 
     @app.get("/calls/{call_id}")
     async def get_call(call_id: str, request: Request) -> dict[str, Any]:
         require_admin(request)
-        record = registry.get(call_id)
+        record = await registry.lookup(call_id)  # held here, else the store (another replica's, or before a restart)
         if record is None:
             raise HTTPException(status_code=404, detail="unknown call")
         return record.to_json()

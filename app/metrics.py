@@ -6,6 +6,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _MS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 1000.0)
+# After the turn-end silence, an answer takes ~0.2-2 s (LLM first sentence, its synthesis); past 10 s is a stall.
+_TURN_GAP_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
+# SQLite on a local disk is ~0.1-1 ms a write (fsync more); PostgreSQL over a network a few ms.
+_STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class LagRecorder:
@@ -52,6 +56,12 @@ class Metrics:
                                             ["provider", "kind"], registry=r)
         self.fallbacks_total = Counter("bargein_fallbacks_total", "Spoken fallbacks after a provider failure",
                                        ["stage"], registry=r)
+        self.dtmf_total = Counter("bargein_dtmf_total", "DTMF keys pressed by callers", registry=r)
+        self.stt_seconds = Histogram(
+            "bargein_stt_seconds", "A caller turn's end to its words from the recognizer (queue wait included)",
+            buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0), registry=r)
+        self.stt_failures_total = Counter("bargein_stt_failures_total",
+                                          "Caller turns the recognizer could not transcribe", registry=r)
         hist: dict[str, Histogram] = {}
         for name, doc in (
             ("clear_sent", "Trigger frame arrival to clear written to the socket"),
@@ -70,6 +80,23 @@ class Metrics:
         self.loop_stall_ms = Histogram("bargein_event_loop_stall_ms",
                                        "How late the event loop woke a 10 ms timer (time it was held by others)",
                                        buckets=_MS_BUCKETS, registry=r)
+        # Issue 14: the turn gap (app/telemetry/turngap.py), the drain state (set by the drain), the store's
+        # write latency (observed by the call store). False barge-ins are bargein_bargein_resumed_total above.
+        self.turn_gap_seconds = Histogram(
+            "bargein_turn_gap_seconds",
+            "The caller's turn ending (decided TURN_END_SILENCE_MS after their last speech) to the agent's first "
+            "audio of its answer handed to the outbox",
+            buckets=_TURN_GAP_BUCKETS, registry=r)
+        self.draining = Gauge("bargein_draining", "1 while the process drains (SIGTERM: no new calls), else 0",
+                              registry=r)
+        self.store_write_seconds = Histogram("bargein_store_write_seconds",
+                                             "One call-store write (a turn, a call record, a used token), off the loop",
+                                             buckets=_STORE_BUCKETS, registry=r)
+
+    def observe_stt(self, seconds: float, ok: bool) -> None:
+        self.stt_seconds.observe(seconds)
+        if not ok:
+            self.stt_failures_total.inc()
 
     def observe_frame_lag(self, ms: float) -> None:
         self.frame_lag.add(ms)

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     phone_page: bool = Field(
         False, description="Serve /phone: a browser softphone on the Twilio stream (admin token when auth is on)."
     )
+    workers: int = Field(
+        0, ge=0, le=256, description="Server processes on one port (`bargein serve`); 0 = the cores available."
+    )
+    drain_timeout_s: float = Field(
+        300.0, ge=0, description="After SIGTERM, live calls go on this long, then hear the drain goodbye and end."
+    )
 
     # --- hostile input bounds ----------------------------------------------------------------------
     # A provider frame is ~200-400 bytes (20 ms of mu-law in base64 inside JSON); these caps bound the work
@@ -103,11 +109,49 @@ class Settings(BaseSettings):
         "Sorry, something went wrong on our side and we have to end this call. Please call again. Goodbye.",
         description="Spoken when the media stream ends without the agent ending the call (server fault).",
     )
+    agent_drain_goodbye_text: str = Field(
+        "Sorry, we have to end this call now for maintenance. Please call again. Goodbye.",
+        min_length=1,
+        description="Said to each call still up DRAIN_TIMEOUT_S after SIGTERM, before the call ends.",
+    )
 
     tts_engine: str = Field("espeak", description="Text-to-speech engine: espeak (embedded).")
     tts_voice: str = "en-us"
     tts_rate_wpm: int = Field(175, ge=80, le=450)
     tts_timeout_s: float = Field(5.0, gt=0, description="A sentence that takes longer to synthesise is abandoned.")
+    # 8 MiB holds about 8 minutes of 8 kHz audio: every fixed line (greeting, fallback, busy, goodbye) many times.
+    tts_cache_max_mb: float = Field(
+        8.0, ge=0, description="Synthesised sentences kept for reuse (providers/tts/cached.py); 0 turns it off."
+    )
+
+    # --- speech recognition (providers/stt/) ---------------------------------------------------------
+    stt_engine: Literal["whisper", "deepgram", "none"] = Field(
+        "whisper", description="whisper: embedded faster-whisper tiny.en, offline; deepgram: hosted streaming; "
+                               "none: caller turns have no words."
+    )
+    stt_preroll_ms: float = Field(
+        500.0, ge=0, le=2000, description="Audio before the detector's onset sent to the recognizer (first words)."
+    )
+    stt_max_turn_s: float = Field(20.0, gt=1, le=30, description="The longest caller turn transcribed whole.")
+    stt_timeout_s: float = Field(10.0, gt=0, description="A turn not transcribed this soon goes on without words.")
+    stt_wait_after_stop_s: float = Field(
+        2.0, ge=0, description="After words like 'wait' stopped the agent, how long it waits for the caller."
+    )
+    stt_workers: int = Field(
+        1, ge=1, le=16, description="Whisper transcriptions run at once (threads, one core each; see bench stt)."
+    )
+    stt_max_pending: int = Field(
+        16, ge=1, description="Whisper transcriptions queued or running; past this a turn fails as busy."
+    )
+    stt_partial_interval_ms: float = Field(
+        0.0, ge=0, description="Whisper partials every this much audio, on idle workers only; 0 = final only."
+    )
+    deepgram_api_key: str = Field("", description="Deepgram API key (sent as `Authorization: Token ...`).")
+    deepgram_url: str = Field("wss://api.deepgram.com/v1/listen", description="Deepgram live endpoint.")
+    deepgram_model: str = "nova-3"
+    deepgram_endpointing_ms: int = Field(300, ge=10, description="Pause that makes Deepgram send speech_final.")
+    deepgram_utterance_end_ms: int = Field(1000, ge=1000, description="Word gap that sends UtteranceEnd.")
+    deepgram_keepalive_s: float = Field(4.0, gt=0, lt=10, description="KeepAlive after this long without audio.")
 
     # --- playback ledger -------------------------------------------------------------------------
     playback_chunk_ms: int = Field(160, ge=20, le=1000, description="Audio per media message; one marker each.")
@@ -162,6 +206,13 @@ class Settings(BaseSettings):
     )
     bargein_ack_text: str = Field("Sorry, go ahead.", description="The acknowledgement line.")
     bargein_ack_min_ms: int = Field(1500, ge=0, description="An interruption this long (speech) is a long one.")
+    dtmf_interrupts: bool = Field(True, description="A keypress (DTMF) while the agent talks stops it at once.")
+    dtmf_interdigit_ms: int = Field(
+        1500, ge=100, le=30_000, description="The caller's keys end their turn after this long with no new key."
+    )
+    dtmf_terminator: str = Field(
+        "#", max_length=1, description="A key that ends the caller's keys at once (empty: none)."
+    )
     echo_guard: bool = Field(
         False, description="Remove the agent's own voice from the caller's leg (on in the speakerphone preset)."
     )
@@ -172,6 +223,13 @@ class Settings(BaseSettings):
     # --- call records ----------------------------------------------------------------------------
     call_records_max: int = Field(1000, ge=1)
     call_records_ttl_s: float = Field(3600.0, gt=0)
+    # The working directory, like ./.env: where `bargein serve` runs, next to its configuration, and what a
+    # container mounts a volume on; an absolute path (four slashes) for anywhere else.
+    call_store_url: str = Field(
+        "sqlite:///./bargein-calls.db",
+        description="Where call records and used stream tokens are kept: sqlite:///file.db (one host), "
+                    "postgresql://user:password@host/db (several replicas), or memory:// (this process only).",
+    )
 
     # --- call recordings (app/record/) ------------------------------------------------------------
     record_dir: str = Field(
@@ -186,6 +244,26 @@ class Settings(BaseSettings):
     record_max_mb: float = Field(
         100.0, ge=0, description="A recording stops growing past this many MB (a line says so); 0 = no cap."
     )
+
+    # --- OpenTelemetry traces (app/telemetry/) -------------------------------------------------------
+    # The standard OTel names. Only these decide whether tracing is on; the SDK itself reads the rest of its own
+    # variables (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, OTEL_BSP_*, OTEL_RESOURCE_ATTRIBUTES).
+    otel_exporter_otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP base URL (traces go to <url>/v1/traces): a span per call, turn and barge-in; "
+                        "empty = off, and nothing of the OpenTelemetry SDK is imported."
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(
+        "", description="OTLP/HTTP traces URL used as it is (overrides OTEL_EXPORTER_OTLP_ENDPOINT for traces)."
+    )
+    otel_service_name: str = Field("bargein", min_length=1, description="service.name on every span.")
+
+    @property
+    def otel_traces_url(self) -> str:
+        """Where spans go ("" = tracing off): the traces URL, else the base URL + /v1/traces (OTLP/HTTP spec)."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint
+        return f"{base.rstrip('/')}/v1/traces" if base else ""
 
     @field_validator("public_url")
     @classmethod
@@ -206,6 +284,38 @@ class Settings(BaseSettings):
         for name, value in PRESETS[self.bargein_preset].items():
             if name not in self.model_fields_set:
                 object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        """WORKERS, with 0 resolved to the cores this process may run on."""
+        return self.workers or available_cores()
+
+    @model_validator(mode="after")
+    def _call_store_url_is_known(self) -> Self:
+        # A model validator, so the error never echoes the URL: it may hold a database password.
+        from app.store import store_scheme
+
+        object.__setattr__(self, "call_store_url", self.call_store_url.strip())
+        store_scheme(self.call_store_url)  # ValueError names CALL_STORE_URL and the schemes it takes
+        return self
+
+    def token_secret_missing(self, workers: int | None = None) -> bool:
+        """Auth is on, STREAM_TOKEN_SECRET is empty, and more than one process may serve a call's webhook and
+        stream: the store is shared (PostgreSQL) or `workers` (default: WORKERS as set) is above one. Each
+        process would sign with its own random key and refuse the others' tokens."""
+        from app.store import is_shared
+
+        workers = self.workers if workers is None else workers
+        return (self.auth_enabled and not self.stream_token_secret
+                and (is_shared(self.call_store_url) or workers > 1))
+
+    @model_validator(mode="after")
+    def _token_secret_set_when_replicated(self) -> Self:
+        # WORKERS=0 (the cores available) is resolved by `bargein serve`, which checks
+        # token_secret_missing(worker_count) itself; here only an explicit WORKERS counts.
+        if self.token_secret_missing():
+            raise ValueError(TOKEN_SECRET_REQUIRED)
         return self
 
     @model_validator(mode="after")
@@ -268,6 +378,23 @@ class Settings(BaseSettings):
 _PUBLIC_URL_REQUIRED = (
     "PUBLIC_URL must be set when TWILIO_AUTH_TOKEN, TWILIO_WEBHOOK_KEYS or PLIVO_AUTH_TOKEN is set "
     "(signatures are checked over it), e.g. https://agent.example.com"
+)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset narrows)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+TOKEN_SECRET_REQUIRED = (
+    "STREAM_TOKEN_SECRET must be set when provider auth is on and more than one replica may serve "
+    "(CALL_STORE_URL is PostgreSQL, or WORKERS > 1): every replica must sign and check per-call stream tokens "
+    "with the same key, e.g. STREAM_TOKEN_SECRET=$(openssl rand -hex 32)"
 )
 
 

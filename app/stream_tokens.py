@@ -8,10 +8,15 @@ Replays. A signature proves who sent a request, not that it is the first time: T
 So each call gets one token ever (a webhook retry gets the same one back, a replay after the stream started
 gets none). Issued calls are remembered for `replay_window_s`: the longest call plus the life of its record.
 Provider signatures live in `app/signatures.py`.
+
+Across replicas. With a call store (CALL_STORE_URL, app/store/), `claim` records the used token there too, in
+one atomic insert, so a token used on one replica is refused on every other; `consume` is the same check
+without the store (this process only). The upgrade path awaits the claim (one statement), never the frames.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import hmac
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.settings import Settings
+from app.store.base import CallStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ _TOKEN_RE = re.compile(rf"[0-9a-f]{{{TOKEN_LENGTH}}}")
 # the call nor its conversation. A call that does outlive it is still guarded while its stream is live: the
 # registry refuses a second stream for a live call whatever token it brings.
 MAX_CALL_S = 4 * 3600.0
+CLAIM_TIMEOUT_S = 2.0  # a store that cannot record a claim this soon is treated as failed (see `claim`)
 
 
 def replay_window_s(settings: Settings) -> float:
@@ -80,8 +87,9 @@ class StreamTokens:
     when replicas run on different machines (a monotonic clock only agrees with itself on one host). What a
     process remembers (calls given or using a token) it keeps for `remember_s`; memory is bounded by the
     call rate times that window and by `max_calls`, and when full it refuses rather than forgets, since a
-    forgotten call could be given a second token. The one-token rule is per process: a replayed webhook that
-    reaches another replica gets a token there, but that replica holds no live stream or record of the call.
+    forgotten call could be given a second token. Issuing is per process: a replayed webhook that reaches
+    another replica gets a token there. With a store, `claim` still lets only one stream per call in, on any
+    replica, since the use is recorded per call, not per token.
     """
 
     def __init__(
@@ -92,6 +100,8 @@ class StreamTokens:
         *,
         remember_s: float = MAX_CALL_S,
         max_calls: int = 100_000,
+        store: CallStore | None = None,
+        on_store_error: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         if not secret:
             raise ValueError("StreamTokens needs a non-empty secret")
@@ -104,12 +114,26 @@ class StreamTokens:
         self._max_calls = max_calls
         self._calls: dict[tuple[str, str], _CallTokenState] = {}
         self._forget: list[tuple[int, tuple[str, str]]] = []  # min-heap of (forget at ms, key) for _calls
+        self._store = store
+        self._on_store_error = on_store_error
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> StreamTokens:
+    def from_settings(
+        cls,
+        settings: Settings,
+        clock: Callable[[], float],
+        store: CallStore | None = None,
+        on_store_error: Callable[[str, BaseException], None] | None = None,
+    ) -> StreamTokens:
         """Tokens keyed by STREAM_TOKEN_SECRET, or by a random per-process key when it is empty."""
         secret = settings.stream_token_secret.encode() or secrets.token_bytes(32)
-        return cls(secret, settings.stream_token_ttl_s, clock, remember_s=replay_window_s(settings))
+        return cls(secret, settings.stream_token_ttl_s, clock, remember_s=replay_window_s(settings), store=store,
+                   on_store_error=on_store_error)
+
+    def use_store(self, store: CallStore, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        """Hold `claim` to the store from now on (set once the store is open, before any stream)."""
+        self._store = store
+        self._on_store_error = on_error
 
     def issue(self, provider: str, call_id: str) -> str:
         """The token for `provider`'s call `call_id`: new, or the same one again while it is unused and valid.
@@ -141,18 +165,63 @@ class StreamTokens:
         return token
 
     def consume(self, provider: str, call_id: str, token: str) -> bool:
-        """True exactly once per call: for the first genuine, unexpired token issued for `provider`'s `call_id`."""
-        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+        """True exactly once per call: for the first genuine, unexpired token issued for `provider`'s `call_id`.
+
+        This process only: `claim` also asks the store, so other replicas are held to the same rule.
+        """
+        expiry_ms = self._genuine(provider, call_id, token)
+        if expiry_ms is None:
             return False
+        return self._mark_used((provider, call_id), expiry_ms)
+
+    async def claim(self, provider: str, call_id: str, token: str) -> bool:
+        """`consume`, held across replicas: the store records the use, and refuses a token another used.
+
+        A store that fails (or takes longer than CLAIM_TIMEOUT_S) is counted and logged, and the claim falls
+        back to this process's check: refusing every call while the store is down would be an outage, and
+        what is lost is only the cross-replica half of the rule, for tokens that expire within
+        STREAM_TOKEN_TTL_S of their webhook.
+        """
+        expiry_ms = self._genuine(provider, call_id, token)
+        if expiry_ms is None:
+            return False
+        key = (provider, call_id)
+        state = self._calls.get(key)
+        if state is not None and state.consumed:
+            return False
+        if self._store is not None:
+            now_s = self._clock()
+            try:
+                async with asyncio.timeout(CLAIM_TIMEOUT_S):
+                    claimed = await self._store.claim_token(
+                        provider, call_id, now_s, (expiry_ms + self._remember_ms) / 1000.0)
+            except Exception as exc:
+                if self._on_store_error is not None:
+                    self._on_store_error("claim", exc)
+                logger.warning("stream token claim not recorded in the call store (%s); checked in this process "
+                               "only", type(exc).__name__)
+                claimed = True
+            if not claimed:
+                self._mark_used(key, expiry_ms)  # remembered here too: the next try needs no round trip
+                return False
+        return self._mark_used(key, expiry_ms)
+
+    def _genuine(self, provider: str, call_id: str, token: str) -> int | None:
+        """The token's expiry (clock ms) if it is well formed, signed for this call and unexpired; else None."""
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            return None
         head, mac = token[: _EXP_HEX + _NONCE_HEX], token[_EXP_HEX + _NONCE_HEX :]
         if not hmac.compare_digest(mac, self._mac(provider, call_id, head)):
-            return False
+            return None
         expiry_ms = int(head[:_EXP_HEX], 16)
         now_ms = self._now_ms()
         self._forget_old(now_ms)
         if now_ms >= expiry_ms:
-            return False
-        key = (provider, call_id)
+            return None
+        return expiry_ms
+
+    def _mark_used(self, key: tuple[str, str], expiry_ms: int) -> bool:
+        """Record the call's token as used here; False if it already was (or the memory is full)."""
         state = self._calls.get(key)
         if state is not None:
             if state.consumed:

@@ -31,7 +31,13 @@ def free_port() -> int:
 def make_settings(**overrides: Any) -> Settings:
     """Settings for a test server; never reads a developer's .env."""
     port = overrides.pop("port", None) or free_port()
-    values: dict[str, Any] = {"port": port, "host": "127.0.0.1", "public_url": f"http://127.0.0.1:{port}"}
+    # No recognizer unless a test asks for one: a Whisper transcription costs about a second of CPU per caller
+    # turn, which the tests that are not about words would spend for nothing (tests/e2e/test_hearing.py and
+    # tests/stt/ run the real one).
+    values: dict[str, Any] = {"port": port, "host": "127.0.0.1", "public_url": f"http://127.0.0.1:{port}",
+                              "stt_engine": "none",
+                              # each test server its own records: a shared ./bargein-calls.db would mix tests' calls
+                              "call_store_url": "memory://"}
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from app import cli
 from app.edge.emulator import EmulatedCall
@@ -35,8 +34,8 @@ def test_serve_caps_inbound_websocket_messages(
     if env is not None:
         monkeypatch.setenv("WS_MAX_MESSAGE_BYTES", env)
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs, app=app))
-    assert cli.main(["serve", "--port", "18080"]) == 0
+    monkeypatch.setattr(cli, "run_server", lambda settings, options, **kw: seen.update(options) or 0)
+    assert cli.main(["serve", "--port", "18080", "--workers", "1"]) == 0
     assert seen["ws_max_size"] == expected
     assert seen["ws"] == "websockets-sansio"
 
@@ -50,6 +49,7 @@ def serve_env(**values: str) -> dict[str, str]:
     """The test's environment without any bargein setting (nor a proxy), plus `values`."""
     names = {name.upper() for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k.upper() not in names and "PROXY" not in k.upper()}
+    env["WORKERS"] = "1"  # one process: these tests read its log and its port
     env.update(values)
     return env
 

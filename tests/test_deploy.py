@@ -210,6 +210,10 @@ def test_dockerfile_shape() -> None:
 # Absolute container paths under these top-level folders are moved under the temporary root; the rest
 # (/usr/...) only appears in steps that are not replayed.
 _CONTAINER_PATH = re.compile(r"(?<![\w./$])/(?=(?:opt|src|app|wheels|build|srv|home|venv|work)(?:/|\b))")
+# The image's data directory (the SQLite call store), also inside URLs (sqlite:////var/lib/bargein/...).
+_DATA_DIR = "/var/lib/bargein"
+# `mkdir -p DIR && chown USER DIR`: the directory is made under the replay's root; the owner is the image's.
+_MKDIR_CHOWN = re.compile(r"^mkdir -p (\S+) && chown \S+ \S+$")
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 # RUN steps that only make sense in the image; anything else that is not a pip/venv step fails the test,
 # so the replay can never silently drift from the Dockerfile.
@@ -233,6 +237,7 @@ class DockerfileReplay:
         self.log: list[str] = []
 
     def host_path(self, text: str) -> str:
+        text = text.replace(_DATA_DIR, str(self.root) + _DATA_DIR)
         return _CONTAINER_PATH.sub(lambda _: str(self.root) + "/", text)
 
     def expand(self, text: str) -> str:
@@ -279,6 +284,10 @@ class DockerfileReplay:
         assert not command.startswith("["), f"Dockerfile line {ins.lineno}: the replay expects shell-form RUN"
         if _IMAGE_ONLY_RUN.match(command):
             self.log.append(f"skipped (image only): {command[:60]}")
+            return
+        if made := _MKDIR_CHOWN.match(command):
+            Path(self.host_path(made.group(1))).mkdir(parents=True, exist_ok=True)
+            self.log.append(f"made (owner left to the image): {made.group(1)}")
             return
         assert re.search(r"\bpip\b|-m venv\b", command), (
             f"Dockerfile line {ins.lineno}: the replay only runs pip/venv steps; teach tests/test_deploy.py "

@@ -46,7 +46,8 @@ def free_port() -> int:
 # What the benchmark sets itself for every server it starts (the rest is inherited from the environment).
 BENCH_SETTINGS = (
     *_SECURITY_KEYS,
-    *("PORT", "HOST", "PUBLIC_URL", "LOG_LEVEL", "MAX_CALLS", "CALL_RECORDS_MAX", "AGENT_GREETING", "LLM_BASE_URL"),
+    *("PORT", "HOST", "PUBLIC_URL", "LOG_LEVEL", "MAX_CALLS", "CALL_RECORDS_MAX", "AGENT_GREETING", "LLM_BASE_URL",
+      "WORKERS"),
 )
 
 
@@ -91,6 +92,8 @@ class ServerProcess:
             "LOG_LEVEL": "WARNING",
             "MAX_CALLS": "2000",
             "CALL_RECORDS_MAX": "10000",
+            # One process: /stats (CPU, RSS) describes the one server the calls reach.
+            "WORKERS": "1",
         }
         overrides |= env
         self.env = overrides

@@ -3,14 +3,27 @@
 A call is live while exactly one media stream owns it. The owner is identified by a key the server makes for
 each stream (never by anything in the `start` frame, which the peer chooses), so a second stream that names a
 live call is refused without touching its record, and only the owning stream's end can end the call.
+
+With a call store (CALL_STORE_URL, app/store/), the registry still holds the live records (the call changes
+them on the event loop and never waits for a store), and hands each opening and closing to the StoreWriter,
+which copies the record behind the call. Reads for people (`lookup`, `recent_shared`) ask the store as well,
+so calls that another replica served, or that this process served before a restart, are found; a record held
+here wins over the stored copy, since it is the newer one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
 
 from app.clock import Clock
+from app.store.writer import StoreWriter
 from app.transcript import CallRecord
+
+logger = logging.getLogger(__name__)
+
+STORE_READ_TIMEOUT_S = 5.0  # a read for /calls that the store cannot answer in time answers from memory
 
 
 class CallInUse(Exception):
@@ -24,7 +37,8 @@ class CallInUse(Exception):
 class CallRegistry:
     """Keeps every live call, and ended calls until they expire or the cap pushes the oldest out."""
 
-    def __init__(self, max_records: int, ttl_s: float, clock: Clock) -> None:
+    def __init__(self, max_records: int, ttl_s: float, clock: Clock, writer: StoreWriter | None = None) -> None:
+        self.writer = writer
         self._max = max_records
         self._ttl_s = ttl_s
         self._clock = clock
@@ -56,6 +70,8 @@ class CallRegistry:
             record.end_reason = None
             self._ended_at.pop(call_id, None)
         self._owners[call_id] = stream_key
+        if self.writer is not None:
+            self.writer.opened(record, fresh=is_new)
         return record, is_new
 
     def close(self, record: CallRecord, stream_key: str, reason: str, wall_now: float) -> bool:
@@ -66,6 +82,8 @@ class CallRegistry:
         record.ended_at = wall_now
         record.end_reason = reason
         self._ended_at[record.call_id] = self._clock.now()
+        if self.writer is not None:
+            self.writer.closed(record)
         self.prune()
         return True
 
@@ -79,6 +97,59 @@ class CallRegistry:
         records = list(reversed(self._records.values()))  # insertion order: latest opened last
         records.sort(key=lambda r: r.started_at, reverse=True)  # stable: equal starts keep newest-first
         return records[:max(limit, 0)]
+
+    async def prefetch(self, call_id: str) -> None:
+        """Before `open`: bring a call this process does not hold in from the store, if the store has it.
+
+        A stream that reconnects to another replica, or to this one after a restart, then continues the stored
+        call (its turns, its numbering, the conversation the LLM is given) instead of starting a new record
+        under the same id, whose turn rows would overwrite the stored ones. Held as an ended call until
+        `open` reopens it. A store that fails or is slow leaves the call new; nothing is raised.
+        """
+        if self.writer is None or call_id in self._records:
+            return
+        try:
+            async with asyncio.timeout(STORE_READ_TIMEOUT_S):
+                stored = await self.writer.store.get_call(call_id)
+        except Exception as exc:
+            self.writer.failed("read", exc)
+            return
+        if stored is None or call_id in self._records:  # another stream may have opened it meanwhile
+            return
+        if stored.ended_at is None:
+            # Never closed where it ran: that replica was killed, or it still serves the call (which the token
+            # rule stops from reaching here twice when auth is on). Continued from what was stored.
+            stored.ended_at, stored.end_reason = stored.started_at, "lost"
+        self._records[call_id] = stored
+        self._ended_at[call_id] = self._clock.now()
+
+    async def lookup(self, call_id: str) -> CallRecord | None:
+        """The call's record: held here, else from the store (None when neither has it, or the store fails)."""
+        record = self.get(call_id)
+        if record is not None or self.writer is None:
+            return record
+        try:
+            async with asyncio.timeout(STORE_READ_TIMEOUT_S):
+                return await self.writer.store.get_call(call_id)
+        except Exception as exc:
+            self.writer.failed("read", exc)
+            return None
+
+    async def recent_shared(self, limit: int) -> list[CallRecord]:
+        """Like `recent`, over the records held here and those in the store (held ones win, ordered as `recent`)."""
+        local = self.recent(limit)
+        if self.writer is None:
+            return local
+        try:
+            async with asyncio.timeout(STORE_READ_TIMEOUT_S):
+                stored = await self.writer.store.recent_calls(limit)
+        except Exception as exc:
+            self.writer.failed("read", exc)
+            return local
+        held = {r.call_id for r in local} | set(self._records)
+        merged = local + [r for r in stored if r.call_id not in held]
+        merged.sort(key=lambda r: r.started_at, reverse=True)  # stable: held records keep their order
+        return merged[:max(limit, 0)]
 
     def is_live(self, call_id: str) -> bool:
         return call_id in self._owners

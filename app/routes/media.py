@@ -205,7 +205,7 @@ async def pump(
         await session.close(ended[0] if ended else reason)
         if websocket.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                if reason in ("stop", "socket closed"):
+                if reason in ("stop", "socket closed", "drain"):
                     await websocket.close(code=1000)
                 else:  # our own fixed words ("no start", "bad token", ...), never the peer's text
                     await websocket.close(code=1008, reason=reason)

@@ -52,12 +52,14 @@ def webhook_router(
     has_capacity: Callable[[], bool],
     *,
     call_ended_cleanly: Callable[[str], bool] | None = None,
+    accepting: Callable[[], bool] | None = None,
 ) -> APIRouter:
     """The webhook routes for both providers.
 
     `has_capacity()` False makes the answer webhooks refuse the call politely. `call_ended_cleanly(call_id)`,
     if given, tells the after-stream fallbacks that the agent itself closed the stream to end the call, so
     they hang up without apologising; without it every stream end that reaches them is treated as a fault.
+    `accepting()` False (the server is draining, app/drain.py) refuses new calls the same polite way.
     """
     router = APIRouter()
     derived_bases = FirstSeen()
@@ -116,6 +118,9 @@ def webhook_router(
         if not call_sid:
             return PlainTextResponse("missing CallSid\n", status_code=400)
         log = {"call_sid": call_sid, "provider": "twilio"}
+        if accepting is not None and not accepting():
+            logger.info("draining: refusing a Twilio call", extra=log)
+            return _xml(_twilio_say_and_hang_up(settings.agent_busy_text))
         if not has_capacity():
             logger.warning("at capacity: refusing a Twilio call", extra=log)
             return _xml(_twilio_say_and_hang_up(settings.agent_busy_text))
@@ -177,6 +182,9 @@ def webhook_router(
         if not call_uuid:
             return PlainTextResponse("missing CallUUID\n", status_code=400)
         log = {"call_sid": call_uuid, "provider": "plivo"}
+        if accepting is not None and not accepting():
+            logger.info("draining: refusing a Plivo call", extra=log)
+            return _xml(_plivo_speak_and_hang_up(settings.agent_busy_text))
         if not has_capacity():
             logger.warning("at capacity: refusing a Plivo call", extra=log)
             return _xml(_plivo_speak_and_hang_up(settings.agent_busy_text))
