@@ -24,6 +24,7 @@ class Turn:
     heard_audio_ms: float | None = None
     audio_ms: float | None = None  # agent turns: how much audio was synthesised
     fallback: bool = False  # agent turns: a provider failed and the fallback was spoken
+    keys: str = ""  # caller turns: the DTMF keys pressed in it, in order
 
 
 @dataclass(frozen=True, slots=True)

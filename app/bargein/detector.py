@@ -19,6 +19,10 @@ A candidate is first a guess: Silero has been sure for 64 ms, which a cough, the
 - the **words**, once a recognizer gives them (`Words`): "wait", "stop", "no" take the turn at once, a
   backchannel word never does. Until then the acoustic decision stands.
 
+A keypress (`Keypress`, DTMF) over the talking agent is as sure as words: it stops the agent at once
+(setting `DTMF_INTERRUPTS`), except inside an uninterruptible span. The keys themselves are the session's
+to collect into the caller's turn.
+
 Policies (settings `BARGEIN_POLICY`) differ only in what a candidate does while the agent talks:
 
 - `immediate`: stop the agent at once and end its turn (no second look; the fastest, the most false stops);
@@ -64,6 +68,8 @@ import typing
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
+
+from app.bargein.words import interruption
 
 if typing.TYPE_CHECKING:
     from app.settings import Settings
@@ -168,7 +174,17 @@ class Words:
     text: str
 
 
-Input = Candidate | Verdict | Paused | Progress | TurnEnd | SpanEnded | Words
+@dataclass(frozen=True)
+class Keypress:
+    """A DTMF key from the caller (`interrupts`: DTMF_INTERRUPTS is on)."""
+
+    at: float
+    agent_speaking: bool
+    in_uninterruptible: bool = False
+    interrupts: bool = True
+
+
+Input = Candidate | Verdict | Paused | Progress | TurnEnd | SpanEnded | Words | Keypress
 
 
 # --- the table --------------------------------------------------------------------------------------
@@ -198,6 +214,7 @@ class Obs(Enum):
     LONG = "long"  # the speech went on past backchannel_max_ms (doubt_max_ms once called noise)
     STOP_WORDS = "stop_words"
     BACKCHANNEL_WORDS = "backchannel_words"
+    KEY = "key"  # a DTMF key while the agent talks (and keys interrupt)
     TURN_END = "turn_end"
     SPAN_END = "span_end"
     NOTHING = "nothing"
@@ -230,6 +247,10 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
     (S.IDLE, O.CANDIDATE_IGNORED): (S.IDLE, A.REARM),
     (S.IDLE, O.CANDIDATE_IN_SPAN): (S.DEFERRED, A.NONE),
     (S.IDLE, O.TURN_END): (S.IDLE, A.END_CALLER_TURN),
+    # A key stops the agent; the caller's turn is the keys', ended by the session when they stop coming.
+    (S.IDLE, O.KEY): (S.IDLE, A.STOP),
+    # Words that come after the agent resumed over a short utterance ("stop" sounds like "okay"): stop now.
+    (S.IDLE, O.STOP_WORDS): (S.IDLE, A.STOP),
     # confirm: examined before anything is sent
     (S.PENDING, O.SPEECH): (S.HEARING, A.PAUSE),
     (S.PENDING, O.NOISE): (S.DOUBTED_PENDING, A.NONE),
@@ -237,6 +258,7 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
     (S.PENDING, O.SHORT): (S.IDLE, A.REARM),  # over before the second look: too short to be a turn
     (S.PENDING, O.SHORT_AGAIN): (S.IDLE, A.REARM),
     (S.PENDING, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.PENDING, O.KEY): _SETTLE_AS_CALLER,
     (S.PENDING, O.BACKCHANNEL_WORDS): (S.IDLE, A.REARM),
     (S.PENDING, O.TURN_END): (S.IDLE, A.REARM),
     # paused at once (resume), second look not in yet
@@ -246,6 +268,7 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
     (S.PAUSED, O.SHORT): (S.IDLE, A.RESUME),
     (S.PAUSED, O.SHORT_AGAIN): _SETTLE_AS_CALLER,
     (S.PAUSED, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.PAUSED, O.KEY): _SETTLE_AS_CALLER,
     (S.PAUSED, O.BACKCHANNEL_WORDS): (S.IDLE, A.RESUME),
     (S.PAUSED, O.TURN_END): (S.IDLE, A.RESUME),
     # paused, and it is speech: a backchannel or the caller's turn
@@ -253,6 +276,7 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
     (S.HEARING, O.SHORT_AGAIN): _SETTLE_AS_CALLER,
     (S.HEARING, O.LONG): _SETTLE_AS_CALLER,
     (S.HEARING, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.HEARING, O.KEY): _SETTLE_AS_CALLER,
     (S.HEARING, O.BACKCHANNEL_WORDS): (S.IDLE, A.RESUME),
     (S.HEARING, O.TURN_END): (S.IDLE, A.RESUME),
     # called noise: resumed when it ends, the caller's after all if it goes on
@@ -260,12 +284,14 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
     (S.DOUBTED, O.SHORT_AGAIN): (S.IDLE, A.RESUME),
     (S.DOUBTED, O.LONG): _SETTLE_AS_CALLER,
     (S.DOUBTED, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.DOUBTED, O.KEY): _SETTLE_AS_CALLER,
     (S.DOUBTED, O.BACKCHANNEL_WORDS): (S.IDLE, A.RESUME),
     (S.DOUBTED, O.TURN_END): (S.IDLE, A.RESUME),
     (S.DOUBTED_PENDING, O.SHORT): (S.IDLE, A.REARM),
     (S.DOUBTED_PENDING, O.SHORT_AGAIN): (S.IDLE, A.REARM),
     (S.DOUBTED_PENDING, O.LONG): _SETTLE_AS_CALLER,
     (S.DOUBTED_PENDING, O.STOP_WORDS): _SETTLE_AS_CALLER,
+    (S.DOUBTED_PENDING, O.KEY): _SETTLE_AS_CALLER,
     (S.DOUBTED_PENDING, O.BACKCHANNEL_WORDS): (S.IDLE, A.REARM),
     (S.DOUBTED_PENDING, O.TURN_END): (S.IDLE, A.REARM),
     # speech during an uninterruptible span, acted on when the span ends (a backchannel is let go)
@@ -281,8 +307,6 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
 # the candidate settled, or the VAD's progress while nothing is open).
 del S, O, A
 
-STOP_WORDS = ("stop", "wait", "no", "hold on", "hang on", "excuse me", "sorry", "actually")
-BACKCHANNEL_WORDS = ("mm-hmm", "mhm", "mm", "uh-huh", "yeah", "yes", "okay", "ok", "right", "sure", "i see")
 
 
 @dataclass(frozen=True)
@@ -397,11 +421,17 @@ class BargeInPolicy:
                 return Obs.TURN_END, "turn_end"
             case SpanEnded():
                 return Obs.SPAN_END, "span_end"
+            case Keypress(agent_speaking=True, in_uninterruptible=False, interrupts=True):
+                return Obs.KEY, "dtmf"
+            case Keypress():
+                return Obs.NOTHING, ""
             case Words(text=text):
-                said = " ".join(text.lower().replace(",", " ").replace(".", " ").split())
-                if any(said == w or said.startswith(w + " ") for w in STOP_WORDS):
-                    return Obs.STOP_WORDS, "words"
-                if said and (said in BACKCHANNEL_WORDS or all(w in BACKCHANNEL_WORDS for w in said.split())):
-                    return Obs.BACKCHANNEL_WORDS, "backchannel"
+                # The kinds are words.py's; a redirect (a new question) is left to the sound (LONG), so a
+                # recognizer's guess at a noise never stops the agent by itself.
+                kind = interruption(text)
+                if kind == "backchannel":
+                    return Obs.BACKCHANNEL_WORDS, kind
+                if kind in ("stop", "cancellation", "correction", "clarification"):
+                    return Obs.STOP_WORDS, kind
                 return Obs.NOTHING, ""
         return Obs.NOTHING, ""  # pragma: no cover - every input type is matched above

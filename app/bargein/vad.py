@@ -154,6 +154,7 @@ class SpeechStopped:
 
     at: float
     speech_ms: float
+    last_speech_at: float | None = None  # the caller's last speech (the silence after it ended the turn)
 
 
 @dataclass(frozen=True)
@@ -516,7 +517,8 @@ class CallVad:
             )
         if emit is Emit.STOPPED:
             return SpeechStopped(
-                at=now, speech_ms=max(0.0, self._last_active_at - self._speech_start_at) * 1000
+                at=now, speech_ms=max(0.0, self._last_active_at - self._speech_start_at) * 1000,
+                last_speech_at=self._last_active_at,
             )
         if emit is Emit.PAUSED:
             self._paused_for = self._last_active_at

@@ -188,6 +188,7 @@ class LlmClosed(CallEvent):
     kind: ClassVar[str] = "llm_close"
     turn_id: int
     reason: str  # "done", "capped", "cancelled", "error", "timeout"
+    first_token_at: float | None = None  # when the first token came (the LLM's share of the turn gap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +224,29 @@ class TurnEnded(CallEvent):
     heard_chars: int | None
     heard_audio_ms: float | None
     audio_ms: float | None
+    keys: str = ""  # caller turns: the DTMF keys pressed in it
+    speech_end_t: float | None = None  # caller turns: the end of their speech (or last key); the turn gap's start
+
+
+@dataclass(frozen=True, slots=True)
+class Transcribed(CallEvent):
+    """The recognizer's words for a stretch of the caller's audio: a whole turn (`turn_id`), or a short
+    utterance over the agent (`turn_id` None) whose words may still stop it."""
+
+    kind: ClassVar[str] = "transcribed"
+    turn_id: int | None
+    text: str
+    audio_ms: float
+    stt_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPressed(CallEvent):
+    """A DTMF key from the caller."""
+
+    kind: ClassVar[str] = "dtmf"
+    digit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +260,7 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
     for cls in (
         WireReceived, WireSent, VadChanged, BargeInDecided, ClearSent, BargeInHandled, AudioQueued, MarkSent,
         MarkAcked, AudioDropped, LlmOpened, LlmToken, LlmClosed, TtsStarted, TtsFinished, TurnStarted,
-        TurnEnded, CallClosed, PolicyChanged,
+        TurnEnded, CallClosed, PolicyChanged, KeyPressed, Transcribed,
     )
 }
 

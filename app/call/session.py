@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal, assert_never
+from typing import Any, Literal, assert_never
 
 from app import logctx
 from app.audio import ulaw_to_pcm16
@@ -23,6 +23,7 @@ from app.bargein.detector import (
     BargeInPolicy,
     Candidate,
     Input,
+    Keypress,
     Paused,
     PolicyConfig,
     Progress,
@@ -30,6 +31,7 @@ from app.bargein.detector import (
     State,
     TurnEnd,
     Verdict,
+    Words,
 )
 from app.bargein.echo import EchoConfig, EchoGuard
 from app.bargein.playback import HeardPosition, PlaybackLedger
@@ -44,14 +46,17 @@ from app.call.events import (
     CallEvent,
     CallEvents,
     ClearSent,
+    KeyPressed,
     MarkAcked,
     PolicyChanged,
+    Transcribed,
     TurnEnded,
     TurnStarted,
     VadChanged,
     WireReceived,
     WireSent,
 )
+from app.call.hearing import Hearing
 from app.call.outbox import Outbox
 from app.call.registry import CallInUse, CallRegistry
 from app.call.turn import AgentTurn, Cut
@@ -62,6 +67,7 @@ from app.settings import Settings
 from app.stream_tokens import StreamTokens
 from app.transcript import CallRecord, Turn
 from providers.llm.base import ChatMessage, LlmClient
+from providers.stt.base import SttEngine
 from providers.telephony.base import BinaryTelephonyProtocol, TelephonyProtocol
 from providers.telephony.events import (
     AudioCleared,
@@ -79,7 +85,18 @@ from providers.tts.base import Synthesis, TtsEngine
 
 logger = logging.getLogger(__name__)
 
-NO_TRANSCRIPT = "[the caller spoke; speech recognition is not enabled]"
+# An interrupted agent turn, as the LLM reads it: the heard text, then this (the model should not repeat what
+# the caller already heard, nor assume they heard the rest).
+CUT_MARK = " [cut off here: the caller interrupted]"
+NO_TRANSCRIPT = "[the caller spoke; their words are not known (no recognizer, or it heard none)]"
+
+
+def user_content(turn: Turn) -> str:
+    """A caller's turn as the LLM reads it: the words, and the keys pressed."""
+    keys = f"[the caller pressed the keys: {' '.join(turn.keys)}]" if turn.keys else ""
+    if turn.text:
+        return f"{turn.text} {keys}" if keys else turn.text
+    return keys or NO_TRANSCRIPT
 # Bad frames on one stream: the first few are logged in full, then one summary line per interval at most.
 INVALID_LOG_BURST = 5
 INVALID_LOG_INTERVAL_S = 10.0
@@ -103,6 +120,7 @@ class CallDeps:
     tokens: StreamTokens
     require_token: bool
     fallback: list[Synthesis]  # filled at startup: the fallback line, synthesised before any call needs it
+    stt: SttEngine | None = None  # the recognizer (STT_ENGINE); None: caller turns have no words
     # Called once per stream when its `start` is accepted, with the session: the place to subscribe to its
     # events (the recorder does; a replay collects them). Subscribers attached here also get the frames that
     # arrived before `start`.
@@ -159,6 +177,16 @@ class CallSession:
         self._interrupted_at: float | None = None  # a barge-in ended the agent's turn; the caller's turn follows
         self._last_user_speech_ms = 0.0
         self._ack_credit = 0.0
+        self._keys = ""  # DTMF keys of the caller's open turn
+        self._turn_due: float | None = None  # when the caller's turn ends if they say nothing (keys, "wait")
+        # The recognizer's front (STT_ENGINE): the caller's audio kept, stretches of it transcribed.
+        self.hearing = None if deps.stt is None else Hearing(
+            deps.stt, deps.clock.now, s.stt_preroll_ms / 1000.0, s.stt_max_turn_s, s.stt_timeout_s)
+        self._utt_start: float | None = None  # the onset of the caller's speech in the open turn
+        self._speech_end: float | None = None  # ... and its end (the turn gap runs from here)
+        self._candidate_gen = 0  # counts candidates: late words apply only to the latest
+        self._hearing_turns: list[Turn] = []  # caller turns over, waiting for their words
+        self._turn_speech_end: dict[int, float] = {}  # caller turn id -> its end of speech, until on record
         self.agent: AgentTurn | None = None
         self._agent_record: Turn | None = None
         self._user_record: Turn | None = None
@@ -216,8 +244,9 @@ class CallSession:
                     await self._on_start(event)
                 case AudioCleared():
                     pass  # the ledger forgot the cut checkpoints when we sent clearAudio
-                case DtmfReceived():
-                    logger.info("dtmf received", extra=self._log_extra)
+                case DtmfReceived(digit=digit):
+                    if self.record is not None:
+                        await self._on_key(digit, arrival)
                 case StreamConnected():
                     pass
                 case CallEnded():
@@ -228,6 +257,20 @@ class CallSession:
                     self._invalid("unknown", f"unknown event {name[:40]!r}")
                 case _:
                     assert_never(event)
+
+    async def _on_key(self, digit: str, at: float) -> None:
+        """A DTMF key: it may stop the agent (the policy's call), and it goes into the caller's turn, which the
+        keys end after DTMF_INTERDIGIT_MS without a new one or at once on DTMF_TERMINATOR."""
+        s = self.deps.settings
+        if self.events.active:
+            self.events.emit(KeyPressed(at, digit))
+        self._metrics.dtmf_total.inc()
+        await self._decide(Keypress(at, agent_speaking=self.agent_active(at), in_uninterruptible=self._in_span(at),
+                                    interrupts=s.dtmf_interrupts))
+        self._start_user_turn(at)
+        self._keys += digit
+        self._speech_end = at  # a turn of keys ends with its last key
+        self._turn_due = at if s.dtmf_terminator and digit == s.dtmf_terminator else at + s.dtmf_interdigit_ms / 1000.0
 
     def mark_played(self, name: str, at: float) -> None:
         """A marker's audio has played: the provider said so, or a wire with no echo estimated it (/pcm/stream)."""
@@ -266,7 +309,7 @@ class CallSession:
         self._log_extra = {"call_sid": safe(event.call_id, quote=False), "provider": self.protocol.name}
         logctx.set_call(event.call_id, event.stream_id, self.protocol.name)  # every later line of this stream
         # The token is bound to the provider too: a Twilio call's token opens nothing on /plivo/stream.
-        if self.deps.require_token and not self.deps.tokens.consume(
+        if self.deps.require_token and not await self.deps.tokens.claim(
             self.protocol.name, event.call_id, event.custom.get("token", "")
         ):
             logger.warning("stream refused: missing, reused or wrong per-call token", extra=self._log_extra)
@@ -276,6 +319,7 @@ class CallSession:
                            extra=self._log_extra)
             raise StreamRefused("unsupported audio format")
         registry = self.deps.registry
+        await registry.prefetch(event.call_id)  # a call that moved here from another replica carries on
         known = registry.get(event.call_id)
         if (known is None or known.ended_at is not None) and registry.active >= self.deps.settings.max_calls:
             raise StreamRefused("server full")
@@ -311,6 +355,8 @@ class CallSession:
 
     # -- the barge-in path -----------------------------------------------------------------------
     async def _on_audio(self, payload: bytes, arrival: float) -> None:
+        if self.hearing is not None:
+            self.hearing.push(payload, arrival)
         pcm = ulaw_to_pcm16(payload)
         guard = self.guard
         if guard is not None and len(pcm) == FRAME and guard.active(arrival):
@@ -333,16 +379,21 @@ class CallSession:
     async def _on_vad(self, event: VadEvent, arrival: float) -> None:
         if isinstance(event, SpeechStarted):
             self._candidate = event
+            self._candidate_gen += 1
             start = self.vad.speech_started_at
+            speech_start = arrival - event.sustained_ms / 1000.0 if start is None else start
+            if self._utt_start is None:
+                self._utt_start = speech_start
             await self._decide(Candidate(
                 arrival,
-                speech_start=arrival - event.sustained_ms / 1000.0 if start is None else start,
+                speech_start=speech_start,
                 agent_speaking=self.agent_active(arrival),
                 in_uninterruptible=self._in_span(arrival),
                 echo_possible=self.guard is not None and self.guard.echo_seen and self.guard.active(arrival),
             ))
         elif isinstance(event, SpeechStopped):
             self._last_user_speech_ms = event.speech_ms
+            self._speech_end = event.last_speech_at
             await self._decide(TurnEnd(arrival))
 
     async def _settle(self, now: float) -> None:
@@ -397,12 +448,14 @@ class CallSession:
                 await self._pause(event.at)
             case Action.STOP:
                 await self._stop(event.at, step.reason)
-                if step.state is State.IDLE:  # the caller's turn ended during an uninterruptible span
+                if step.previous is State.DEFERRED_ENDED:  # the caller's turn ended during an uninterruptible span
                     self._end_user_turn()
             case Action.RESUME:
                 self._resume(event.at, step.reason)
             case Action.REARM:
                 self.vad.rearm(event.at)
+                if self._user_record is None:  # the sound was not a turn: its audio is not the next turn's
+                    self._utt_start = None
             case Action.CALLER_TURN:
                 self._start_user_turn(event.at)
             case Action.END_CALLER_TURN:
@@ -525,25 +578,82 @@ class CallSession:
             resumed_from_ms=None if from_ms is None else round(from_ms, 1),
         ))
         logger.info("barge-in resumed (%s) after %.0f ms", reason, ms(t1), extra=self._log_extra)
+        start, self._utt_start = self._utt_start, None
+        # Speech too short to be a turn: the agent went on at once, and the words may still stop it ("stop" and
+        # "okay" sound alike for half a second).
+        if self.hearing is not None and start is not None and reason in ("backchannel", "short", "repeated"):
+            self._spawn(self._late_words(start, t1, self._candidate_gen))
+
+    async def _late_words(self, start: float, end: float, gen: int) -> None:
+        assert self.hearing is not None
+        heard = await self.hearing.hear(start, end)
+        now = self._clock.now()
+        self.events.emit(Transcribed(now, None, heard.text, round(heard.audio_ms, 1), round(heard.stt_ms, 1),
+                                     heard.error))
+        # Only while nothing newer happened: no later candidate, the agent still talking, no caller turn open.
+        if gen != self._candidate_gen or self.policy.state is not State.IDLE or self._user_record is not None \
+                or not heard.text or not self.agent_active(now):
+            return
+        await self._decide(Words(now, heard.text))
+        if self._user_record is not None:  # the words stopped the agent: the caller's turn is open
+            self._utt_start = start
+            self._turn_due = now + self.deps.settings.stt_wait_after_stop_s
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     # -- turns -----------------------------------------------------------------------------------
     def _start_user_turn(self, at: float) -> None:
         if self._user_record is None and self.record is not None:
             self._user_record = self.record.new_turn("user", self.deps.wall())
-            if self.events.active:
-                self.events.emit(TurnStarted(at, self._user_record.id, "user"))
+            self.events.emit(TurnStarted(at, self._user_record.id, "user"))
 
     def _end_user_turn(self) -> None:
         if self.record is None:
             return
         if self._user_record is None:
             self._user_record = self.record.new_turn("user", self.deps.wall())
-        self._user_record.ended_at = self.deps.wall()
-        self._turn_ended(self._user_record, None)
-        self._user_record = None
+        rec, self._user_record = self._user_record, None
+        ended_at = self.deps.wall()
+        speech_end, self._speech_end = self._speech_end, None
+        self._turn_speech_end[rec.id] = speech_end if speech_end is not None else self._clock.now()
+        rec.keys += self._keys
+        self._keys, self._turn_due = "", None
         interrupted, self._interrupted_at = self._interrupted_at, None
-        if not self.agent_active(self._clock.now()):  # the agent never talks over a turn it is already taking
-            self._start_agent_turn(prefix=self._acknowledgement(interrupted is not None))
+        start, self._utt_start = self._utt_start, None
+        prefix = self._acknowledgement(interrupted is not None)
+        if self.hearing is not None and start is not None:
+            # The words first: the turn's record and the agent's answer wait for them (off the event loop).
+            self._hearing_turns.append(rec)
+            self._spawn(self._hear_turn(rec, start, self._clock.now(), ended_at, prefix))
+            return
+        rec.ended_at = ended_at
+        self._turn_ended(rec, None)
+        self._answer(prefix)
+
+    async def _hear_turn(self, rec: Turn, start: float, end: float, ended_at: float, prefix: str | None) -> None:
+        """A caller turn's words; the turn is complete (ended, on record, answered) once they are in."""
+        assert self.hearing is not None
+        heard = await self.hearing.hear(start, end)
+        rec.text, rec.ended_at = heard.text, ended_at
+        self.events.emit(Transcribed(self._clock.now(), rec.id, heard.text, round(heard.audio_ms, 1),
+                                     round(heard.stt_ms, 1), heard.error))
+        self._metrics.observe_stt(heard.stt_ms / 1000.0, heard.error is None)
+        self._hearing_turns.remove(rec)
+        self._turn_ended(rec, None)
+        self._answer(prefix)
+
+    def _answer(self, prefix: str | None) -> None:
+        """The caller's turn is over and heard: the agent answers, unless it is talking already or the caller
+        has started another turn (or one is still being heard): that one's end answers both."""
+        if self._user_record is None and not self._hearing_turns and not self.agent_active(self._clock.now()):
+            self._start_agent_turn(prefix=prefix)
 
     def _acknowledgement(self, after_interruption: bool) -> str | None:
         """The acknowledgement line, on BARGEIN_ACK_FRACTION of long interruptions (spread evenly, not drawn
@@ -590,18 +700,18 @@ class CallSession:
         self._agent_record = None
 
     def _turn_ended(self, rec: Turn, audio_ms: float | None) -> None:
-        if self.events.active:
-            self.events.emit(TurnEnded(
-                self._clock.now(), rec.id, rec.role, rec.text, rec.interrupted, rec.heard_text, rec.heard_chars,
-                rec.heard_audio_ms, None if audio_ms is None else round(audio_ms, 1),
-            ))
+        # Always emitted (one per turn): the call store writes a turn once it has ended (app/store/writer.py).
+        self.events.emit(TurnEnded(
+            self._clock.now(), rec.id, rec.role, rec.text, rec.interrupted, rec.heard_text, rec.heard_chars,
+            rec.heard_audio_ms, None if audio_ms is None else round(audio_ms, 1), rec.keys,
+            self._turn_speech_end.pop(rec.id, None),
+        ))
 
     def _start_agent_turn(self, text: str | None = None, prefix: str | None = None) -> None:
         assert self.record is not None
         self._finalize_agent_turn()
         rec = self.record.new_turn("agent", self.deps.wall())
-        if self.events.active:
-            self.events.emit(TurnStarted(self._clock.now(), rec.id, "agent"))
+        self.events.emit(TurnStarted(self._clock.now(), rec.id, "agent"))
         s = self.deps.settings
         fallback = self.deps.fallback[0] if self.deps.fallback else None
 
@@ -636,7 +746,9 @@ class CallSession:
             if turn is self._agent_record:
                 continue
             if turn.role == "user":
-                messages.append({"role": "user", "content": turn.text or NO_TRANSCRIPT})
+                messages.append({"role": "user", "content": user_content(turn)})
+            elif turn.interrupted:  # what the caller heard, never the unspoken rest, and that it was cut
+                messages.append({"role": "assistant", "content": f"{turn.text}{CUT_MARK}"})
             else:
                 messages.append({"role": "assistant", "content": turn.text})
         return messages
@@ -653,10 +765,17 @@ class CallSession:
             self.flush_invalid_log(now)
             return
         self.flush_invalid_log(now)
+        if self.drained:  # the drain goodbye has played (drain_goodbye below): a clean end
+            raise StreamRefused("drain")
         for event in self.vad.tick(now):
             await self._on_vad(event, now)
         if self._pauses or self.policy.state is not State.IDLE:
             await self._settle(now)
+        # The caller's keys end their turn, unless the caller is also talking (then the talk's silence does) or
+        # the agent is (keys that do not interrupt are answered when it has finished).
+        if self._turn_due is not None and now >= self._turn_due and self.policy.state is State.IDLE \
+                and not self.vad.speaking and not self.agent_active(now):
+            self._end_user_turn()
         if self.agent is not None and self.agent.finished and not self.agent_active(now):
             self._finalize_agent_turn()
         if now - self.last_frame_at > self.deps.settings.idle_timeout_s:
@@ -683,11 +802,16 @@ class CallSession:
                 self._cut_agent_turn(self.agent, self._agent_record, self.ledger.heard(now), interrupted=False)
             self._finalize_agent_turn()
             await self.agent.cancel()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for rec in self._hearing_turns:  # ended before their words came: on record without them
+            rec.ended_at = rec.ended_at or self.deps.wall()
+            self._turn_ended(rec, None)
+        self._hearing_turns.clear()
         # Only the stream that owns the call may end it (the registry checks the key it was opened with).
         if self.record is not None and self.deps.registry.close(
             self.record, self._stream_key, reason, self.deps.wall()
@@ -696,5 +820,29 @@ class CallSession:
             self._metrics.active_calls.dec()
             logger.info("stream ended: %s", reason, extra=self._log_extra)
         self.closed = True
-        if self.events.active:
-            self.events.emit(CallClosed(self._clock.now(), reason))
+        self.events.emit(CallClosed(self._clock.now(), reason))
+
+    # -- drain (app/drain.py) --------------------------------------------------------------------
+    drained = False  # the drain goodbye is over: the next tick ends the stream with reason "drain"
+
+    async def drain_goodbye(self, text: str, timeout_s: float) -> None:
+        """The server is draining and this call is still up at DRAIN_TIMEOUT_S: cut the agent where the caller
+        stopped hearing it, say `text`, and once it has played (or after `timeout_s`) end the stream ("drain",
+        a clean end: the after-stream webhook hangs up without the apology). The caller can still barge in."""
+        if self.record is None or self.closed:
+            return
+        now = self._clock.now()
+        if self.agent is not None:
+            if self.agent_active(now):
+                held, self._held = self._held, None
+                heard = held.heard if held is not None else (await self._flush())[1]
+                self._cut_agent_turn(self.agent, self._agent_record, heard, interrupted=False)
+            await self.agent.cancel()
+        self._start_agent_turn(text=text)
+        deadline = now + timeout_s
+        while not self.closed and self._clock.now() < deadline:
+            turn = self.agent
+            if turn is None or (turn.finished and not self.agent_active(self._clock.now())):
+                break
+            await asyncio.sleep(0.05)
+        self.drained = True

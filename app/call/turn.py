@@ -196,6 +196,7 @@ class AgentTurn:
         self._llm_parts: list[str] = []
         self._llm_chars = 0
         self.tts_stopped = False
+        self.first_token_at: float | None = None  # the LLM's first token (call clock)
         self.finished = False  # all audio handed to the outbox (or the turn failed)
         self.used_fallback = False
         self._task: asyncio.Task[None] | None = None
@@ -266,8 +267,7 @@ class AgentTurn:
             return
         assert self._llm is not None
         events, clock = self._events, self._clock
-        if events.active:
-            events.emit(LlmOpened(clock.now(), self.turn_id))
+        events.emit(LlmOpened(clock.now(), self.turn_id))
         outcome = "cancelled"  # unless the stream ends, is capped, fails or times out below
         try:
             outcome = await self._stream_reply(sentences)
@@ -278,8 +278,7 @@ class AgentTurn:
             outcome = "error"
             raise
         finally:
-            if events.active:
-                events.emit(LlmClosed(clock.now(), self.turn_id, outcome))
+            events.emit(LlmClosed(clock.now(), self.turn_id, outcome, self.first_token_at))
 
     async def _stream_reply(self, sentences: asyncio.Queue[str | None]) -> str:
         """Stream the LLM's reply into sentences; returns how it ended: "done", "capped" or "stopped"."""
@@ -299,6 +298,7 @@ class AgentTurn:
                         async with asyncio.timeout(self._first_token_timeout_s):
                             piece = await anext(stream)
                         first = False
+                        self.first_token_at = clock.now()
                     else:
                         piece = await anext(stream)
                 except StopAsyncIteration:
@@ -353,12 +353,10 @@ class AgentTurn:
             sentence, spans = self._unmark(marked)
             if not sentence:
                 continue
-            if events.active:
-                events.emit(TtsStarted(clock.now(), self.turn_id, sentence))
+            events.emit(TtsStarted(clock.now(), self.turn_id, sentence))
             async with asyncio.timeout(self._tts_timeout_s):
                 synthesis = await self._tts.synthesize(sentence)
-            if events.active:
-                events.emit(TtsFinished(clock.now(), self.turn_id, synthesis.duration_ms))
+            events.emit(TtsFinished(clock.now(), self.turn_id, synthesis.duration_ms))
             if self.tts_stopped:
                 return
             # Back-pressure: queue this sentence only once it fits under MAX_QUEUED_AUDIO_S (or the queue is empty),
@@ -422,8 +420,7 @@ class AgentTurn:
         self.text += synthesis.text
         if not self.held:
             self._outbox.enqueue(self.turn_id, ulaw)
-        if self._events.active:
-            self._events.emit(AudioQueued(self._clock.now(), self.turn_id, synthesis.duration_ms, synthesis.text))
+        self._events.emit(AudioQueued(self._clock.now(), self.turn_id, synthesis.duration_ms, synthesis.text))
 
     async def _speak_fallback(self, reason: str) -> None:
         if self.tts_stopped:

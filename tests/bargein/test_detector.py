@@ -11,6 +11,7 @@ from app.bargein.detector import (
     BargeInPolicy,
     Candidate,
     Input,
+    Keypress,
     Obs,
     Paused,
     PolicyConfig,
@@ -183,3 +184,25 @@ def test_on_a_line_with_echo_a_repeated_short_sound_does_not_escalate() -> None:
         Action.NONE, Action.PAUSE, Action.RESUME]
     assert run(p, Candidate(2.0, 1.936, **echo), Verdict(2.1, "speech"), Paused(2.5, 300)) == [
         Action.NONE, Action.PAUSE, Action.RESUME]
+
+
+def test_a_key_over_the_agent_stops_it_and_a_key_settles_an_open_candidate_as_the_caller() -> None:
+    p = BargeInPolicy(PolicyConfig(policy="resume"))
+    step = p.feed(Keypress(1.0, agent_speaking=True))
+    assert (step.action, step.state, step.reason) == (Action.STOP, State.IDLE, "dtmf")
+    # a candidate held open (the key's own tone, or the caller talking) is the caller's once a key comes
+    p = BargeInPolicy(PolicyConfig(policy="resume"))
+    assert run(p, over_agent(), Keypress(1.05, agent_speaking=True), TurnEnd(2.0)) == [
+        Action.PAUSE, Action.STOP, Action.END_CALLER_TURN]
+    p = BargeInPolicy(PolicyConfig(policy="confirm"))
+    assert run(p, over_agent(), Keypress(1.05, agent_speaking=True)) == [Action.NONE, Action.STOP]
+
+
+@pytest.mark.parametrize("key", [
+    Keypress(1.0, agent_speaking=False),
+    Keypress(1.0, agent_speaking=True, interrupts=False),
+    Keypress(1.0, agent_speaking=True, in_uninterruptible=True),
+], ids=["agent-silent", "keys-do-not-interrupt", "in-span"])
+def test_a_key_stops_nothing_when_the_agent_is_silent_keys_do_not_interrupt_or_in_a_span(key: Keypress) -> None:
+    p = BargeInPolicy(PolicyConfig(policy="resume"))
+    assert run(p, key) == [Action.NONE] and p.state is State.IDLE

@@ -1,0 +1,130 @@
+"""What kind of interruption the caller's words are: the recognizer's half of the barge-in decision.
+
+Theory of operation
+-------------------
+The acoustic policy (`detector.py`) settles a candidate from its sound: its length, whether it is speech,
+whether it is the agent's own echo. Once a recognizer has the caller's words, they say more than the sound
+can: "okay" and "stop" are both half a second of speech, and only the words tell them apart. `interruption`
+names the kind of an utterance said over the agent; the policy reads it through its `Words` input and the
+session acts on it:
+
+    backchannel    "mm-hmm", "yeah", "okay", "right": the agent goes on (resumes); no new turn starts
+    stop           "stop", "wait", "hold on", "one second": the agent stops and waits for the caller
+    cancellation   "cancel that", "never mind", "forget it": stops the agent and withdraws the request
+    correction     "no, I said Tuesday", "I meant ...", "that's wrong": stops; the next reply fixes it
+    clarification  "sorry?", "what?", "say that again", "what do you mean": stops; the cut sentence is
+                   said again, more clearly
+    redirect       anything else with words in it: a new question or a new topic; the caller takes the turn
+
+The rules are a small phrase table read in order, most specific first: a phrase matches as whole words at
+the start of the utterance (where people put the word that says what they want: "no wait, ..." is a stop,
+"wait, no, the other one" too), except the clarification and correction phrases, which count anywhere in
+a short utterance. Backchannels are all-filler utterances only: "yeah, but what about Sunday" is a redirect.
+Nothing here is learned; the table is the whole decision, so a team can read and change it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Kind = Literal["backchannel", "stop", "cancellation", "correction", "clarification", "redirect"]
+KINDS: tuple[Kind, ...] = ("backchannel", "stop", "cancellation", "correction", "clarification", "redirect")
+
+# Words a listener says to show they are listening. An utterance made only of these is a backchannel.
+BACKCHANNEL = frozenset({
+    "mm", "mhm", "mmhmm", "mm-hmm", "hmm", "uh-huh", "uhhuh", "uh", "huh", "um", "yeah", "yep", "yes", "yup",
+    "ok", "okay", "right", "sure", "alright", "all", "i", "see", "got", "it", "cool", "great", "fine", "good",
+    "aha", "ah", "oh", "true", "exactly", "totally", "indeed", "gotcha", "nice", "perfect", "thanks", "thank",
+    "you", "go", "on", "ahead", "and",
+})
+# ... but not every sequence of those words: "i see" and "got it" are backchannels, "go on" too, while these
+# are requests. Checked before the all-filler rule.
+NOT_BACKCHANNEL = ("i", "you", "and", "it", "on", "all", "go")
+
+# Phrases by kind, most specific first. Leading phrases must open the utterance; anywhere phrases may sit
+# anywhere in an utterance of at most ANYWHERE_MAX_WORDS words.
+LEADING: tuple[tuple[Kind, tuple[str, ...]], ...] = (
+    ("cancellation", (
+        "never mind", "nevermind", "forget it", "forget that", "forget about it", "cancel", "scratch that",
+        "don't do that", "do not do that", "don't book", "don't cancel", "no don't", "no do not", "skip it",
+        "i changed my mind", "i've changed my mind",
+    )),
+    ("correction", (
+        "no i said", "no i meant", "i said", "i meant", "no no i", "that's wrong", "that is wrong",
+        "that's not right", "that is not right", "that's not what i said", "not that", "no not", "no it's",
+        "no it is", "wrong", "incorrect", "correction", "it's not", "it is not",
+    )),
+    ("clarification", (
+        "sorry what", "what was that", "what did you say", "say that again", "say again", "can you repeat",
+        "could you repeat", "repeat that", "please repeat", "come again", "pardon", "excuse me what",
+        "what do you mean", "i didn't catch", "i did not catch", "i don't understand", "i do not understand",
+        "huh what", "slow down", "slower please",
+    )),
+    ("stop", (
+        "stop", "wait", "hold on", "hang on", "hold up", "one second", "one sec", "just a second",
+        "just a moment", "one moment", "a moment", "pause", "shut up", "be quiet", "quiet", "enough", "no no",
+        "no", "excuse me", "hey", "listen", "actually", "sorry to interrupt", "let me", "can i", "okay stop",
+        "ok stop", "okay wait", "ok wait", "yeah but", "yes but", "but",
+    )),
+)
+ANYWHERE: tuple[tuple[Kind, tuple[str, ...]], ...] = (
+    ("clarification", ("say that again", "repeat that", "what do you mean", "didn't catch", "didn't hear",
+                       "did not catch", "did not hear", "come again", "pardon")),
+    ("correction", ("i said", "i meant", "not what i said")),
+    ("cancellation", ("never mind", "forget it", "cancel that", "changed my mind")),
+)
+ANYWHERE_MAX_WORDS = 12
+# Said alone, these ask for the sentence again; opening a longer utterance ("what time do you open", "sorry to
+# bother you") they do not.
+ALONE: tuple[tuple[Kind, tuple[str, ...]], ...] = (
+    ("clarification", ("what", "sorry", "huh", "pardon me", "what what", "sorry sorry", "what please")),
+)
+
+_NON_WORD = re.compile(r"[^a-z' -]+")
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation dropped, hyphens kept inside words ("uh-huh"), single spaces."""
+    lowered = text.lower().replace("\u2019", "'")
+    return " ".join(_NON_WORD.sub(" ", lowered).replace(" -", " ").replace("- ", " ").split())
+
+
+def _starts_with(said: str, phrase: str) -> bool:
+    return said == phrase or said.startswith(phrase + " ")
+
+
+def _contains(said: str, phrase: str) -> bool:
+    return f" {phrase} " in f" {said} "
+
+
+def is_backchannel(said: str) -> bool:
+    """An utterance made only of listener words ("yeah okay", "mm-hmm right", "i see")."""
+    words = said.split()
+    return bool(words) and said not in NOT_BACKCHANNEL and all(w in BACKCHANNEL for w in words)
+
+
+def interruption(text: str) -> Kind | None:
+    """The kind of an utterance said over the agent; None when it holds no words."""
+    said = normalize(text)
+    if not said:
+        return None
+    # Phrases of several words first: "okay wait", "yeah but", "i meant" open with a listener word and are
+    # not a backchannel; "no no i said" is a correction before it is a "no".
+    for kind, phrases in LEADING:
+        if any(_starts_with(said, p) for p in phrases if " " in p):
+            return kind
+    for kind, phrases in ALONE:
+        if said in phrases:
+            return kind
+    if is_backchannel(said):
+        return "backchannel"
+    short = len(said.split()) <= ANYWHERE_MAX_WORDS
+    for kind, phrases in LEADING:
+        if any(_starts_with(said, p) for p in phrases):
+            return kind
+    if short:
+        for kind, phrases in ANYWHERE:
+            if any(_contains(said, p) for p in phrases):
+                return kind
+    return "redirect"

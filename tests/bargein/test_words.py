@@ -1,0 +1,42 @@
+"""The interruption kinds from the caller's words (app/bargein/words.py), on the phrases its rules were
+written against. The held-out phrases are app/bench/phrases.py's, measured by the bench, not asserted here."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.bargein.words import interruption, normalize
+
+DEV = [
+    ("Mm-hmm.", "backchannel"), ("uh-huh", "backchannel"), ("Yeah.", "backchannel"), ("Okay.", "backchannel"),
+    ("Right.", "backchannel"), ("I see.", "backchannel"), ("Got it.", "backchannel"), ("Thank you.", "backchannel"),
+    ("go on", "backchannel"),
+    ("Stop!", "stop"), ("Wait.", "stop"), ("No.", "stop"), ("Hold on.", "stop"), ("Okay, wait.", "stop"),
+    ("one moment please", "stop"), ("excuse me", "stop"), ("Yeah but what about Sunday", "stop"),
+    ("Never mind.", "cancellation"), ("Cancel that please.", "cancellation"), ("forget it", "cancellation"),
+    ("No, I said Tuesday.", "correction"), ("I meant the blue one", "correction"),
+    ("no no I said four", "correction"),
+    ("Sorry, what?", "clarification"), ("Say that again?", "clarification"), ("what", "clarification"),
+    ("What do you mean by that?", "clarification"),
+    ("Can you tell me about your opening hours?", "redirect"), ("what time do you open", "redirect"),
+    ("sorry to bother you, is the shop open", "redirect"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), DEV)
+def test_the_kind_of_an_interruption_comes_from_its_words(text: str, kind: str) -> None:
+    assert interruption(text) == kind
+
+
+@pytest.mark.parametrize("text", ["", "  ", "...", "?!"])
+def test_no_words_is_no_kind(text: str) -> None:
+    assert interruption(text) is None
+
+
+def test_normalize_keeps_hyphenated_and_apostrophed_words_and_drops_punctuation() -> None:
+    assert normalize("Uh-huh, that\u2019s WRONG!  - ok") == "uh-huh that's wrong ok"
+
+
+def test_a_backchannel_word_opening_a_request_is_not_a_backchannel() -> None:
+    assert interruption("okay so what about delivery to Leeds") == "redirect"
+    assert interruption("yeah okay") == "backchannel"

@@ -1,0 +1,143 @@
+"""The caller's words over real sockets, with the embedded recognizer (faster-whisper tiny.en, offline).
+
+The real app under uvicorn, the provider-edge emulator, a loopback LLM speaking OpenAI's streaming protocol (it
+keeps every request, so the test reads what the LLM was asked), and real audio: a recorded speech clip from the
+test corpus, and a synthetic caller (espeak-ng, a British voice unlike the agent's American one) for "stop".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from app.bench.stt import normalise, read_wav, synthesise_phrases
+from app.edge.emulator import EmulatedCall
+from app.edge.llm_server import ScriptedLlmServer
+
+JFK = Path(__file__).resolve().parents[1] / "corpus" / "speech" / "oration_01_jfk.wav"  # "and so my fellow ..."
+GREETING = (
+    "Thanks for calling. This is a long announcement that keeps the agent talking for a while. "
+    "Our opening hours are nine to five on weekdays, and ten to two on Saturdays. "
+    "You can ask about an order, a delivery or a refund, and I will do my best to help you with it."
+)
+
+
+async def record_when(url: str, call_id: str, done: Any, timeout_s: float = 15.0) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for _ in range(int(timeout_s / 0.05)):
+            record = (await client.get(f"{url}/calls/{call_id}")).json()
+            if done(record):
+                return record
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the record never got there: {record}")
+
+
+def heard_user_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in record["turns"] if t["role"] == "user" and t["ended_at"]]
+
+
+def test_the_callers_turn_has_its_words_and_the_llm_is_asked_about_them(provider: str, server_factory: Any) -> None:
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with ScriptedLlmServer(["Thank you."], token_delay_s=0.01) as llm:
+            srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.", stt_engine="whisper")
+            async with EmulatedCall.start(provider, srv.url) as call:
+                await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+                await call.send_audio(read_wav(JFK))
+                await call.send_silence(1.0)
+                await call.wait_until(lambda: bool(llm.chat_requests), 15)
+                record = await record_when(srv.url, call.call_id, lambda r: heard_user_turns(r))
+            return record, llm.chat_requests[-1].messages
+
+    record, asked = asyncio.run(scenario())
+    users = heard_user_turns(record)
+    # The clip pauses for the orator's effect ("... fellow Americans, -- ask not"): one turn or two, the agent
+    # answers once, after the last, and the LLM is asked with every one of them.
+    words = normalise(" ".join(u["text"] for u in users))
+    assert {"so", "fellow", "ask", "not"} <= set(words), users
+    assert asked[-len(users):] == [{"role": "user", "content": u["text"]} for u in users]
+    assert [t["role"] for t in record["turns"]].count("agent") == 2, "the agent answered more than once"
+
+
+def test_words_said_over_the_agent_before_the_detector_fired_are_in_the_callers_turn(server_factory: Any) -> None:
+    async def scenario() -> dict[str, Any]:
+        srv = server_factory(agent_greeting=GREETING, stt_engine="whisper")
+        async with EmulatedCall.start("twilio", srv.url) as call:
+            await call.wait_until(lambda: call.played_samples > 1.5 * 8000, 20)
+            await call.send_audio(read_wav(JFK))
+            await call.send_silence(1.0)
+            return await record_when(srv.url, call.call_id, lambda r: heard_user_turns(r))
+
+    record = asyncio.run(scenario())
+    [event] = record["bargeins"]
+    assert event["outcome"] == "stopped"
+    first = heard_user_turns(record)[0]
+    words = normalise(first["text"])
+    # "and so my" are the clip's first 0.6 s: said before the detector (and the stop) fired
+    assert "so" in words[:3] and "fellow" in words, first["text"]
+
+
+def test_stop_said_over_the_agent_stops_it_once_its_words_are_in(provider: str, server_factory: Any) -> None:
+    async def scenario() -> tuple[dict[str, Any], list[float]]:
+        [stop] = await synthesise_phrases(["Stop."], "en-gb")
+        srv = server_factory(agent_greeting=GREETING, stt_engine="whisper")
+        async with EmulatedCall.start(provider, srv.url) as call:
+            await call.wait_until(lambda: call.played_samples > 1.5 * 8000, 20)
+            await call.send_audio(np.concatenate([stop, np.zeros(1600, np.int16)]))
+            record = await record_when(srv.url, call.call_id, lambda r: any(
+                b["outcome"] == "stopped" for b in r["bargeins"]))
+            await asyncio.sleep(1.0)
+            clears = list(call.clears)
+            at_end = call.received_samples
+            await asyncio.sleep(1.0)
+            assert call.received_samples == at_end, "the agent went on talking after 'stop'"
+        return record, clears
+
+    record, clears = asyncio.run(scenario())
+    outcomes = [(b["outcome"], b["reason"]) for b in record["bargeins"]]
+    # The sound alone is half a second of speech (a backchannel, so the agent resumed); the words stopped it.
+    assert outcomes[-1] == ("stopped", "stop"), outcomes
+    assert clears
+    agent = record["turns"][0]
+    assert agent["interrupted"] and agent["heard_text"] != agent["intended_text"]
+    [user] = [t for t in record["turns"] if t["role"] == "user"]
+    assert "stop" in normalise(user["text"]) or not user["ended_at"], user
+
+
+def test_the_embedded_agent_answers_what_was_asked_and_an_interrupting_question_gets_the_next_answer(
+    provider: str, server_factory: Any
+) -> None:
+    """No keys, no hosted services: the embedded recognizer, LLM and TTS hold a real exchange."""
+    from providers.llm.scripted import INTENTS
+
+    answers = {intent.name: intent.answer for intent in INTENTS}
+
+    async def scenario() -> dict[str, Any]:
+        hours, book = await synthesise_phrases(
+            ["What time do you open on Saturday?", "Can I book a table for two tonight?"], "en-gb")
+        srv = server_factory(agent_greeting="Hello, how can I help?", stt_engine="whisper")
+        async with EmulatedCall.start(provider, srv.url) as call:
+            await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+            greeted = call.received_samples
+            await call.send_audio(hours)
+            await call.send_silence(0.8)
+            # the hours answer plays; 1.5 s into it the caller cuts in with a question of their own
+            await call.wait_until(lambda: call.played_samples > greeted + 1.5 * 8000, 15)
+            await call.send_audio(book)
+            await call.send_silence(0.8)
+            return await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 5 and bool(
+                r["turns"][4]["text"]) and r["turns"][3]["ended_at"], timeout_s=25)
+
+    record = asyncio.run(scenario())
+    greeting, asked, answer, interrupting, reply = record["turns"][:5]
+    assert [t["role"] for t in (asked, answer, interrupting, reply)] == ["user", "agent", "user", "agent"]
+    assert {"open", "saturday"} <= set(normalise(asked["text"])), asked
+    assert answer["interrupted"] and answers["hours"].startswith(answer["heard_text"])
+    assert answer["text"] == answer["heard_text"] != answers["hours"], "the context must hold the cut text"
+    # tiny.en hears espeak's "book" as "walk" now and then; "table" is as much a booking cue
+    assert {"book", "booking", "table"} & set(normalise(interrupting["text"])), interrupting
+    assert reply["text"] == answers["booking"]
