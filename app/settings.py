@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     )
     stt_max_turn_s: float = Field(20.0, gt=1, le=30, description="The longest caller turn transcribed whole.")
     stt_timeout_s: float = Field(10.0, gt=0, description="A turn not transcribed this soon goes on without words.")
+    turn_unfinished_wait_ms: float = Field(
+        800.0, ge=0, le=5000,
+        description="A caller turn whose words stop mid-clause ('... a table for') waits this much longer for more.",
+    )
     stt_wait_after_stop_s: float = Field(
         2.0, ge=0, description="After words like 'wait' stopped the agent, how long it waits for the caller."
     )

@@ -128,3 +128,26 @@ def interruption(text: str) -> Kind | None:
             if any(_contains(said, p) for p in phrases):
                 return kind
     return "redirect"
+
+
+# A turn whose words end on one of these has not ended, whatever the silence says: "I'd like to book a table
+# for ... two, tonight". Articles, prepositions, conjunctions, possessives, fillers, and the words a clause
+# goes on from; not the ones a sentence may end on ("I want that", "what is this").
+UNFINISHED_LAST_WORDS = frozenset({
+    "a", "an", "the", "and", "or", "but", "so", "because", "if", "to", "of", "for", "with", "in", "on", "at",
+    "from", "about", "into", "by", "my", "your", "our", "their", "his", "her", "its", "um", "uh", "er", "is",
+    "are", "was", "were", "i", "i'm", "we", "i'd", "i'll", "want", "like", "need", "then", "than", "also", "some",
+    "any",
+})
+
+
+def unfinished(text: str) -> bool:
+    """The caller's words stop mid-clause: a trailing comma, dash or ellipsis, or a last word that a sentence
+    does not end on. (Whisper punctuates what it hears: a full stop after "for" is its guess, not the caller's.)"""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if stripped.endswith((",", "...", "\u2026", "-", "\u2014")):
+        return True
+    words = normalize(stripped).split()
+    return bool(words) and words[-1] in UNFINISHED_LAST_WORDS

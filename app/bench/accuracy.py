@@ -45,7 +45,7 @@ import numpy.typing as npt
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from app.bench.common import FRAME_S, CpuMeter, GcWatch, Sampler, ServerProcess, progress
-from app.bench.conditions import BACKCHANNEL_RESUME_S, RESUME_WINDOW_S, BenchItem
+from app.bench.conditions import BACKCHANNEL_RESUME_S, RESUME_WINDOW_S, STOP_STAY_S, BenchItem
 from app.edge.emulator import CallRejected, EdgeEmulator, EmulatedCall, Provider
 from app.offline.corpus import Clip
 
@@ -136,7 +136,8 @@ class ClipRun:
     turn_ended: bool | None = None  # short/stop words: a clear and no same-turn audio within the window
     resumed_fast: bool | None = None  # short words: agent audio within BACKCHANNEL_RESUME_S of the word's end
     yielded: bool | None = None  # speech: after some clear past the onset the agent's turn did not go on
-    stayed_stopped: bool | None = None  # stop words: a clear and no agent audio after it before the hang-up
+    stayed_stopped: bool | None = None  # stop words: a stopping clear and none of the turn's audio after it
+    talked_on_ms: float | None = None  # stop words: from the phrase's end to the clear that stopped the agent
 
     @property
     def detected(self) -> bool:
@@ -407,7 +408,14 @@ class AccuracyRunner:
             run.turn_ended = not went_on(first_i)
             end = _on_send_clock(times, clip.speech_end_s, clip_start)
             run.resumed_fast = bool(back) and end is not None and back[0] - end <= BACKCHANNEL_RESUME_S
-            run.stayed_stopped = not back
+            # The clear that stopped the agent for good (the record says stopped): the first one, or a later one
+            # once the recognizer's words came in after a resume.
+            stops = [i for i in range(first_i, len(clears)) if verdicts[i] is False]
+            last = stops[-1] if stops else None
+            run.stayed_stopped = last is not None and not any(
+                clears[last] < s.start <= clears[last] + STOP_STAY_S for s in spans)
+            if last is not None and end is not None:
+                run.talked_on_ms = (clears[last] - end) * 1000.0
 
     def _measure(self, call: EmulatedCall, clip: BenchItem, run: ClipRun, times: list[float]) -> None:
         if not times:

@@ -48,6 +48,11 @@ ECHO_DRIFT_MS = 20.0
 ECHO_ONLY_S = 6.0  # the caller stays silent this long while the agent talks over the echo
 RESUME_WINDOW_S = 1.0  # agent audio of the same turn within this long after a clear = the turn went on
 BACKCHANNEL_RESUME_S = 0.4  # a backchannel "kept talking" if the agent resumed this soon after it ended
+# Stop words: the call stays this long after the phrase (the recognizer's words come 0.5-1.5 s after it), and the
+# agent "stayed stopped" when none of the interrupted turn's audio came back within STOP_STAY_S of the stopping
+# clear (the answer to "stop" is a new turn, STT_WAIT_AFTER_STOP_S = 2 s later at the earliest).
+STOP_OBSERVE_S = 3.0
+STOP_STAY_S = 1.5
 HISS_BEFORE_S, HISS_AFTER_S = 2.0, 4.0
 HISS_LOW_DBFS, HISS_HIGH_DBFS = -60.0, -35.0
 SPEECH_AFTER_STEP_S = 1.0

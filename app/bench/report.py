@@ -543,6 +543,7 @@ def condition_summary(p: Phase) -> dict[str, Any]:
     speech, quiet = _speech(ok), _noise(ok)
     o2c = _values(speech, "onset_to_clear_ms")
     resume = _values(ok, "resume_ms")
+    talked = _values(ok, "talked_on_ms")
     false_clear = [r for r in quiet if r.all_clears > 0]
     echo = [r for r in ok if r.erl_db is not None]
     words = [r for r in ok if r.turn_ended is not None]
@@ -574,6 +575,7 @@ def condition_summary(p: Phase) -> dict[str, Any]:
         "resumed_within_400ms": Count(sum(bool(r.resumed_fast) for r in words), len(words)).to_json(),
         "kept_talking": Count(sum(r.all_clears == 0 for r in words), len(words)).to_json(),
         "stayed_stopped": Count(sum(bool(r.stayed_stopped) for r in words), len(words)).to_json(),
+        "talked_on_ms": {"p50": pct(talked, 50), "max": max(talked, default=None), "n": len(talked)},
         "resume_ms": {"p50": pct(resume, 50), "max": max(resume, default=None), "n": len(resume)},
         "record_resumed_known": sum(r.record_resumed is not None for r in ok),
         "clears": sum(r.all_clears for r in ok),
@@ -612,7 +614,9 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
         "turn_ended": ("turn ended / kept talking / resumed <400 ms",
                        lambda s: " / ".join(_count(s[k]) for k in ("turn_ended", "kept_talking",
                                                                     "resumed_within_400ms"))),
-        "stayed_stopped": ("stopped and stayed stopped", lambda s: _count(s["stayed_stopped"])),
+        "stayed_stopped": ("stopped and stayed stopped / talked on after it p50,max ms",
+                           lambda s: f"{_count(s['stayed_stopped'])} / "
+                                     + ",".join(_ms(s["talked_on_ms"], "p50", "max"))),
     }
     for name in dict.fromkeys(s["condition"] for s in summaries):
         rows = [s for s in summaries if s["condition"] == name]

@@ -43,7 +43,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -309,6 +309,10 @@ async def run_conditions(
         async with _edge(server, auth) as edge:
             runner = AccuracyRunner(server, edge, audio, prime, opts)
             for c in chosen:
+                # Stop words are heard by the recognizer after the agent resumed over them: stay long enough to
+                # see their words stop it.
+                runner.options = (replace(opts, observe_s=cond.STOP_OBSERVE_S) if c.caller == "stop_word"
+                                  else opts)
                 sp = {"short_word": words, "line_step_speech": step_speech}.get(c.caller, speech)
                 items = cond.items(c, sp, noise, audio, stop_words, args.limit)
                 for concurrency in args.concurrency:

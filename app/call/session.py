@@ -37,6 +37,7 @@ from app.bargein.echo import EchoConfig, EchoGuard
 from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
 from app.bargein.vad import FRAME, CallVad, SpeechPaused, SpeechStarted, SpeechStopped, VadConfig, VadEvent, VadState
+from app.bargein.words import unfinished
 from app.call.bookkeeping import CallBookkeeper
 from app.call.events import (
     AudioDropped,
@@ -187,6 +188,7 @@ class CallSession:
         self._candidate_gen = 0  # counts candidates: late words apply only to the latest
         self._hearing_turns: list[Turn] = []  # caller turns over, waiting for their words
         self._turn_speech_end: dict[int, float] = {}  # caller turn id -> its end of speech, until on record
+        self._answer_due: tuple[float, str | None] | None = None  # an unfinished turn's answer waits till then
         self.agent: AgentTurn | None = None
         self._agent_record: Turn | None = None
         self._user_record: Turn | None = None
@@ -610,6 +612,7 @@ class CallSession:
 
     # -- turns -----------------------------------------------------------------------------------
     def _start_user_turn(self, at: float) -> None:
+        self._answer_due = None  # the caller went on: the end of this turn answers both
         if self._user_record is None and self.record is not None:
             self._user_record = self.record.new_turn("user", self.deps.wall())
             self.events.emit(TurnStarted(at, self._user_record.id, "user"))
@@ -647,11 +650,16 @@ class CallSession:
         self._metrics.observe_stt(heard.stt_ms / 1000.0, heard.error is None)
         self._hearing_turns.remove(rec)
         self._turn_ended(rec, None)
+        wait_s = self.deps.settings.turn_unfinished_wait_ms / 1000.0
+        if wait_s > 0 and unfinished(heard.text):  # "... a table for": the caller is likely to go on
+            self._answer_due = (self._clock.now() + wait_s, prefix)
+            return
         self._answer(prefix)
 
     def _answer(self, prefix: str | None) -> None:
         """The caller's turn is over and heard: the agent answers, unless it is talking already or the caller
         has started another turn (or one is still being heard): that one's end answers both."""
+        self._answer_due = None
         if self._user_record is None and not self._hearing_turns and not self.agent_active(self._clock.now()):
             self._start_agent_turn(prefix=prefix)
 
@@ -771,6 +779,8 @@ class CallSession:
             await self._on_vad(event, now)
         if self._pauses or self.policy.state is not State.IDLE:
             await self._settle(now)
+        if self._answer_due is not None and now >= self._answer_due[0]:
+            self._answer(self._answer_due[1])
         # The caller's keys end their turn, unless the caller is also talking (then the talk's silence does) or
         # the agent is (keys that do not interrupt are answered when it has finished).
         if self._turn_due is not None and now >= self._turn_due and self.policy.state is State.IDLE \

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.bargein.words import interruption, normalize
+from app.bargein.words import interruption, normalize, unfinished
 
 DEV = [
     ("Mm-hmm.", "backchannel"), ("uh-huh", "backchannel"), ("Yeah.", "backchannel"), ("Okay.", "backchannel"),
@@ -40,3 +40,13 @@ def test_normalize_keeps_hyphenated_and_apostrophed_words_and_drops_punctuation(
 def test_a_backchannel_word_opening_a_request_is_not_a_backchannel() -> None:
     assert interruption("okay so what about delivery to Leeds") == "redirect"
     assert interruption("yeah okay") == "backchannel"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("I'd like to book a table for", True), ("I'd like to book a table for.", True), ("My number is, um", True),
+    ("So the thing is,", True), ("and then...", True), ("I want to", True),
+    ("I'd like to book a table for two.", False), ("What time do you open?", False), ("I want that.", False),
+    ("", False),
+])
+def test_words_that_stop_mid_clause_are_an_unfinished_turn(text: str, expected: bool) -> None:
+    assert unfinished(text) is expected

@@ -10,27 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
-
 from app.call.session import CUT_MARK
 from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
+from tests.e2e.records import record_when
 
 GREETING = (
     "Thanks for calling. This is a long announcement that keeps the agent talking for a while. "
     "Our opening hours are nine to five on weekdays, and ten to two on Saturdays."
 )
-
-
-async def record_of(url: str, call_id: str, done: Any, timeout_s: float = 5.0) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(int(timeout_s / 0.05)):
-            record = (await client.get(f"{url}/calls/{call_id}")).json()
-            if done(record):
-                return record
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"the record never got there: {record}")
 
 
 def test_a_key_over_the_agent_stops_it_and_the_keys_reach_the_llm(provider: str, server_factory: Any) -> None:
@@ -45,7 +33,7 @@ def test_a_key_over_the_agent_stops_it_and_the_keys_reach_the_llm(provider: str,
                 await call.send_dtmf("2")
                 await call.send_dtmf("#")  # the terminator: the caller's turn ends now, not after the wait
                 await call.wait_until(lambda: bool(llm.chat_requests), 3)
-                record = await record_of(srv.url, call.call_id, lambda r: any(
+                record = await record_when(srv.url, call.call_id, lambda r: any(
                     t["role"] == "user" and t["ended_at"] for t in r["turns"]))
         assert not call.violations, call.violations
         assert clear_after_s < 0.2, clear_after_s
@@ -71,7 +59,7 @@ def test_with_dtmf_interrupts_off_keys_over_the_agent_do_not_stop_it_and_are_ans
             await call.wait_until(lambda: call.played_samples > 1.0 * 8000, 10)
             await call.send_dtmf("7")
             await call.send_dtmf("3")
-            record = await record_of(srv.url, call.call_id, lambda r: len(r["turns"]) >= 3 and any(
+            record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 3 and any(
                 t["role"] == "user" and t["ended_at"] for t in r["turns"]), timeout_s=20)
         assert not call.clears
         return record, srv.settings.dtmf_interdigit_ms / 1000.0
@@ -96,7 +84,7 @@ def test_a_key_inside_an_uninterruptible_span_does_not_stop_the_agent(
             await call.send_dtmf("5")
             await asyncio.sleep(0.5)
             cleared = bool(call.clears)
-            record = await record_of(srv.url, call.call_id, lambda r: any(
+            record = await record_when(srv.url, call.call_id, lambda r: any(
                 t["role"] == "user" and t["ended_at"] for t in r["turns"]), timeout_s=20)
         assert not cleared, "a key inside an uninterruptible span stopped the agent"
         return record

@@ -11,12 +11,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from app.bench.stt import normalise, read_wav, synthesise_phrases
 from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
+from tests.e2e.records import record_when
 
 JFK = Path(__file__).resolve().parents[1] / "corpus" / "speech" / "oration_01_jfk.wav"  # "and so my fellow ..."
 GREETING = (
@@ -24,17 +24,6 @@ GREETING = (
     "Our opening hours are nine to five on weekdays, and ten to two on Saturdays. "
     "You can ask about an order, a delivery or a refund, and I will do my best to help you with it."
 )
-
-
-async def record_when(url: str, call_id: str, done: Any, timeout_s: float = 15.0) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(int(timeout_s / 0.05)):
-            record = (await client.get(f"{url}/calls/{call_id}")).json()
-            if done(record):
-                return record
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"the record never got there: {record}")
 
 
 def heard_user_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,7 +39,7 @@ def test_the_callers_turn_has_its_words_and_the_llm_is_asked_about_them(provider
                 await call.send_audio(read_wav(JFK))
                 await call.send_silence(1.0)
                 await call.wait_until(lambda: bool(llm.chat_requests), 15)
-                record = await record_when(srv.url, call.call_id, lambda r: heard_user_turns(r))
+                record = await record_when(srv.url, call.call_id, heard_user_turns, timeout_s=15)
             return record, llm.chat_requests[-1].messages
 
     record, asked = asyncio.run(scenario())
@@ -70,7 +59,7 @@ def test_words_said_over_the_agent_before_the_detector_fired_are_in_the_callers_
             await call.wait_until(lambda: call.played_samples > 1.5 * 8000, 20)
             await call.send_audio(read_wav(JFK))
             await call.send_silence(1.0)
-            return await record_when(srv.url, call.call_id, lambda r: heard_user_turns(r))
+            return await record_when(srv.url, call.call_id, heard_user_turns, timeout_s=15)
 
     record = asyncio.run(scenario())
     [event] = record["bargeins"]
@@ -89,7 +78,7 @@ def test_stop_said_over_the_agent_stops_it_once_its_words_are_in(provider: str, 
             await call.wait_until(lambda: call.played_samples > 1.5 * 8000, 20)
             await call.send_audio(np.concatenate([stop, np.zeros(1600, np.int16)]))
             record = await record_when(srv.url, call.call_id, lambda r: any(
-                b["outcome"] == "stopped" for b in r["bargeins"]))
+                b["outcome"] == "stopped" for b in r["bargeins"]), timeout_s=15)
             await asyncio.sleep(1.0)
             clears = list(call.clears)
             at_end = call.received_samples
@@ -141,3 +130,28 @@ def test_the_embedded_agent_answers_what_was_asked_and_an_interrupting_question_
     # tiny.en hears espeak's "book" as "walk" now and then; "table" is as much a booking cue
     assert {"book", "booking", "table"} & set(normalise(interrupting["text"])), interrupting
     assert reply["text"] == answers["booking"]
+
+
+def test_a_caller_who_pauses_mid_clause_is_not_talked_over_and_gets_one_answer(server_factory: Any) -> None:
+    async def scenario() -> tuple[dict[str, Any], int, int]:
+        first, rest = await synthesise_phrases(["I would like to book a table for", "two people tonight."], "en-gb")
+        srv = server_factory(agent_greeting="Hello.", stt_engine="whisper")
+        async with EmulatedCall.start("twilio", srv.url) as call:
+            await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+            await call.send_audio(first)
+            before_pause = call.received_samples
+            # 1.4 s: past the turn-end silence (0.7 s) and the words (0.3-0.6 s), where an agent that answered
+            # on silence alone would already be talking; an unfinished clause waits 0.8 s more
+            await call.send_silence(1.4)
+            in_pause = call.received_samples - before_pause
+            await call.send_audio(rest)
+            await call.send_silence(1.0)
+            record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 4 and bool(
+                r["turns"][-1]["role"] == "agent"), timeout_s=15)
+            return record, in_pause, len(call.clears)
+
+    record, in_pause, clears = asyncio.run(scenario())
+    assert in_pause == 0, f"the agent spoke {in_pause / 8000:.2f} s into the caller's pause"
+    assert clears == 0
+    roles = [t["role"] for t in record["turns"]]
+    assert roles[:4] == ["agent", "user", "user", "agent"], roles
