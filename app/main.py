@@ -27,7 +27,7 @@ from app.call.admission import UnstartedStreams
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession
 from app.clock import Clock, MonotonicClock
-from app.drain import GOODBYE_S, Drain, DrainControl
+from app.drain import GOODBYE_S, Drain, DrainControl, Phase
 from app.loopwatch import LoopWatch
 from app.metrics import Metrics
 from app.routes.embedded_llm import PREFIX as EMBEDDED_LLM_PREFIX
@@ -274,6 +274,7 @@ def create_app(
     embedded_llm_key = llm_key or secrets.token_urlsafe(32)
     # While draining, the server waits for these: calls up, and streams upgraded but not started yet.
     drain.attach(live=lambda: registry.active + unstarted.total, goodbye=say_goodbye)
+    drain.on_change.append(lambda phase: metrics.draining.set(0 if phase is Phase.SERVING else 1))
     app.include_router(embedded_llm_router(settings.embedded_llm_token_delay_ms / 1000.0, embedded_llm_key))
 
     def require_admin(request: Request) -> None:

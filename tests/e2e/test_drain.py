@@ -133,6 +133,7 @@ def test_sigterm_with_20_live_calls_drops_none_and_exits_after_the_last(tmp_path
                 await asyncio.sleep(0.01)
             ready_after_s = time.monotonic() - signalled
             live = await client.get(f"{srv.url}/healthz", params={"probe": "live"})
+            metrics = (await client.get(f"{srv.url}/metrics")).text
             twilio_xml, plivo_xml = await busy_answers(client, srv.url)
         newcomer = EmulatedCall.start("twilio", srv.url, answer=True)
         with pytest.raises(CallRejected) as rejected:
@@ -163,7 +164,7 @@ def test_sigterm_with_20_live_calls_drops_none_and_exits_after_the_last(tmp_path
             await call.close()
         return {
             "ready": ready.status_code, "ready_after_s": ready_after_s, "ready_body": ready.json(), "tries": tries,
-            "live": live.status_code, "twilio": twilio_xml, "plivo": plivo_xml, "rejected": rejected.value,
+            "live": live.status_code, "draining_gauge": "bargein_draining 1.0" in metrics, "twilio": twilio_xml, "plivo": plivo_xml, "rejected": rejected.value,
             "cut_early": cut_early, "closed_by": [call.closed_by for call in calls],
             "violations": [v for call in calls for v in call.violations],
             "exit_after_s": exited - last_end, "status": srv.proc.returncode,
@@ -176,6 +177,7 @@ def test_sigterm_with_20_live_calls_drops_none_and_exits_after_the_last(tmp_path
     assert out["ready_body"]["active_calls"] == 20
     assert out["ready_after_s"] < 0.5, out["ready_after_s"]
     assert out["live"] == 200
+    assert out["draining_gauge"], "bargein_draining is not 1 while draining"
     assert BUSY in out["twilio"] and "<Hangup" in out["twilio"] and "<Stream" not in out["twilio"]
     assert BUSY in out["plivo"] and "<Hangup" in out["plivo"] and "<Stream" not in out["plivo"]
     assert out["rejected"].stage == "webhook"

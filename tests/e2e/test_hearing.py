@@ -8,12 +8,14 @@ test corpus, and a synthetic caller (espeak-ng, a British voice unlike the agent
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.bench.stt import normalise, read_wav, synthesise_phrases
+from app.edge.deepgram_server import DeepgramServer, ScriptWord, script_words
 from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
 from tests.e2e.records import record_when
@@ -24,6 +26,12 @@ GREETING = (
     "Our opening hours are nine to five on weekdays, and ten to two on Saturdays. "
     "You can ask about an order, a delivery or a refund, and I will do my best to help you with it."
 )
+
+
+def trimmed(pcm: Any) -> Any:
+    """Speech without the synthesiser's leading and trailing silence (so a pause is as long as the test says)."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
+    return pcm[loud[0]:loud[-1] + 1] if len(loud) else pcm
 
 
 def heard_user_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,7 +132,7 @@ def test_the_embedded_agent_answers_what_was_asked_and_an_interrupting_question_
     record = asyncio.run(scenario())
     greeting, asked, answer, interrupting, reply = record["turns"][:5]
     assert [t["role"] for t in (asked, answer, interrupting, reply)] == ["user", "agent", "user", "agent"]
-    assert {"open", "saturday"} <= set(normalise(asked["text"])), asked
+    assert "open" in normalise(asked["text"]), asked  # espeak varies run to run: tiny.en hears "Saturday" or not
     assert answer["interrupted"] and answers["hours"].startswith(answer["heard_text"])
     assert answer["text"] == answer["heard_text"] != answers["hours"], "the context must hold the cut text"
     # tiny.en hears espeak's "book" as "walk" now and then; "table" is as much a booking cue
@@ -133,25 +141,38 @@ def test_the_embedded_agent_answers_what_was_asked_and_an_interrupting_question_
 
 
 def test_a_caller_who_pauses_mid_clause_is_not_talked_over_and_gets_one_answer(server_factory: Any) -> None:
+    """Recognised by the Deepgram client against the loopback Deepgram server, whose words are scripted: the
+    behaviour under test is the turn's end, not the recognizer's accuracy on synthetic speech."""
+    phrases = ("I would like to book a table for", "two people tonight.")
+
+    def script(connection: int) -> list[ScriptWord]:
+        return script_words(phrases[min(connection, 1)], start_s=0.4, word_s=0.15, gap_s=0.02)
+
     async def scenario() -> tuple[dict[str, Any], int, int]:
-        first, rest = await synthesise_phrases(["I would like to book a table for", "two people tonight."], "en-gb")
-        srv = server_factory(agent_greeting="Hello.", stt_engine="whisper")
-        async with EmulatedCall.start("twilio", srv.url) as call:
-            await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
-            await call.send_audio(first)
-            before_pause = call.received_samples
-            # 1.4 s: past the turn-end silence (0.7 s) and the words (0.3-0.6 s), where an agent that answered
-            # on silence alone would already be talking; an unfinished clause waits 0.8 s more
-            await call.send_silence(1.4)
-            in_pause = call.received_samples - before_pause
-            await call.send_audio(rest)
-            await call.send_silence(1.0)
-            record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 4 and bool(
-                r["turns"][-1]["role"] == "agent"), timeout_s=15)
-            return record, in_pause, len(call.clears)
+        first, rest = (trimmed(p) for p in await synthesise_phrases(list(phrases), "en-gb"))
+        async with DeepgramServer(script) as dg:
+            # 1.5 s of grace for an unfinished clause (0.8 s by default) keeps the test's margin wide on a busy
+            # machine; TURN_UNFINISHED_WAIT_MS=0 in the environment fails it (the agent talks in the pause)
+            srv = server_factory(agent_greeting="Hello.", stt_engine="deepgram", deepgram_url=dg.url,
+                                 deepgram_api_key="test-key",
+                                 turn_unfinished_wait_ms=float(os.environ.get("TURN_UNFINISHED_WAIT_MS", 1500)))
+            async with EmulatedCall.start("twilio", srv.url) as call:
+                await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+                await call.send_audio(first)
+                before_pause = call.received_samples
+                # 1.4 s: past the turn-end silence (0.7 s) and the words, where an agent that answered on
+                # silence alone would already be talking
+                await call.send_silence(1.4)
+                in_pause = call.received_samples - before_pause
+                await call.send_audio(rest)
+                await call.send_silence(1.0)
+                record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 4 and bool(
+                    r["turns"][-1]["role"] == "agent"), timeout_s=15)
+                return record, in_pause, len(call.clears)
 
     record, in_pause, clears = asyncio.run(scenario())
-    assert in_pause == 0, f"the agent spoke {in_pause / 8000:.2f} s into the caller's pause"
+    turns = [(t["role"], t["text"]) for t in record["turns"]]
+    assert in_pause == 0, (f"the agent spoke {in_pause / 8000:.2f} s into the pause", turns)
     assert clears == 0
-    roles = [t["role"] for t in record["turns"]]
-    assert roles[:4] == ["agent", "user", "user", "agent"], roles
+    assert [t["role"] for t in record["turns"]][:4] == ["agent", "user", "user", "agent"], record["turns"]
+    assert [t["text"] for t in record["turns"][1:3]] == list(phrases)
