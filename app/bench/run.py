@@ -116,13 +116,15 @@ def sample(clips: Sequence[Clip], kind: str, limit: int) -> list[Clip]:
 def build_parser() -> argparse.ArgumentParser:
     """`bargein bench`'s options (every one with a help text: tests/test_cli.py checks)."""
     p = argparse.ArgumentParser(prog="bargein bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz", "detector", "stt", "words"), default=None,
+    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz", "detector", "stt", "words", "turns"),
+                   default=None,
                    help="what to run: accuracy (corpus clips as calls), hold (N calls held open), all (both; the "
                         "default, or accuracy alone with --conditions), fuzz (hostile frames beside honest calls; "
                         "not part of all), detector (the detector's own cost per call per frame, in-process, "
                         "no server; not part of all), stt (the embedded recognizer: word error, cost per turn, "
-                        "callers in real time; `--mode stt --help` for its own options) or words (the interruption "
-                        "kinds on the held-out spoken phrases)")
+                        "callers in real time; `--mode stt --help` for its own options), words (the interruption "
+                        "kinds on the held-out spoken phrases) or turns (the turn gap, edge to edge, with its "
+                        "breakdown)")
     p.add_argument("--conditions", default=None, metavar="NAME[,NAME]",
                    help="accuracy mode runs these conditions instead of the plain clips: "
                         f"{', '.join(cond.CONDITIONS)}, or all")
@@ -467,12 +469,16 @@ def main(argv: list[str]) -> int:
     # The recognizer's and the words' benches have options of their own: everything after `--mode stt` is theirs.
     for i, arg in enumerate(argv):
         mode = argv[i + 1] if arg == "--mode" and i + 1 < len(argv) else arg.removeprefix("--mode=")
-        if mode in ("stt", "words") and (arg == "--mode" or arg.startswith("--mode=")):
+        if mode in ("stt", "words", "turns") and (arg == "--mode" or arg.startswith("--mode=")):
             rest = argv[:i] + argv[i + (2 if arg == "--mode" else 1):]
             if mode == "stt":
                 from app.bench.stt import main as stt_main
 
                 return stt_main(rest)
+            if mode == "turns":
+                from app.bench.turns import main as turns_main
+
+                return turns_main(rest)
             from app.bench.words import main as words_main
 
             return words_main(rest)

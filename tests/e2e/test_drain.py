@@ -164,7 +164,8 @@ def test_sigterm_with_20_live_calls_drops_none_and_exits_after_the_last(tmp_path
             await call.close()
         return {
             "ready": ready.status_code, "ready_after_s": ready_after_s, "ready_body": ready.json(), "tries": tries,
-            "live": live.status_code, "draining_gauge": "bargein_draining 1.0" in metrics, "twilio": twilio_xml, "plivo": plivo_xml, "rejected": rejected.value,
+            "live": live.status_code, "draining_gauge": "bargein_draining 1.0" in metrics,
+            "twilio": twilio_xml, "plivo": plivo_xml, "rejected": rejected.value,
             "cut_early": cut_early, "closed_by": [call.closed_by for call in calls],
             "violations": [v for call in calls for v in call.violations],
             "exit_after_s": exited - last_end, "status": srv.proc.returncode,
