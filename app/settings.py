@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     tts_engine: str = Field("espeak", description="Text-to-speech engine: espeak (embedded).")
     tts_voice: str = "en-us"
     tts_rate_wpm: int = Field(175, ge=80, le=450)
+    tts_first_clause_chars: int = Field(
+        20, ge=0, le=300,
+        description="An LLM reply's first piece goes to TTS at a clause end (, ; :) once this long; 0 = sentences.",
+    )
     tts_timeout_s: float = Field(5.0, gt=0, description="A sentence that takes longer to synthesise is abandoned.")
     # 8 MiB holds about 8 minutes of 8 kHz audio: every fixed line (greeting, fallback, busy, goodbye) many times.
     tts_cache_max_mb: float = Field(

@@ -174,6 +174,9 @@ def lateness_ms(times: Sequence[float]) -> npt.NDArray[np.float64]:
     return late
 
 
+PRIME_REPLY_S = 15.0  # how long the agent's reply to the priming word may take to start
+
+
 class AccuracyRunner:
     """Runs clips as calls against one server, one provider and concurrency at a time."""
 
@@ -336,9 +339,15 @@ class AccuracyRunner:
         for _ in range(2):  # a second word if the first did not end a turn (it should)
             if call.closed:
                 return False
+            # The reply's own audio: whatever played before the word (a greeting) does not count.
+            need = call.played_samples + int(self.options.played_before_s * SAMPLE_RATE)
             sent = await call.send_audio(self.prime)
+            # The reply waits for the prime's words: with 20 calls priming at once, up to 20 transcriptions queue
+            # on the recognizer (about 0.5 s each), so the reply may take ~10 s to start; a second word sent
+            # meanwhile would open another caller turn and move the reply again.
             with contextlib.suppress(TimeoutError):
-                await call.wait_until(lambda: call.played_samples >= need or call.closed, 6.0)
+                await call.wait_until(lambda n=need: call.played_samples >= n or call.closed,  # type: ignore[misc]
+                                      PRIME_REPLY_S)
             if call.played_samples >= need:
                 if sent and call.first_audio_at is not None:
                     run.reply_ms = (call.first_audio_at - sent[-1]) * 1000.0

@@ -743,6 +743,7 @@ class CallSession:
             events=self.events,
             clock=self._clock,
             prefix=prefix,
+            first_clause_chars=s.tts_first_clause_chars,
         )
         self._agent_record = rec
         self.agent.start()

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"\S+")
 _SPACE = re.compile(r"\s")
+# Where a clause ends inside a sentence: the first piece of a reply may stop here (see SentenceSplitter).
+_CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
 # The longest sentence handed to TTS; a longer run with no sentence end is cut. A sentence is synthesised only
 # once it is complete, and espeak-ng's time grows faster than the text (measured here: 200 chars 13 ms, 350
@@ -60,10 +62,15 @@ class SentenceSplitter:
     than `max_chars` characters, and a feed costs the length of its piece plus at most that.
     """
 
-    def __init__(self, max_chars: int = MAX_SENTENCE_CHARS) -> None:
+    def __init__(self, max_chars: int = MAX_SENTENCE_CHARS, first_clause_chars: int = 0) -> None:
         if max_chars < 1:
             raise ValueError("max_chars must be at least 1")
         self.max_chars = max_chars
+        # The reply's first piece may end at a clause (a comma, semicolon or colon) once it holds this many
+        # characters: synthesis starts on "We are open from nine to five on weekdays," instead of waiting for
+        # the sentence's end, so a slow LLM does not leave the caller in silence. 0: sentences only.
+        self.first_clause_chars = first_clause_chars
+        self._first = first_clause_chars > 0
         self._pending = ""
 
     def feed(self, piece: str) -> list[str]:
@@ -71,13 +78,29 @@ class SentenceSplitter:
         text = self._pending + piece
         out: list[str] = []
         start = 0
+        if self._first:
+            start = self._first_clause(text, out)
         # `finditer(text, pos)` still sees the character before `pos` for the look-behind.
         for end in _SENTENCE_END.finditer(text, len(self._pending)):
             self._emit(text, start, end.start(), out)
             start = end.end()
         start = self._emit(text, start, len(text), out, keep_tail=True)
         self._pending = text[start:]
+        if out:
+            self._first = False
         return out
+
+    def _first_clause(self, text: str, out: list[str]) -> int:
+        """Before any sentence has gone out: a clause end at or past `first_clause_chars`, ahead of any sentence
+        end, ends the first piece. Returns where the rest starts (0 when there is no such clause yet)."""
+        sentence = _SENTENCE_END.search(text, max(0, len(self._pending) - 1))
+        limit = sentence.start() if sentence is not None else len(text)
+        for clause in _CLAUSE_END.finditer(text, 0, limit):
+            if clause.start() >= self.first_clause_chars:
+                _append(out, text[: clause.start()])
+                self._first = False
+                return clause.end()
+        return 0
 
     def flush(self) -> str | None:
         """The text after the last sentence end (the reply ended), or None if there is none."""
@@ -172,6 +195,7 @@ class AgentTurn:
         events: CallEvents | None = None,
         clock: Clock | None = None,
         prefix: str | None = None,
+        first_clause_chars: int = 0,
     ) -> None:
         """`max_reply_chars` caps the LLM's reply (not a fixed `text`); `max_queued_audio_ms` caps the audio
         this turn keeps queued in the outbox ahead of playback (synthesis waits for room). `prefix` is a
@@ -201,6 +225,7 @@ class AgentTurn:
         self.used_fallback = False
         self._task: asyncio.Task[None] | None = None
         self._prefix = prefix
+        self._first_clause_chars = first_clause_chars
         # Held: a barge-in paused the turn. Synthesis goes on into `segments`; nothing is queued until
         # `resume_from` (the candidate was not the caller's turn) or `cancel` (it was).
         self.held = False
@@ -284,7 +309,7 @@ class AgentTurn:
         """Stream the LLM's reply into sentences; returns how it ended: "done", "capped" or "stopped"."""
         assert self._llm is not None
         events, clock = self._events, self._clock
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars)
         first = True
         pieces = 0
         outcome = "done"

@@ -405,3 +405,19 @@ def test_a_long_reply_queues_no_more_than_the_cap_and_a_barge_in_ends_the_wait()
         assert len(turn.segments) == segments and outbox.queued_ms == 0  # the waiting sentence never went out
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("size", [1, 3, 1_000])
+def test_the_first_piece_of_a_reply_may_end_at_a_clause_and_the_rest_splits_into_sentences(size: int) -> None:
+    reply = "We are open from nine to five on weekdays, and from ten to two on Saturdays. Sunday, we rest, too."
+    pieces = stream(SentenceSplitter(first_clause_chars=20), reply, size)
+    assert pieces == ["We are open from nine to five on weekdays,", "and from ten to two on Saturdays.",
+                      "Sunday, we rest, too."]
+    assert " ".join(pieces) == reply  # the turn's text is the same whatever the pieces
+
+
+def test_a_clause_shorter_than_the_bound_or_after_the_first_sentence_does_not_end_a_piece() -> None:
+    assert stream(SentenceSplitter(first_clause_chars=20), "Sure, I can do that. Yes, it is.", 1) == [
+        "Sure, I can do that.", "Yes, it is."]
+    assert stream(SentenceSplitter(), "We are open from nine to five on weekdays, and on Saturdays.", 1) == [
+        "We are open from nine to five on weekdays, and on Saturdays."]
