@@ -72,7 +72,8 @@ def test_words_said_over_the_agent_before_the_detector_fired_are_in_the_callers_
             return await record_when(srv.url, call.call_id, heard_user_turns, timeout_s=15)
 
     record = asyncio.run(scenario())
-    [event] = record["bargeins"]
+    # the first barge-in is the caller's clip; a second can follow if the agent answered in the orator's pause
+    event = record["bargeins"][0]
     assert event["outcome"] == "stopped"
     first = heard_user_turns(record)[0]
     words = normalise(first["text"])
