@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 
 from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
 from app.offline.corpus import load_clip, read_manifest
+from tests.e2e.records import record_when
 
 GREETING = (
     "Thanks for calling. This is a long announcement that keeps the agent talking for a while. "
@@ -34,14 +34,7 @@ def speech(category: str, index: int = 0) -> Any:
 
 async def barge_ins(url: str, call_id: str, outcome: str, timeout_s: float = 5.0) -> dict[str, Any]:
     """The call record once it holds a barge-in with `outcome`."""
-    record: dict[str, Any] = {}
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(int(timeout_s / 0.05)):
-            record = (await client.get(f"{url}/calls/{call_id}")).json()
-            if any(b["outcome"] == outcome for b in record["bargeins"]):
-                return record
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"no {outcome} barge-in: {record.get('bargeins')}")
+    return await record_when(url, call_id, lambda r: any(b["outcome"] == outcome for b in r["bargeins"]), timeout_s)
 
 
 def test_a_short_word_over_the_agent_pauses_it_and_it_resumes_from_the_word_the_caller_last_heard(
