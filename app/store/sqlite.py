@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,7 +80,16 @@ class SqliteStore:
                 parent.mkdir(parents=True, exist_ok=True)
                 # isolation_level=None: no implicit transactions; each batch says BEGIN and COMMIT itself.
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000.0)
-                db.execute("PRAGMA journal_mode=WAL")
+                # Switching to WAL takes an exclusive lock that SQLite's busy handler does not wait for: replicas
+                # opening one new file together retry it (on the store's own thread, never the event loop).
+                for attempt in range(100):
+                    try:
+                        db.execute("PRAGMA journal_mode=WAL")
+                        break
+                    except sqlite3.OperationalError:
+                        if attempt == 99:
+                            raise
+                        time.sleep(0.02)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 self._migrate(db)
