@@ -227,3 +227,33 @@ def test_detector_cost_one_call_one_second_is_sane_and_the_guard_costs_nothing_w
     assert rows[QUIET].guard_us.median < rows[GUARD_ON].guard_us.median / 5
     assert parse_args(["--mode", "detector", "--detector-calls", "1,3"]).detector_calls == [1, 3]
     assert "guard off" in render(list(rows.values()), 1.0)
+
+
+def test_first_words_judges_the_callers_turns_after_the_interrupted_one() -> None:
+    import numpy as np
+
+    from app.bench import conditions as cond
+    from app.bench.accuracy import first_word_in, heard_after_bargein
+
+    record = {
+        "bargeins": [{"turn_id": 3}],
+        "turns": [
+            {"id": 2, "role": "user", "text": "opening hours"},  # the priming turn, before the interruption
+            {"id": 3, "role": "agent", "text": "We open at", "interrupted": True},
+            {"id": 4, "role": "user", "text": "And so, my fellow Americans,"},  # a pause split the caller's words
+            {"id": 5, "role": "user", "text": "ask not."},
+        ],
+    }
+    heard = heard_after_bargein(record)
+    assert heard == "And so, my fellow Americans, ask not."
+    assert first_word_in("and so my fellow americans ask not", heard)
+    assert first_word_in("stop please", "Oh, stop, please.")  # one filler in front is allowed
+    assert not first_word_in("stop please", "top please")  # the first syllables lost: what pre-roll prevents
+    assert not first_word_in("stop please", "")
+    assert heard_after_bargein(None) == ""
+    pcm = np.concatenate([np.zeros(800, np.int16), (8000 * np.sin(np.arange(4000) / 5)).astype(np.int16)])
+    [item] = cond.items(cond.CONDITIONS["first_words"], [], [], {}, {}, 0,
+                        labelled=[("synthetic/stop_please", "stop please", pcm, "Stop, please.")])
+    assert (item.kind, item.category, item.reference, item.offline_text) == (
+        "speech", "phrase", "stop please", "Stop, please.")
+    assert item.speech_onset_s == pytest.approx(0.1, abs=0.021) and item.stand_in and "SYNTHETIC" in item.stand_in

@@ -138,10 +138,31 @@ class ClipRun:
     yielded: bool | None = None  # speech: after some clear past the onset the agent's turn did not go on
     stayed_stopped: bool | None = None  # stop words: a stopping clear and none of the turn's audio after it
     talked_on_ms: float | None = None  # stop words: from the phrase's end to the clear that stopped the agent
+    heard_text: str | None = None  # first_words: the caller's turns' text after the barge-in, in the record
+    first_words: bool | None = None  # first_words: the reference's first word opens what the server heard
+    first_words_offline: bool | None = None  # ... and what the recognizer heard on the whole clip, outside a call
 
     @property
     def detected(self) -> bool:
         return self.error is None and self.clears > 0
+
+
+def heard_after_bargein(record: dict[str, Any] | None) -> str:
+    """The caller's turns after the first interrupted agent turn, joined (a pause may split what they said)."""
+    bargeins = (record or {}).get("bargeins") or []
+    after = int(bargeins[0].get("turn_id") or 0) if bargeins else 0
+    return " ".join(str(t.get("text") or "") for t in (record or {}).get("turns", [])
+                    if t.get("role") == "user" and int(t.get("id", 0)) > after).strip()
+
+
+def first_word_in(reference: str, heard: str) -> bool:
+    """Whether the reference's first word is among the first two heard. The first word is the one said
+    before the detector fired, which only the pre-roll keeps; one word of slack allows a filler the
+    recognizer puts in front ("oh", "so")."""
+    from app.bench.stt import normalise  # the WER normaliser: numbers, case and punctuation alike
+
+    ref = normalise(reference)
+    return bool(ref) and ref[0] in normalise(heard)[:2]
 
 
 @dataclass
@@ -328,6 +349,10 @@ class AccuracyRunner:
                 run.llm_open = len((cut[0].get("intended_text") or "").strip()) < len(REPLY.strip())
         if clip.condition != "baseline":
             self._outcome(call, clip, run, times, record)
+        if clip.reference is not None and run.detected:
+            run.heard_text = heard_after_bargein(record)
+            run.first_words = first_word_in(clip.reference, run.heard_text)
+            run.first_words_offline = first_word_in(clip.reference, clip.offline_text or "")
 
     async def _agent_talking(self, call: EmulatedCall, run: ClipRun) -> bool:
         """Get the agent talking, and wait until the caller has heard `played_before_s` of it."""

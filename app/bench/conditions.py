@@ -38,9 +38,9 @@ from app.offline.corpus import Clip, telephone_band, white_noise
 
 I16 = npt.NDArray[np.int16]
 SAMPLE_RATE = 8000
-Caller = Literal["speech", "noise", "silence", "short_word", "stop_word", "line_step", "line_step_speech"]
+Caller = Literal["speech", "noise", "silence", "short_word", "stop_word", "line_step", "line_step_speech", "labelled"]
 Metric = Literal["detection", "yielded", "onset_to_clear", "false_clears", "lost_turns", "self_stops", "turn_ended",
-                 "stayed_stopped"]
+                 "stayed_stopped", "first_words"]
 
 STOP_PHRASES = ("stop", "wait", "no", "hold on", "wait a second")
 ECHO_DELAY_MS = (60.0, 250.0)
@@ -95,6 +95,10 @@ CONDITIONS: dict[str, Condition] = {
         Condition("stop_words", "'stop', 'wait', 'no', 'hold on', 'wait a second' (did it stop and stay stopped?)",
                   "stop_word", ("detection", "onset_to_clear", "stayed_stopped"), calls=len(STOP_PHRASES),
                   stand_in="SYNTHETIC: espeak-ng en-gb voice, pitch lowered, unlike the agent's en-us voice"),
+        Condition("first_words", "speech with a known transcript over the agent (its first word in the turn text?)",
+                  "labelled", ("detection", "onset_to_clear", "first_words"),
+                  stand_in="the report set's JFK clips (real speech, transcripts known) and the held-out phrases "
+                           "that stop the agent (SYNTHETIC: espeak-ng en-gb, unlike the agent's voice)"),
         Condition("line_step", f"line hiss {HISS_LOW_DBFS:g} -> {HISS_HIGH_DBFS:g} dBFS mid-call, no speech",
                   "line_step", ("false_clears", "lost_turns"), calls=10),
         Condition("line_step_speech", f"the same hiss step, corpus speech {SPEECH_AFTER_STEP_S:g} s after it",
@@ -119,6 +123,8 @@ class BenchItem:
     echo: EchoSpec | None = None
     network: Network | None = None
     stand_in: str | None = None
+    reference: str | None = None  # what the caller says, where known (first_words)
+    offline_text: str | None = None  # the recognizer on the whole clip, outside any call (first_words' ceiling)
 
 
 def parse(names: str) -> list[Condition]:
@@ -182,18 +188,21 @@ def items(
     stop_words: dict[str, I16],
     limit: int,
     seed: int = 1,
+    labelled: list[tuple[str, str, I16, str]] | None = None,
 ) -> list[BenchItem]:
     """The calls of one condition. `speech`/`noise` are the clips to use (already sampled to `limit` by the
-    caller), `audio` their samples, `stop_words` the synthetic phrases (name -> samples)."""
+    caller), `audio` their samples, `stop_words` the synthetic phrases (name -> samples), `labelled` speech
+    whose transcript is known (name, reference, samples, the recognizer's text on the whole clip)."""
     c = condition
     out: list[BenchItem] = []
 
     def add(name: str, kind: Literal["speech", "noise"], category: str, pcm: I16, onset: float | None,
-            end: float | None) -> None:
+            end: float | None, reference: str | None = None, offline: str | None = None) -> None:
         i = len(out)
         echo = echo_spec(i, c.erls_db, seed) if c.erls_db else None
         network = Network.cloud_to_carrier(seed=seed * 1000 + i) if c.network else None
-        out.append(BenchItem(c.name, name, kind, category, pcm, onset, end, echo, network, c.stand_in))
+        out.append(BenchItem(c.name, name, kind, category, pcm, onset, end, echo, network, c.stand_in, reference,
+                             offline))
 
     def speech_item(clip: Clip, pcm: I16, pad_s: float = 0.0) -> None:
         if c.level_dbfs is not None:
@@ -225,6 +234,11 @@ def items(
                 pcm = stop_words[name]
                 onset = _onset_s(pcm)
                 add(f"synthetic/{name}", "speech", "stop_word", pcm, onset, speech_end_s(pcm, onset))
+        case "labelled":
+            for name, reference, pcm, offline in (labelled or [])[: count or None]:
+                onset = _onset_s(pcm)
+                category = "phrase" if name.startswith("synthetic/") else "recorded"
+                add(name, "speech", category, pcm, onset, speech_end_s(pcm, onset), reference, offline)
         case "line_step":
             for i in range(count):
                 add(f"hiss_step_{i + 1:02d}", "noise", "line_step", hiss(HISS_BEFORE_S, HISS_AFTER_S, seed + i),

@@ -547,6 +547,7 @@ def condition_summary(p: Phase) -> dict[str, Any]:
     false_clear = [r for r in quiet if r.all_clears > 0]
     echo = [r for r in ok if r.erl_db is not None]
     words = [r for r in ok if r.turn_ended is not None]
+    labelled = [r for r in ok if r.first_words is not None]
 
     def by(rows: list[ClipRun], key: str, hit: Any) -> dict[str, dict[str, Any]]:
         groups: dict[str, list[ClipRun]] = {}
@@ -575,6 +576,11 @@ def condition_summary(p: Phase) -> dict[str, Any]:
         "resumed_within_400ms": Count(sum(bool(r.resumed_fast) for r in words), len(words)).to_json(),
         "kept_talking": Count(sum(r.all_clears == 0 for r in words), len(words)).to_json(),
         "stayed_stopped": Count(sum(bool(r.stayed_stopped) for r in words), len(words)).to_json(),
+        "first_words": Count(sum(bool(r.first_words) for r in labelled), len(labelled)).to_json(),
+        "first_words_by_category": by(labelled, "category", lambda r: r.first_words),
+        "first_words_offline": Count(sum(bool(r.first_words_offline) for r in labelled), len(labelled)).to_json(),
+        "first_words_of_offline": Count(sum(bool(r.first_words) for r in labelled if r.first_words_offline),
+                                        sum(bool(r.first_words_offline) for r in labelled)).to_json(),
         "talked_on_ms": {"p50": pct(talked, 50), "max": max(talked, default=None), "n": len(talked)},
         "resume_ms": {"p50": pct(resume, 50), "max": max(resume, default=None), "n": len(resume)},
         "record_resumed_known": sum(r.record_resumed is not None for r in ok),
@@ -614,6 +620,10 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
         "turn_ended": ("turn ended / kept talking / resumed <400 ms",
                        lambda s: " / ".join(_count(s[k]) for k in ("turn_ended", "kept_talking",
                                                                     "resumed_within_400ms"))),
+        "first_words": ("first word heard in the call (of detected) / on the whole clip offline / in the call "
+                        "where offline heard it",
+                        lambda s: " / ".join(_count(s[k]) for k in ("first_words", "first_words_offline",
+                                                                     "first_words_of_offline"))),
         "stayed_stopped": ("stopped and stayed stopped / talked on after it p50,max ms",
                            lambda s: f"{_count(s['stayed_stopped'])} / "
                                      + ",".join(_ms(s["talked_on_ms"], "p50", "max"))),
@@ -634,7 +644,9 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
             extra = [f"ERL {k} dB: {_count(v)}" for k, v in s["self_stops_by_erl_db"].items()]
             if "false_clears" in metrics and len(s["false_clears_by_category"]) > 1:
                 extra += [f"{k}: {_count(v)}" for k, v in s["false_clears_by_category"].items()]
-            if extra and ("self_stops" in metrics or "false_clears" in metrics):
+            if "first_words" in metrics:
+                extra += [f"{k}: {_count(v)}" for k, v in s["first_words_by_category"].items()]
+            if extra and ("self_stops" in metrics or "false_clears" in metrics or "first_words" in metrics):
                 out.append(f"    {_label(s)}: " + "; ".join(extra))
             if s["record_outcomes"]:
                 out.append(f"    {_label(s)}: {s['clears']} clears; server record outcomes: "

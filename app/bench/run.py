@@ -62,7 +62,7 @@ from app.bench.hold import server_env as hold_env
 from app.bench.report import render
 from app.edge.emulator import EdgeEmulator, Provider
 from app.edge.llm_server import ScriptedLlmServer
-from app.offline.corpus import STEADY_CATEGORIES, Clip, load_clip, read_manifest
+from app.offline.corpus import STEADY_CATEGORIES, Clip, corpus_root, load_clip, read_manifest
 from app.offline.evaluate import measure_cost
 
 I16 = npt.NDArray[np.int16]
@@ -116,7 +116,8 @@ def sample(clips: Sequence[Clip], kind: str, limit: int) -> list[Clip]:
 def build_parser() -> argparse.ArgumentParser:
     """`bargein bench`'s options (every one with a help text: tests/test_cli.py checks)."""
     p = argparse.ArgumentParser(prog="bargein bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz", "detector", "stt", "words", "turns"),
+    p.add_argument("--mode", choices=("accuracy", "hold", "all", "fuzz", "detector", "stt", "words", "turns",
+                                           "burst"),
                    default=None,
                    help="what to run: accuracy (corpus clips as calls), hold (N calls held open), all (both; the "
                         "default, or accuracy alone with --conditions), fuzz (hostile frames beside honest calls; "
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "no server; not part of all), stt (the embedded recognizer: word error, cost per turn, "
                         "callers in real time; `--mode stt --help` for its own options), words (the interruption "
                         "kinds on the held-out spoken phrases) or turns (the turn gap, edge to edge, with its "
-                        "breakdown)")
+                        "breakdown); burst (N calls arriving within 5 s: connects, clears, underruns; "
+                        "`--mode burst --help`)")
     p.add_argument("--conditions", default=None, metavar="NAME[,NAME]",
                    help="accuracy mode runs these conditions instead of the plain clips: "
                         f"{', '.join(cond.CONDITIONS)}, or all")
@@ -292,6 +294,29 @@ async def synth_stop_words() -> dict[str, I16]:
     return out
 
 
+async def labelled_speech() -> list[tuple[str, str, I16, str]]:
+    """first_words' callers: the report set's recorded clips whose transcript is known (not the single digits:
+    one word is a backchannel stand-in, resumed over), then the held-out phrases that stop the agent, spoken by
+    a synthetic voice unlike the agent's; each with the embedded recognizer's text on the whole clip, outside
+    any call: the ceiling the call path is measured against (a first word the recognizer mishears even there
+    is the recognizer's miss, not the pre-roll's)."""
+    from app.bench.phrases import PHRASES
+    from app.bench.stt import load_labelled, phone_leg, synthesise_phrases
+    from providers.stt.whisper import WhisperStt
+
+    recorded = [(f"recorded/{name}", ref, pcm) for name, ref, pcm in load_labelled(corpus_root())
+                if len(ref.split()) >= 2]
+    texts = [text for text, kind in PHRASES if kind != "backchannel"]
+    spoken = await synthesise_phrases(texts)
+    items = recorded + [(f"synthetic/{t.replace(' ', '_')}", t, pcm) for t, pcm in zip(texts, spoken, strict=True)]
+    stt = WhisperStt(workers=1)
+    try:
+        offline = [(await stt.transcribe(phone_leg(pcm), "mulaw")).text for _, _, pcm in items]
+    finally:
+        await stt.aclose()
+    return [(name, ref, pcm, text) for (name, ref, pcm), text in zip(items, offline, strict=True)]
+
+
 async def run_conditions(
     args: argparse.Namespace, report: Report, clips: list[Clip], llm: ScriptedLlmServer, auth: Auth | None
 ) -> None:
@@ -303,6 +328,7 @@ async def run_conditions(
     step_speech = sample(clips, "speech", args.limit or cond.CONDITIONS["line_step_speech"].calls)
     audio = {c.path: load_clip(c) for c in {*speech, *noise, *words, *step_speech}}
     stop_words = await synth_stop_words() if any(c.caller == "stop_word" for c in chosen) else {}
+    labelled = await labelled_speech() if any(c.caller == "labelled" for c in chosen) else []
     prime = load_clip(PRIME_CLIP) if opts.agent_turn == "llm" else None
     server = ServerProcess({"LLM_BASE_URL": llm.base_url, **accuracy_env(opts)}, auth)
     progress("conditions: starting the server")
@@ -313,10 +339,10 @@ async def run_conditions(
             for c in chosen:
                 # Stop words are heard by the recognizer after the agent resumed over them: stay long enough to
                 # see their words stop it.
-                runner.options = (replace(opts, observe_s=cond.STOP_OBSERVE_S) if c.caller == "stop_word"
-                                  else opts)
+                runner.options = (replace(opts, observe_s=cond.STOP_OBSERVE_S)
+                                  if c.caller in ("stop_word", "labelled") else opts)
                 sp = {"short_word": words, "line_step_speech": step_speech}.get(c.caller, speech)
-                items = cond.items(c, sp, noise, audio, stop_words, args.limit)
+                items = cond.items(c, sp, noise, audio, stop_words, args.limit, labelled=labelled)
                 for concurrency in args.concurrency:
                     for provider in args.providers:
                         progress(f"  {c.name}: {provider} at {concurrency} call(s): {len(items)} calls")
@@ -469,12 +495,16 @@ def main(argv: list[str]) -> int:
     # The recognizer's and the words' benches have options of their own: everything after `--mode stt` is theirs.
     for i, arg in enumerate(argv):
         mode = argv[i + 1] if arg == "--mode" and i + 1 < len(argv) else arg.removeprefix("--mode=")
-        if mode in ("stt", "words", "turns") and (arg == "--mode" or arg.startswith("--mode=")):
+        if mode in ("stt", "words", "turns", "burst") and (arg == "--mode" or arg.startswith("--mode=")):
             rest = argv[:i] + argv[i + (2 if arg == "--mode" else 1):]
             if mode == "stt":
                 from app.bench.stt import main as stt_main
 
                 return stt_main(rest)
+            if mode == "burst":
+                from app.bench.burst import main as burst_main
+
+                return burst_main(rest)
             if mode == "turns":
                 from app.bench.turns import main as turns_main
 
