@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -24,8 +25,10 @@ from starlette.responses import Response
 from app.bargein.silero import SileroBatcher, shared_model
 from app.bargein.vad import VadConfig
 from app.call.admission import UnstartedStreams
+from app.call.demo_tools import demo_tools
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession
+from app.call.tools import ToolRegistry
 from app.clock import Clock, MonotonicClock
 from app.drain import GOODBYE_S, Drain, DrainControl, Phase
 from app.loopwatch import LoopWatch
@@ -47,8 +50,10 @@ from providers.llm.openai import OpenAICompatibleLlm
 from providers.stt import create_engine
 from providers.stt.base import SttEngine
 from providers.tts.base import Synthesis, TtsEngine
-from providers.tts.cached import cached_tts
+from providers.tts.cached import CachedTts, SynthesisCache, cached_tts
+from providers.tts.elevenlabs import ElevenLabsTts
 from providers.tts.espeak import EspeakTts
+from providers.tts.openai_speech import OpenAiSpeechTts
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +73,33 @@ def build_stt(settings: Settings) -> SttEngine | None:
         endpointing_ms=settings.deepgram_endpointing_ms,
         utterance_end_ms=settings.deepgram_utterance_end_ms,
         keepalive_s=settings.deepgram_keepalive_s,
+        whisper_window=settings.stt_whisper_window,
     )
 
 
 def build_tts(settings: Settings) -> TtsEngine:
     if settings.tts_engine == "espeak":
         # The greeting, fallback and busy lines are the same for every call: synthesised once (TTS_CACHE_MAX_MB).
-        return cached_tts(EspeakTts(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm),
+        return cached_tts(EspeakTts(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm,
+                                    processes=settings.tts_espeak_processes),
                           settings.tts_cache_max_mb)
-    raise ValueError(f"unknown TTS_ENGINE {settings.tts_engine!r} (available: espeak)")
+    hosted: ElevenLabsTts | OpenAiSpeechTts
+    if settings.tts_engine == "elevenlabs":
+        hosted = ElevenLabsTts(settings.elevenlabs_api_key, settings.elevenlabs_voice_id,
+                               model_id=settings.elevenlabs_model_id, url=settings.elevenlabs_url,
+                               idle_timeout_s=settings.tts_timeout_s,
+                               warm_connections=settings.elevenlabs_warm_connections)
+    elif settings.tts_engine == "openai":
+        hosted = OpenAiSpeechTts(settings.openai_tts_base_url or settings.llm_base_url,
+                                 settings.openai_tts_api_key or settings.llm_api_key,
+                                 model=settings.openai_tts_model, voice=settings.openai_tts_voice,
+                                 read_timeout_s=settings.tts_timeout_s)
+    else:
+        raise ValueError(f"unknown TTS_ENGINE {settings.tts_engine!r} (available: espeak, elevenlabs, openai)")
+    if settings.tts_cache_max_mb <= 0:
+        return hosted
+    # Cached too: a fixed line (greeting, busy line, goodbye) is paid for, and waited for, once.
+    return CachedTts(hosted, hosted.identity, SynthesisCache(int(settings.tts_cache_max_mb * 1024 * 1024)))
 
 
 def llm_base_url(settings: Settings) -> str:
@@ -116,12 +139,14 @@ def create_app(
     observers: list[Callable[[CallSession], None]] | None = None,
     drain: DrainControl | None = None,
     llm_key: str | None = None,
+    tools: ToolRegistry | None = None,
 ) -> FastAPI:
     """`observers` are called with each call's session when its stream starts (see CallDeps.observers).
 
     `drain`: the process's drain (app/drain.py), signalled by `bargein serve`'s server; without one the app
     builds its own, which nothing signals. `llm_key`: the embedded LLM's key, the same in every worker of one
     `bargein serve` (a turn's request to the port may reach another worker); random when not given.
+    `tools`: the tools the agent may call (app/call/tools.py); none when not given.
     """
     settings = settings or Settings()
     clock = clock or MonotonicClock()
@@ -170,8 +195,16 @@ def create_app(
         batcher = SileroBatcher(shared_model())
         try:
             fallback.append(await tts.synthesize(settings.agent_fallback_text))
-        except Exception:
-            logger.exception("could not synthesise the fallback line; provider failures will end in silence")
+        except Exception as exc:
+            # A hosted TTS down at start must not leave its own failures silent: the line comes from the
+            # embedded engine then (another voice, but words instead of dead air).
+            if settings.tts_engine == "espeak":
+                logger.exception("could not synthesise the fallback line; provider failures will end in silence")
+            else:
+                logger.warning("%s could not synthesise the fallback line (%s); espeak-ng speaks it instead",
+                               settings.tts_engine, type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    fallback.append(await EspeakTts(voice=settings.tts_voice).synthesize(settings.agent_fallback_text))
         # RECORD_DIR: every call to a file, written by the recorder's own thread (app/record/recorder.py).
         recorder = None
         if settings.record_dir:
@@ -209,6 +242,8 @@ def create_app(
             require_token=not auth.insecure,
             fallback=fallback,
             stt=stt,
+            # The embedded agent has its demo tools; with a hosted LLM, only the tools the application gave.
+            tools=tools if tools is not None else (ToolRegistry() if settings.llm_base_url else demo_tools()),
             observers=list(observers or []) + ([recorder.observe] if recorder is not None else [])
             + [live_sessions.add]
             + ([tracer.observe] if tracer is not None else [])

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     )
     agent_fallback_text: str = "Sorry, I am having trouble right now. Please say that again."
     agent_system_prompt: str = "You are a concise, friendly phone agent. Answer in two or three short sentences."
+    agent_state_in_prompt: bool = Field(
+        True, description="Append the conversation state (app/call/conversation.py) to the system message."
+    )
+    agent_tool_holding_text: str = Field(
+        "One moment, I'm pulling that up.",
+        description="Said once per turn when a tool runs past TOOL_HOLDING_AFTER_MS.",
+    )
+    tool_holding_after_ms: int = Field(1000, ge=0, description="A tool running longer than this gets the holding line.")
+    tool_timeout_s: float = Field(10.0, gt=0, description="A tool call still running after this fails (timed out).")
 
     llm_base_url: str = Field("", description="OpenAI-compatible base URL; empty = the embedded scripted LLM.")
     llm_api_key: str = ""
@@ -115,7 +124,10 @@ class Settings(BaseSettings):
         description="Said to each call still up DRAIN_TIMEOUT_S after SIGTERM, before the call ends.",
     )
 
-    tts_engine: str = Field("espeak", description="Text-to-speech engine: espeak (embedded).")
+    tts_engine: Literal["espeak", "elevenlabs", "openai"] = Field(
+        "espeak", description="Text-to-speech engine: espeak (embedded), elevenlabs (WebSocket streaming), "
+                              "openai (an OpenAI-compatible /audio/speech)."
+    )
     tts_voice: str = "en-us"
     tts_rate_wpm: int = Field(175, ge=80, le=450)
     tts_first_clause_chars: int = Field(
@@ -127,6 +139,24 @@ class Settings(BaseSettings):
     tts_cache_max_mb: float = Field(
         8.0, ge=0, description="Synthesised sentences kept for reuse (providers/tts/cached.py); 0 turns it off."
     )
+    tts_espeak_processes: int = Field(
+        0, ge=0, le=32, description="espeak-ng worker processes; 0 = one thread in this process "
+                                    "(app/bench/tts_queue.py measures the queue)."
+    )
+    # Hosted TTS (providers/tts/elevenlabs.py, providers/tts/openai_speech.py); keys are secrets, never logged.
+    elevenlabs_api_key: str = Field("", description="ElevenLabs API key (sent as the xi-api-key header).")
+    elevenlabs_voice_id: str = Field("", description="ElevenLabs voice id (TTS_ENGINE=elevenlabs).")
+    elevenlabs_model_id: str = Field("eleven_flash_v2_5", description="ElevenLabs model for stream-input.")
+    elevenlabs_url: str = Field("wss://api.elevenlabs.io", description="ElevenLabs WebSocket base URL.")
+    elevenlabs_warm_connections: int = Field(
+        1, ge=0, le=16, description="ElevenLabs connections kept open ahead of need (no handshake per sentence)."
+    )
+    openai_tts_base_url: str = Field(
+        "", description="OpenAI-compatible base URL for /audio/speech; empty = LLM_BASE_URL."
+    )
+    openai_tts_api_key: str = Field("", description="API key for OPENAI_TTS_BASE_URL; empty = LLM_API_KEY.")
+    openai_tts_model: str = "tts-1"
+    openai_tts_voice: str = "alloy"
 
     # --- speech recognition (providers/stt/) ---------------------------------------------------------
     stt_engine: Literal["whisper", "deepgram", "none"] = Field(
@@ -142,6 +172,21 @@ class Settings(BaseSettings):
         800.0, ge=0, le=5000,
         description="A caller turn whose words stop mid-clause ('... a table for') waits this much longer for more.",
     )
+    # Turn taking (app/call/turn_taking.py): strict waits for the turn-end silence, then hears and answers;
+    # progressive hears the turn at a short pause and prepares the reply, held, until the words' silence passes.
+    turn_policy: Literal["strict", "progressive"] = Field(
+        "strict", description="strict: answer after the turn-end silence; progressive: prepare the reply at a "
+                              "short pause, speak it once the turn is over, cancel it if the caller goes on."
+    )
+    turn_speculate_silence_ms: float = Field(
+        250.0, gt=0, le=5000, description="progressive: the pause at which the turn so far is heard and answered."
+    )
+    turn_complete_silence_ms: float = Field(
+        450.0, gt=0, le=5000, description="progressive: silence that ends a turn whose words look complete."
+    )
+    turn_unfinished_silence_ms: float = Field(
+        1500.0, gt=0, le=10_000, description="progressive: silence that ends a turn whose words stop mid-clause."
+    )
     stt_wait_after_stop_s: float = Field(
         2.0, ge=0, description="After words like 'wait' stopped the agent, how long it waits for the caller."
     )
@@ -153,6 +198,9 @@ class Settings(BaseSettings):
     )
     stt_partial_interval_ms: float = Field(
         0.0, ge=0, description="Whisper partials every this much audio, on idle workers only; 0 = final only."
+    )
+    stt_whisper_window: Literal["short", "full"] = Field(
+        "short", description="Whisper encoder window: short = the turn plus a margin (about 3x less CPU); full = 30 s."
     )
     deepgram_api_key: str = Field("", description="Deepgram API key (sent as `Authorization: Token ...`).")
     deepgram_url: str = Field("wss://api.deepgram.com/v1/listen", description="Deepgram live endpoint.")
@@ -317,6 +365,15 @@ class Settings(BaseSettings):
         workers = self.workers if workers is None else workers
         return (self.auth_enabled and not self.stream_token_secret
                 and (is_shared(self.call_store_url) or workers > 1))
+
+    @model_validator(mode="after")
+    def _hosted_tts_configured(self) -> Self:
+        # A model validator, so the error never echoes a key.
+        if self.tts_engine == "elevenlabs" and not (self.elevenlabs_api_key and self.elevenlabs_voice_id):
+            raise ValueError("TTS_ENGINE=elevenlabs needs ELEVENLABS_API_KEY and ELEVENLABS_VOICE_ID")
+        if self.tts_engine == "openai" and not (self.openai_tts_base_url or self.llm_base_url):
+            raise ValueError("TTS_ENGINE=openai needs OPENAI_TTS_BASE_URL (or LLM_BASE_URL)")
+        return self
 
     @model_validator(mode="after")
     def _token_secret_set_when_replicated(self) -> Self:

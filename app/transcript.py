@@ -48,6 +48,8 @@ class BargeInEvent:
     reason: str = ""
     settled_ms: float = 0.0  # from the deciding frame to the decision that settled it (see BargeInHandled)
     resumed_from_ms: float | None = None
+    in_flight_tools_canceled: int = 0  # mutations in flight the barge-in cancelled
+    in_flight_tools_completed: int = 0  # reads in flight it let run to completion
 
 
 @dataclass(slots=True)

@@ -17,6 +17,9 @@ probability (`infer`) or not (`defer`, run later in bulk), so a stream's windows
 order they were heard and its deferred windows always run before its next `infer`. A run takes the oldest
 window of each waiting stream: a stream's next window needs the state its previous one leaves, so one
 long frame (many windows of one stream) becomes many runs, one per window, each of them cheap to build.
+Deferred windows run when LAZY_FLUSH_S after the first of them has passed (all that were queued then, in runs
+shared by every stream; later ones wait for the next timer), or earlier, riding along in a run that awaited
+windows make due in the same loop iteration anyway.
 
 No callback holds the loop for long, whatever one frame carries: a flush stops after `TURN_BUDGET`
 window-equivalents of model time (a run costs `RUN_COST` extra, its fixed overhead) and continues on the
@@ -111,6 +114,10 @@ class SileroStream:
     # Windows submitted but not yet run, oldest first: the model must see them in this order.
     queue: deque[_Queued] = field(default_factory=deque)
     waiting: int = 0  # queued windows whose future someone awaits (the others were deferred)
+    due: int = 0  # the oldest deferred windows the batcher is running in bulk now (SileroBatcher._due)
+    # Set by the caller: its awaited windows may decide a barge-in now (speech is starting or on), so their runs
+    # carry nothing else (no deferred windows riding along: the decision waits for the whole run).
+    urgent: bool = False
     closed: bool = False
 
     @property
@@ -140,6 +147,7 @@ class SileroStream:
                 future.cancel()
         self.queue.clear()
         self.waiting = 0
+        self.due = 0
 
 
 @dataclass
@@ -187,6 +195,9 @@ LAZY_FLUSH_S = 0.096
 # well inside 20 ms, and a larger budget would only make bigger batches past 124 calls ready at once.
 TURN_BUDGET = 128
 RUN_COST = 4
+# Deferred windows added to a run made for awaited ones, at most (`SileroBatcher._ride_along`): ~1 ms of model
+# time more for the awaited windows in it, on the VM above.
+RIDE_ALONG = 32
 
 
 class SileroBatcher:
@@ -197,10 +208,14 @@ class SileroBatcher:
         self.stats = BatchStats()
         # Streams with queued windows, in the order they are served (a served stream goes to the back).
         self._ready: dict[SileroStream, None] = {}  # someone awaits one of its windows
-        self._lazy: dict[SileroStream, None] = {}  # it has deferred windows
+        self._lazy: dict[SileroStream, None] = {}  # it has deferred windows, not due yet
+        # Its deferred windows queued when the lazy timer last fired are due (`SileroStream.due` of them): the
+        # flushes take them, and only them, so that windows deferred since wait for the next timer. Served as
+        # they came, they would keep the flushes busy for good with runs of the few windows that arrive between
+        # two loop turns (a steady-noise line defers nearly every window).
+        self._due: dict[SileroStream, None] = {}
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
-        self._lazy_loop: asyncio.AbstractEventLoop | None = None  # the loop the lazy timer is armed on
-        self._lazy_due = False  # the timer fired: flushes take deferred windows until none are left
+        self._lazy_loop: asyncio.AbstractEventLoop | None = None  # the loop the lazy timer is armed on, if one is
 
     async def infer(self, stream: SileroStream, window: F32) -> float:
         """Speech probability of one 256-sample float32 window, continuing `stream`."""
@@ -222,9 +237,10 @@ class SileroBatcher:
         return await future
 
     def defer(self, stream: SileroStream, window: F32) -> None:
-        """Queue a window whose verdict is already known (below the energy gate), to run in bulk later.
+        """Queue a window whose verdict is already known (the VAD's cheap layers rule out a change of state
+        whatever its probability: below the energy gate, or steady noise on a quiet line), to run in bulk later.
 
-        A listening caller's windows are mostly below the gate. Running them the moment they complete costs
+        A listening caller's windows are mostly like that. Running them the moment they complete costs
         one model run each (calls' windows rarely complete in the same loop iteration); collected for ~100 ms,
         the quiet windows of every call share a few large runs. Decisions are unchanged: the model still
         sees every window in order before the stream's next `infer`.
@@ -237,6 +253,13 @@ class SileroBatcher:
         self._lazy[stream] = None
         self.stats.deferred += 1
         loop = asyncio.get_running_loop()
+        # While what is due runs, a flush is pending on this loop and arms the timer when it is done; windows
+        # left due by a loop that is gone (tests and tools run one loop after another) must not stop the timer.
+        if not self._due or self._flush_loop is not loop:
+            self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The lazy timer, unless it is armed on this loop already."""
         if self._lazy_loop is not loop:
             self._lazy_loop = loop
             loop.call_later(LAZY_FLUSH_S, self._lazy_timer)
@@ -247,30 +270,43 @@ class SileroBatcher:
         loop = asyncio.get_running_loop()
         runs = self.stats.runs
         try:
+            # A window that may decide a barge-in is answered before any bulk work: its caller resumes once
+            # this callback returns, so the deferred windows then wait for the next turn.
+            urgent = any(stream.urgent for stream in self._ready)
             budget = self._serve(self._ready, loop, TURN_BUDGET)
-            if self._lazy_due:
-                self._serve(self._lazy, loop, budget)
-                if not self._lazy:
-                    self._lazy_due = False
-                    self._lazy_loop = None
+            if self._due and not urgent:
+                self._serve(self._due, loop, budget)
         finally:
             if self.stats.runs != runs:
                 self.stats.turns += 1
             # No task runs inside this callback (results only schedule their wake-ups), so no `infer` can
             # arrive while it runs; while it reschedules itself _flush_loop stays set and new windows join.
             # In a `finally`: whatever went wrong, the batcher must not be left waiting on a flush never run.
-            if self._ready or self._lazy_due:
+            if not self._due and self._lazy:  # what was due has run: the windows deferred since wait for
+                self._arm(loop)  # the next timer
+            if self._ready or self._due:
                 loop.call_soon(self._flush)
             else:
                 self._flush_loop = None
 
     def _lazy_timer(self) -> None:
         """The deferred windows are due: the flush takes them with whatever budget the awaited ones leave."""
-        self._lazy_due = True
+        self._lazy_loop = None
+        self._make_due()
         loop = asyncio.get_running_loop()
+        if not self._due:  # awaited runs took every deferred window already
+            return
         if self._flush_loop is not loop:  # else the flush already scheduled takes them: one budget a turn
             self._flush_loop = loop
             loop.call_soon(self._flush)
+
+    def _make_due(self) -> None:
+        """Every deferred window queued now is due."""
+        for stream in self._lazy:
+            stream.due = stream.deferred
+            if stream.due > 0 and not stream.closed:
+                self._due[stream] = None
+        self._lazy.clear()
 
     def drain_deferred(self) -> None:
         """Run every deferred window now (benchmarks, so that their cost is counted)."""
@@ -278,8 +314,9 @@ class SileroBatcher:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        while self._lazy:
-            self._serve(self._lazy, loop, TURN_BUDGET)
+        self._make_due()
+        while self._due:
+            self._serve(self._due, loop, TURN_BUDGET)
 
     def infer_now(self, stream: SileroStream, window: F32) -> float:
         """Run one window at once, outside any event loop (offline tools)."""
@@ -294,6 +331,8 @@ class SileroBatcher:
             batch = self._take(streams, loop, budget - RUN_COST)
             if not batch:
                 continue  # every stream looked at had only dropped windows; they left `streams`
+            if streams is self._ready and not any(stream.urgent for stream, _, _ in batch):
+                self._ride_along(batch, min(RIDE_ALONG, budget - RUN_COST - len(batch)))
             budget -= RUN_COST + len(batch)
             try:
                 probs = self._run_batch([(s, w) for s, w, _ in batch])
@@ -321,6 +360,8 @@ class SileroBatcher:
             while queue:
                 window, fut = queue.popleft()
                 if fut is None:
+                    if stream.due > 0:  # the oldest deferred windows are the due ones
+                        stream.due -= 1
                     break
                 stream.waiting -= 1
                 # A caller that gave up (its task cancelled) or a loop that is gone: the window is skipped.
@@ -329,10 +370,40 @@ class SileroBatcher:
             else:
                 continue  # nothing live left: the stream leaves `streams`
             batch.append((stream, window, fut))
-            # The fast path keeps a stream while someone awaits it; the lazy one while anything is queued.
-            if (stream.waiting > 0) if streams is self._ready else bool(queue):
+            # The fast path keeps a stream while someone awaits it; the lazy one while it has due windows.
+            if (stream.waiting > 0) if streams is self._ready else stream.due > 0:
                 streams[stream] = None
         return batch
+
+    def _ride_along(self, batch: list[tuple[SileroStream, F32, asyncio.Future[float] | None]], room: int) -> None:
+        """Fill a run made for awaited windows with other streams' oldest deferred windows (due ones first).
+
+        The run's fixed cost is paid anyway and a window costs the same in any run, so the deferred windows
+        lose nothing by going early, and their streams carry a shorter backlog into their next awaited
+        window, whose run cannot start before the backlog's have run one by one (a steady-noise line has
+        deferred windows between its scored ones, at every timer period)."""
+        if room <= 0:
+            return
+        taken = {stream for stream, _, _ in batch}
+        for pool in (self._due, self._lazy):
+            for stream in list(islice(pool, room + len(taken))):
+                if room <= 0:
+                    return
+                if stream in taken or stream.closed:
+                    continue
+                queue = stream.queue
+                if not queue or queue[0][1] is not None:
+                    continue  # nothing queued, or an awaited window first: the ready path serves it
+                window, _ = queue.popleft()
+                if stream.due > 0:
+                    stream.due -= 1
+                batch.append((stream, window, None))
+                taken.add(stream)
+                room -= 1
+                if stream.due == 0:
+                    self._due.pop(stream, None)
+                if not stream.deferred:
+                    self._lazy.pop(stream, None)
 
     def _fail(self, batch: list[tuple[SileroStream, F32, asyncio.Future[float] | None]], exc: Exception) -> None:
         """A failed run: its callers get the error; the streams' other queued windows are dropped too (their
@@ -344,9 +415,10 @@ class SileroBatcher:
                 if queued is not None and not queued.done():
                     queued.set_exception(exc)
             stream.queue.clear()
-            stream.waiting = 0
+            stream.waiting = stream.due = 0
             self._ready.pop(stream, None)
             self._lazy.pop(stream, None)
+            self._due.pop(stream, None)
 
     def _run_batch(self, items: list[tuple[SileroStream, F32]]) -> list[float]:
         n = len(items)

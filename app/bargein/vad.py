@@ -20,8 +20,13 @@ Layers, cheapest first:
    speech, so it can only corroborate, never classify; on the corpus, requiring it changed no decision in
    modes 0-2 and lost a word in mode 3, so it stays a configurable layer that costs nothing when off.
 3. Silero VAD on 32 ms (256-sample) windows re-framed from the 20 ms frames, run through the process-wide
-   `SileroBatcher` on EVERY window so the model's state stays warm. A window's cheap-layer verdict is the OR
-   over the 20 ms frames that end inside it (those are exactly the complete frames that overlap it).
+   `SileroBatcher` on EVERY window so the model's state stays warm. A window is awaited only when its
+   probability can change what happens: while speech is starting or on, or on a QUIET line when every cheap
+   layer (gate, webrtcvad, the floor's SNR) lets it start speech. Any other window is WEAK or SILENCE
+   whatever Silero says, and in QUIET both leave the state as it is: it is deferred (run later, in bulk,
+   still before the stream's next awaited window) and reads NaN to `recent()` / `candidate()`.
+   A window's cheap-layer verdict is the OR over the 20 ms frames that end inside it (those are exactly the
+   complete frames that overlap it).
 
 Each window is classified as SPEECH (probability >= silero_threshold and the cheap layers agree, the
 floor's SNR included), WEAK (probability >= silero_release, absolute gate passed: still speech once speech
@@ -70,6 +75,7 @@ FRAME = 160  # 20 ms: the telephony frame and a length webrtcvad accepts
 WINDOW_S = WINDOW / SAMPLE_RATE
 _FULL_SCALE_DB = 20 * math.log10(32768.0)
 _SILENT_DBFS = -120.0
+_TO_FLOAT = np.float32(1 / 32768)  # int16 -> [-1, 1): a power of two, so the scaling is exact
 # One inbound frame is normally one 20 ms frame; a longer one is cut into windows here, and the windows below
 # the energy gate are only queued (no await). Yield to the loop after this many windows without an await, so
 # one long frame cannot hold the loop: 64 windows (2 s of audio) take about 0.5 ms here.
@@ -396,8 +402,16 @@ class CallVad:
             if fed % FRAME == 0:
                 self._on_frame(ring[end - FRAME : end])
             if fed % WINDOW == 0:
-                window = ring[end - WINDOW : end] * np.float32(1 / 32768)
-                if self._win_gate:
+                window = np.multiply(ring[end - WINDOW : end], _TO_FLOAT)
+                # Scored now only if the probability can change what happens. On a QUIET line a window can
+                # only start speech if every cheap layer agrees (gate, webrtcvad, SNR over the floor): any
+                # other window is WEAK or SILENCE whatever Silero says, and in QUIET both leave the state as it
+                # is and tell no one. Steady noise lives here (above the gate, level with its own floor), so
+                # its windows join the quiet ones in the bulk runs, and its frames never wait for the model.
+                scored = self._win_gate and (self.state is not VadState.QUIET or self._may_start())
+                if scored:
+                    # Speech starting or on: this window may decide a barge-in, its run carries nothing extra.
+                    self._stream.urgent = self.state is not VadState.QUIET
                     try:
                         prob = await self._batcher.infer(self._stream, window)
                     except asyncio.CancelledError:
@@ -407,8 +421,9 @@ class CallVad:
                         raise
                     unyielded = 0
                 else:
-                    # Below the energy gate the window is silence whatever Silero says (see _on_window):
-                    # the model only needs to see it before the next loud window, so it runs later, in bulk.
+                    # Below the energy gate (or, on a QUIET line, below what can start speech: above) the
+                    # window's verdict does not need the model, which only has to see it before the stream's
+                    # next scored window: it runs later, in bulk.
                     self._batcher.defer(self._stream, window)
                     prob = 0.0
                     unyielded += 1
@@ -417,7 +432,6 @@ class CallVad:
                         await asyncio.sleep(0)
                         if self.closed:
                             return events
-                scored = self._win_gate
                 event = self._on_window(prob, now)
                 if not scored:  # not scored yet: unknown to a second look, not "certainly silence"
                     self._probs[(self._windows - 1) % len(self._probs)] = math.nan
@@ -455,6 +469,12 @@ class CallVad:
             # webrtcvad only sees frames that passed the gate: below it the answer no longer matters.
             if self._webrtc is not None and self._webrtc.is_speech(frame.tobytes(), SAMPLE_RATE):
                 self._win_webrtc = True
+
+    def _may_start(self) -> bool:
+        """The window being completed passes the cheap layers an onset needs (the gate is checked apart)."""
+        return (self._win_webrtc or self._webrtc is None) and (
+            self._win_peak_energy >= self._floor.energy * self._snr_gain
+        )
 
     def _on_window(self, prob: float, now: float) -> VadEvent | None:
         self.last_probability = prob

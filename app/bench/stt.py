@@ -24,6 +24,12 @@ recogniser, not the transport). Audio reaches it as the call path delivers it: 8
    beside it; on a shared machine they include time lost to other processes (the load average is printed).
    The CPU bound is also printed: cores x 6 s / CPU seconds per 3 s turn, for recognition alone.
 
+5. Short vs full encoder window (`--window both`, the default; `STT_WHISPER_WINDOW`): parts 1-4 run once per
+   window, in one process, so the figures compare within one run. As the labelled sets are small, the short
+   window's text is also compared with the full window's on unlabelled read-speech clips (the report set's
+   LibriSpeech chunks, and every tenth of the pool's), the full window's text taken as the reference: a word
+   difference rate, not a word error rate.
+
 WER is (substitutions + deletions + insertions) / reference words, summed over the set, after normalising both
 sides (lower case, punctuation dropped, digits spelled out).
 """
@@ -42,6 +48,7 @@ import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -268,6 +275,16 @@ def load_labelled(root: Path) -> list[tuple[str, str, Pcm16]]:
     return items
 
 
+def read_clips(root: Path, every: int = 1) -> list[tuple[str, str, Pcm16]]:
+    """Every `every`-th read-speech clip of a corpus folder (no transcript), as (name, "", audio)."""
+    manifest = root / "manifest.csv"
+    if not manifest.exists():
+        return []
+    with manifest.open(newline="") as f:
+        paths = [row["path"] for row in csv.DictReader(f) if row["category"] == "read"]
+    return [(p, "", read_wav(root / p)) for p in paths[::every]]
+
+
 def turn_of(speech: Sequence[Pcm16], seconds: float) -> Pcm16:
     """`seconds` of speech: phrases one after another with 0.2 s between them, cut to length."""
     need = int(seconds * 8000)
@@ -425,65 +442,43 @@ async def _wer_section(
     return lines
 
 
-async def run(
-    *,
-    workers: Sequence[int] = (1, 2),
-    callers: Sequence[int] = (4, 8, 12, 16, 20, 24),
-    cycles: int = 5,
-    repeats: int = 3,
-    pool: Path | None = None,
-    report_set: Path | None = None,
-    show_items: bool = False,
-    wer: bool = True,
-) -> str:
-    """Every measurement in the module docstring; returns the report text."""
-    from app.offline.corpus import corpus_root
+Window = Literal["short", "full"]
+WINDOWS: tuple[Window, ...] = ("short", "full")
 
-    report_root = report_set or corpus_root()
-    pool_root = pool or report_root.parent / "corpus-pool"
-    lines: list[str] = []
-    engine = WhisperStt(workers=1, cpu_threads=1)
-    try:
-        progress("stt: loading the model")
-        await engine.start()
-        progress("stt: spoken phrases")
-        speech = await synthesise_phrases()
-        if wer:
-            lines.extend(await _wer_section(engine, speech, pool_root, report_root, show_items))
 
-        progress("stt: cost per turn")
-        costs = await turn_costs(engine, speech, (1.0, 3.0, 6.0), repeats)
-        lines.append("")
-        lines.append(f"cost per turn (one at a time, cpu_threads=1, int8, word timestamps on; {repeats} runs, median):")
-        lines.append(table(
-            ["turn", "CPU s", "wall s", "CPU / audio"],
-            [[f"{c.seconds:.0f} s", fmt(statistics.median(c.cpu_s), 3), fmt(statistics.median(c.wall_s), 3),
-              fmt(statistics.median(c.cpu_s) / c.seconds, 3)] for c in costs],
-        ))
-    finally:
-        await engine.aclose()
+def _agreement_lines(texts: dict[Window, dict[str, list[Scored]]]) -> list[str]:
+    """The short window's text against the full window's, on clips with no transcript (module docstring, 5)."""
+    lines = ["short vs full window on unlabelled read speech (full window's text as the reference):"]
+    for label, full in texts["full"].items():
+        pairs = zip(full, texts["short"][label], strict=True)
+        diffs = [word_errors(f.hypothesis, s.hypothesis) for f, s in pairs]
+        t = sum(diffs, WordErrors(0, 0, 0, 0))
+        lines.append(f"    {label}: {100 * t.wer:.1f}% words differ ({t.errors} / {t.ref_words}; S {t.substitutions}, "
+                     f"D {t.deletions}, I {t.insertions}); {sum(d.errors > 0 for d in diffs)} of {len(diffs)} clips")
+    return lines
 
-    if not workers:
-        return "\n".join(lines)
-    turn = turn_of(speech, 3.0)
-    cpu3 = statistics.median(next(c.cpu_s for c in costs if c.seconds == 3.0))
+
+async def _load_section(
+    window: Window, workers: Sequence[int], callers: Sequence[int], cycles: int, turn: Pcm16, cpu3: float
+) -> list[str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    lines.append("")
-    lines.append(f"CPU bound: {cores} cores x 6 s / {cpu3:.2f} CPU s per 3 s turn = {cores * 6.0 / cpu3:.0f} callers "
-                 "(recognition alone, nothing else on the machine)")
-    lines.append(f"load average before the load runs: {load_average()}")
-    lines.append(
-        f"callers in real time (each ends a 3 s turn every 6 s; {cycles} cycles; latency = turn end -> Final):"
-    )
+    lines = [
+        "",
+        f"[{window} window] CPU bound: {cores} cores x 6 s / {cpu3:.3f} CPU s per 3 s turn = {cores * 6.0 / cpu3:.0f} "
+        "callers (recognition alone, nothing else on the machine)",
+        f"load average before the load runs: {load_average()}",
+        f"[{window} window] callers in real time (each ends a 3 s turn every 6 s; {cycles} cycles; "
+        "latency = turn end -> Final):",
+    ]
     rows = []
     best: dict[int, int] = {}
     for w in workers:
-        engine = WhisperStt(workers=w, cpu_threads=1, max_pending=10_000)
+        engine = WhisperStt(workers=w, cpu_threads=1, max_pending=10_000, window=window)
         try:
             await engine.start()
             misses = 0
             for n in callers:
-                progress(f"stt: {n} callers, {w} worker(s)")
+                progress(f"stt: {window} window, {n} callers, {w} worker(s)")
                 r = await load_run(engine, turn, n, cycles)
                 rows.append([str(w), str(n), str(r.turns), fmt(r.latency_p50_s, 2), fmt(r.latency_p95_s, 2),
                              fmt(r.latency_max_s, 2), fmt(r.growth_s, 2),
@@ -500,7 +495,67 @@ async def run(
     lines.append(table(["workers", "callers", "turns", "p50 s", "p95 s", "max s", "growth s", "real time"],
                        rows, left=2))
     for w in workers:
-        lines.append(f"  {w} worker(s): carries {best.get(w, 0)} callers (largest N tried that kept up)")
+        lines.append(f"  [{window} window] {w} worker(s): carries {best.get(w, 0)} callers "
+                     "(largest N tried that kept up)")
+    return lines
+
+
+async def run(
+    *,
+    workers: Sequence[int] = (1, 2),
+    callers: Sequence[int] = (4, 8, 12, 16, 20, 24, 32, 40, 48),
+    cycles: int = 5,
+    repeats: int = 3,
+    pool: Path | None = None,
+    report_set: Path | None = None,
+    show_items: bool = False,
+    wer: bool = True,
+    windows: Sequence[Window] = WINDOWS,
+) -> str:
+    """Every measurement in the module docstring; returns the report text."""
+    from app.offline.corpus import corpus_root
+
+    report_root = report_set or corpus_root()
+    pool_root = pool or report_root.parent / "corpus-pool"
+    lines: list[str] = []
+    progress("stt: spoken phrases")
+    speech = await synthesise_phrases()
+    unlabelled = {"report set read clips": read_clips(report_root), "pool read clips (every 10th)": read_clips(
+        pool_root, 10)}
+    texts: dict[Window, dict[str, list[Scored]]] = {}
+    cpu3: dict[Window, float] = {}
+    for window in windows:
+        engine = WhisperStt(workers=1, cpu_threads=1, window=window)
+        try:
+            progress(f"stt: loading the model ({window} window)")
+            await engine.start()
+            if wer:
+                lines.append(f"[{window} window]")
+                lines.extend(await _wer_section(engine, speech, pool_root, report_root, show_items))
+                if len(windows) > 1:
+                    progress(f"stt: unlabelled read clips ({window} window)")
+                    texts[window] = {label: await score(engine, items) for label, items in unlabelled.items()}
+
+            progress(f"stt: cost per turn ({window} window)")
+            costs = await turn_costs(engine, speech, (1.0, 3.0, 6.0), repeats)
+            lines.append("")
+            lines.append(f"[{window} window] cost per turn (one at a time, cpu_threads=1, int8, word timestamps on; "
+                         f"{repeats} runs, median):")
+            lines.append(table(
+                ["turn", "CPU s", "wall s", "CPU / audio"],
+                [[f"{c.seconds:.0f} s", fmt(statistics.median(c.cpu_s), 3), fmt(statistics.median(c.wall_s), 3),
+                  fmt(statistics.median(c.cpu_s) / c.seconds, 3)] for c in costs],
+            ))
+            lines.append("")
+            cpu3[window] = statistics.median(next(c.cpu_s for c in costs if c.seconds == 3.0))
+        finally:
+            await engine.aclose()
+    if len(texts) == 2:
+        lines.extend(_agreement_lines(texts))
+
+    turn = turn_of(speech, 3.0)
+    for window in windows if workers else ():
+        lines.extend(await _load_section(window, workers, callers, cycles, turn, cpu3[window]))
     return "\n".join(lines)
 
 
@@ -508,20 +563,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m app.bench.stt`; the lead wires it as `bargein bench --mode stt`."""
     p = argparse.ArgumentParser(prog="bargein bench --mode stt", description=__doc__.split("\n")[0] if __doc__ else "")
     p.add_argument("--workers", default="1,2", help="STT_WORKERS values to load-test, comma-separated")
-    p.add_argument("--callers", default="4,8,12,16,20,24", help="caller counts to try, ascending")
+    p.add_argument("--callers", default="4,8,12,16,20,24,32,40,48", help="caller counts to try, ascending")
     p.add_argument("--cycles", type=int, default=5, help="6 s cycles per load run")
     p.add_argument("--repeats", type=int, default=3, help="runs per turn length for the cost table")
     p.add_argument("--quick", action="store_true", help="callers 4,8; 2 cycles; 1 repeat")
     p.add_argument("--show", action="store_true", help="print every misrecognised item")
     p.add_argument("--no-wer", action="store_true", help="skip the word-error part")
     p.add_argument("--no-load", action="store_true", help="skip the callers-in-real-time part")
+    p.add_argument("--window", choices=("short", "full", "both"), default="both",
+                   help="Whisper encoder window(s) to measure (STT_WHISPER_WINDOW); both: compared in one run")
     args = p.parse_args(argv)
     callers = [4, 8] if args.quick else [int(x) for x in args.callers.split(",")]
     cycles = 2 if args.quick else args.cycles
     repeats = 1 if args.quick else args.repeats
     workers = [] if args.no_load else [int(x) for x in args.workers.split(",")]
+    windows: tuple[Window, ...] = WINDOWS if args.window == "both" else (args.window,)
     report = asyncio.run(run(workers=workers, callers=callers, cycles=cycles, repeats=repeats, show_items=args.show,
-                             wer=not args.no_wer))
+                             wer=not args.no_wer, windows=windows))
     print(report)
     sys.stdout.flush()
     return 0

@@ -1,97 +1,348 @@
-"""`bargein bench --mode turns`: the turn gap, edge to edge, on the embedded defaults.
+"""`bargein bench --mode turns`: the turn gap and talk-over, edge to edge, on the embedded defaults.
 
-A call per clip, one at a time, on each provider: the agent says "Hello.", then the caller (a read sentence
-from the corpus) speaks and falls silent; the gap is from the end of the caller's speech on the send clock (the
-frame holding the clip's last sample above -40 dBFS) to the first agent audio the edge receives after it,
-behind the emulator's network (40 +/- 15 ms each way) unless `--no-network`.
+A call per clip, one at a time, on each provider, for each turn-taking policy (`--policies`: TURN_POLICY with
+settings of its own, one server each): the agent says "Hello.", then the caller (a read sentence from the
+corpus) speaks and falls silent. Two conditions (`--conditions`):
 
-The breakdown comes from the server's own metrics, as means over the same turns: the turn-end silence (a
-setting), the recognizer (`bargein_stt_seconds`: the turn's end to its words) and the server's whole gap
-(`bargein_turn_gap_seconds`: the caller's end of speech to the answer's first audio queued); what remains of
-the server's gap is the LLM's first sentence and its synthesis, and what the edge adds on top is the network
-and the playback pacing.
+- `plain`: the sentence as read;
+- `paused`: the same sentence with 600-1000 ms of silence inserted mid-sentence, at its quietest 60 ms between
+  35% and 75% of its speech (a word gap: the first part stops mid-sentence, most often mid-clause). This stands
+  in for a caller who stops to think in the middle of a sentence (the issue's "0.8 s pause inside one sentence").
+
+The gap runs from the caller's final end of speech on the send clock (the frame holding the clip's last sample
+above -40 dBFS) to the first agent audio the edge receives after it, behind the emulator's network (40 +/- 15
+ms each way) unless `--no-network`. Talk-over: agent audio reached the edge after the greeting and before the
+caller's final end of speech (Wilson 95% interval).
+
+The breakdown is read from the calls' recordings (RECORD_DIR, one per call), per answered turn: the silence
+from the caller's last speech to the turn's end (the VAD's turn-end silence, or under `progressive` the
+deadline the words set), the recognizer, the wait an unfinished clause adds (strict), the LLM's first token,
+the first piece's synthesis, the server's gap (last speech to the answer's first audio queued) and, from the
+edge, what the network and the playback pacing add. Under `progressive` the recognizer, and part of the LLM
+and synthesis, run inside the silence: the line says how much. The held replies' fates (spoken, or cancelled
+because the caller went on: the restart rate) are counted from the server's log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import math
 import re
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, cast
 
-import httpx
 import numpy as np
 
 from app.bench.common import ServerProcess
 from app.bench.stats import wilson
+from app.call.events import (
+    AudioQueued,
+    CallEvent,
+    LlmClosed,
+    LlmOpened,
+    LlmToken,
+    Transcribed,
+    TtsFinished,
+    TtsStarted,
+    TurnEnded,
+    TurnStarted,
+    from_dict,
+)
 from app.edge.emulator import EdgeEmulator
+from app.edge.llm_server import ScriptedLlmServer
 from app.edge.network import Network
 from app.offline.corpus import load_clip, read_manifest
+from app.record.format import RecordingError, read_recording
 from app.settings import Settings
+from providers.llm.scripted import scripted_reply
 from providers.mulaw import Pcm16
 
 LOUD = 10 ** (-40 / 20) * 32768  # -40 dBFS: the clip's speech has ended after its last sample above this
 AUDIO_EVENTS = ("media", "playAudio")
 
 
-def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def one_turn(edge: EdgeEmulator, provider: Literal["twilio", "plivo"], pcm: Pcm16) -> tuple[float | None, bool]:
-    """One call: the greeting, the caller's sentence, the answer. Returns (gap ms or None, talked over)."""
+FRAME = 160  # 20 ms at 8 kHz
+# Where the mid-sentence pause goes: a word gap between these fractions of the clip's speech, so there are
+# words on both sides of it and the first part stops mid-sentence.
+SPLIT_RANGE = (0.35, 0.75)
+MIN_SPLIT_SPEECH_S = 1.2  # shorter speech has no middle to pause in
+PAUSE_MS = (600.0, 1000.0)  # the inserted pause, spread evenly over the clips (the issue's "0.8 s pause")
+
+
+def pause_point(pcm: Pcm16) -> int | None:
+    """The sample to insert a mid-sentence pause at: the middle of the quietest 60 ms (a word gap) within
+    SPLIT_RANGE of the clip's speech; None when the speech is shorter than MIN_SPLIT_SPEECH_S."""
+    n = len(pcm) // FRAME
+    if n < 3:
+        return None
+    frames = pcm[: n * FRAME].astype(np.float64).reshape(n, FRAME)
+    energy = (frames * frames).mean(axis=1)
+    loud = np.flatnonzero(energy > LOUD * LOUD)
+    if len(loud) == 0 or (loud[-1] - loud[0]) * FRAME < MIN_SPLIT_SPEECH_S * 8000:
+        return None
+    first, last = int(loud[0]), int(loud[-1])
+    lo = first + int((last - first) * SPLIT_RANGE[0])
+    hi = first + int((last - first) * SPLIT_RANGE[1])
+    smooth = np.convolve(energy, np.ones(3) / 3, mode="same")  # three frames: a gap, not a stop consonant
+    best = lo + int(np.argmin(smooth[lo:hi]))
+    return best * FRAME + FRAME // 2
+
+
+def with_pause(pcm: Pcm16, pause_ms: float) -> tuple[Pcm16, int] | None:
+    """The clip with `pause_ms` of silence inserted at its `pause_point`, and where the pause starts."""
+    at = pause_point(pcm)
+    if at is None:
+        return None
+    gap = np.zeros(round(pause_ms * 8), dtype=np.int16)
+    return np.concatenate([pcm[:at], gap, pcm[at:]]).astype(np.int16), at
+
+
+def pause_ms_for(index: int) -> float:
+    """The pause inserted in the `index`-th clip: spread evenly over PAUSE_MS (deterministic, no draw)."""
+    lo, hi = PAUSE_MS
+    return lo + (hi - lo) * ((index * 0.618034) % 1.0)
+
+
+Condition = Literal["plain", "paused"]
+CONDITIONS: tuple[Condition, ...] = ("plain", "paused")
+
+
+@dataclass
+class CallResult:
+    """One call as the edge saw it."""
+
+    policy: str
+    provider: str
+    condition: Condition
+    clip: str
+    call_id: str
+    gap_ms: float | None  # the caller's (final) end of speech to the first agent audio after it
+    talked_over: bool  # agent audio reached the edge after the greeting and before the caller's end of speech
+    pause_ms: float = 0.0
+
+
+async def one_call(edge: EdgeEmulator, provider: Literal["twilio", "plivo"], pcm: Pcm16,
+                   silence_s: float) -> tuple[str, float | None, bool]:
+    """One call: the greeting, the caller's audio, the answer. Returns (call id, gap ms or None, talked over)."""
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LOUD)
     async with edge.call(provider) as call:
         await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 15)
+        greeting_done = max((t for t, kind in call.received_events if kind in AUDIO_EVENTS), default=0.0)
         sent = await call.send_audio(pcm)
-        speech_end = sent[min(int(loud[-1]) // 160, len(sent) - 1)] + 0.02
-        await call.send_silence(4.0)
-        after = [t for t, kind in call.received_events if kind in AUDIO_EVENTS and t > speech_end]
-    return ((after[0] - speech_end) * 1000.0 if after else None), any(t < sent[-1] for t in after)
+        speech_end = sent[min(int(loud[-1]) // FRAME, len(sent) - 1)] + 0.02
+        await call.send_silence(silence_s)
+        audio = [t for t, kind in call.received_events if kind in AUDIO_EVENTS and t > greeting_done]
+        after = [t for t in audio if t > speech_end]
+    over = any(t < speech_end for t in audio)
+    return call.call_id, ((after[0] - speech_end) * 1000.0 if after else None), over
 
 
-async def measure(calls: int, providers: Sequence[str], network: bool) -> int:
-    clips = [c for c in read_manifest() if c.kind == "speech" and c.category == "read"][:calls]
-    server = ServerProcess({"AGENT_GREETING": "Hello."})
-    await server.start()
-    gaps: list[float] = []
-    talk_over = 0
-    try:
+@dataclass
+class TurnParts:
+    """One answered caller turn's gap, taken apart from the call's recording (server clock, ms)."""
+
+    call_id: str
+    silence_ms: float  # the caller's last speech to the turn's end (the VAD's silence, or the policy's deadline)
+    stt_ms: float  # the recognizer: request to words (under progressive: during the pause)
+    wait_ms: float  # the turn's end (or its words, if later) to the answer's start: an unfinished clause's wait
+    llm_ms: float  # the LLM request to its first token
+    clause_ms: float  # the first token to the first piece (clause or sentence) handed to synthesis
+    tts_ms: float  # the first piece's synthesis
+    server_ms: float  # the caller's last speech to the answer's first audio handed to the outbox
+    before_end_ms: float  # of the answer's LLM + synthesis, how much was done before the turn's end
+
+
+def turn_parts(events: list[CallEvent], call_id: str, progressive: bool) -> TurnParts | None:
+    """The last answered caller turn of a call's events (the one the edge's gap is about), taken apart."""
+    answered: tuple[TurnEnded, TurnStarted] | None = None
+    last_user: TurnEnded | None = None
+    for e in events:
+        if isinstance(e, TurnEnded) and e.role == "user":
+            last_user = e
+        elif isinstance(e, TurnStarted) and e.role == "agent" and last_user is not None:
+            answered, last_user = (last_user, e), None
+    if answered is None:
+        return None
+    user, agent = answered
+    if user.speech_end_t is None:
+        return None
+    tid = agent.turn_id
+    heard = next((e for e in events if isinstance(e, Transcribed) and e.turn_id == user.turn_id), None)
+    audio = next((e for e in events if isinstance(e, AudioQueued) and e.turn_id == tid), None)
+    opened = next((e for e in events if isinstance(e, LlmOpened) and e.turn_id == tid), None)
+    closed = next((e for e in events if isinstance(e, LlmClosed) and e.turn_id == tid), None)
+    tts_on = next((e for e in events if isinstance(e, TtsStarted) and e.turn_id == tid), None)
+    tts_off = next((e for e in events if isinstance(e, TtsFinished) and e.turn_id == tid), None)
+    token = next((e for e in events if isinstance(e, LlmToken) and e.turn_id == tid), None)
+    if audio is None or heard is None or token is None or closed is None or closed.first_token_at is None:
+        return None
+    # A recording's `t` counts from the stream's start, while the times events carry as fields (the end of
+    # speech, the first token) are the call's clock: the first token is both, which gives the offset.
+    offset = closed.first_token_at - token.t
+    speech_end = user.speech_end_t - offset
+    # strict: the turn is on record once its words are in, so it ended (the VAD's silence) a recognizer's time
+    # before; progressive: it ended when the policy said so, its words long in.
+    end = user.t if progressive else user.t - heard.stt_ms / 1000.0
+    wait_ms = 0.0 if progressive else max(0.0, agent.t - user.t) * 1000.0
+    llm_ms = (token.t - opened.t) * 1000.0 if opened is not None else math.nan
+    tts_ms = (tts_off.t - tts_on.t) * 1000.0 if tts_on is not None and tts_off is not None else math.nan
+    ready = tts_off.t if tts_off is not None else audio.t
+    started = opened.t if opened is not None else agent.t
+    clause_ms = (tts_on.t - token.t) * 1000.0 if tts_on is not None else math.nan
+    return TurnParts(
+        call_id, (end - speech_end) * 1000.0, heard.stt_ms, wait_ms, llm_ms, clause_ms, tts_ms,
+        (audio.t - speech_end) * 1000.0, max(0.0, min(ready, end) - started) * 1000.0,
+    )
+
+
+def read_parts(record_dir: Path, progressive: bool) -> dict[str, TurnParts]:
+    parts: dict[str, TurnParts] = {}
+    for path in record_dir.rglob("*.jsonl*"):
+        try:
+            rec = read_recording(path)
+        except RecordingError:
+            continue
+        call_id = str(rec.header.get("call_id") or (rec.record or {}).get("call_id") or path.name.split(".")[0])
+        events = [e for e in map(from_dict, rec.lines) if e is not None]
+        got = turn_parts(events, call_id, progressive)
+        if got is not None:
+            parts[call_id] = got
+    return parts
+
+
+# The session logs each held reply's fate (app/call/session.py), with the call id in the line's context.
+_DRAFT_LINE = re.compile(r"call=(\S+) .*turn draft (cancelled|spoken)")
+
+
+def count_drafts(log: str, results: list[CallResult]) -> Drafts:
+    """Per condition: held replies (cancelled, spoken), from the server's log."""
+    condition_of = {r.call_id: r.condition for r in results}
+    counts: dict[Condition, list[int]] = {c: [0, 0] for c in CONDITIONS}
+    for match in _DRAFT_LINE.finditer(log):
+        condition = condition_of.get(match.group(1))
+        if condition is not None:
+            counts[condition][0 if match.group(2) == "cancelled" else 1] += 1
+    return {c: (n[0], n[1]) for c, n in counts.items()}
+
+
+Drafts = dict[Condition, tuple[int, int]]  # per condition: held replies (cancelled, spoken)
+
+
+async def run_policy(policy: str, clips: list[tuple[str, Pcm16]], providers: Sequence[str],
+                     conditions: Sequence[Condition], network: bool, env: dict[str, str],
+                     silence_s: float) -> tuple[list[CallResult], dict[str, TurnParts], Drafts]:
+    """Every clip on every provider in every condition, on one server with TURN_POLICY=`policy`."""
+    with tempfile.TemporaryDirectory(prefix="bargein-turns-") as record_dir:
+        server = ServerProcess({"AGENT_GREETING": "Hello.", "TURN_POLICY": policy, "RECORD_DIR": record_dir,
+                                "RECORD_REDACT": "audio", "LOG_LEVEL": "INFO"} | env)
+        await server.start()
+        results: list[CallResult] = []
+        try:
+            for condition in conditions:
+                for provider in providers:
+                    edge_network = Network.cloud_to_carrier() if network else None
+                    async with EdgeEmulator(server.url, keep_audio=False, network=edge_network) as edge:
+                        for i, (name, pcm) in enumerate(clips):
+                            pause = 0.0
+                            audio = pcm
+                            if condition == "paused":
+                                pause = pause_ms_for(i)
+                                paused = with_pause(pcm, pause)
+                                if paused is None:
+                                    continue
+                                audio = paused[0]
+                            call_id, gap, over = await one_call(
+                                edge, cast(Literal["twilio", "plivo"], provider), audio, silence_s)
+                            results.append(CallResult(policy, provider, condition, name, call_id, gap, over, pause))
+        finally:
+            await server.stop()
+            drafts = count_drafts(server.log_path.read_text("utf-8", "replace"), results)
+            server.cleanup()
+        return results, read_parts(Path(record_dir), policy == "progressive"), drafts
+
+
+def _mean(values: list[float]) -> float:
+    kept = [v for v in values if v == v]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def report(policy: str, results: list[CallResult], parts: dict[str, TurnParts],
+           drafts: Drafts, providers: Sequence[str], network: bool) -> None:
+    where = "network 40 +/- 15 ms each way" if network else "loopback"
+    for condition in CONDITIONS:
+        rows = [r for r in results if r.condition == condition]
+        if not rows:
+            continue
+        n = len(rows)
+        over = sum(r.talked_over for r in rows)
+        lo, hi = wilson(over, n)
+        gaps = [r.gap_ms for r in rows if r.gap_ms is not None]
+        what = ("read sentences" if condition == "plain" else
+                f"read sentences with a {PAUSE_MS[0]:.0f}-{PAUSE_MS[1]:.0f} ms pause inserted mid-sentence")
+        print(f"TURN_POLICY={policy}, {condition}: {n} calls ({', '.join(providers)}; {what}; {where})")
+        print(f"  turn gap, edge to edge: p50 {_pct(gaps, 50):.0f} ms, p95 {_pct(gaps, 95):.0f} ms, "
+              f"max {max(gaps, default=float('nan')):.0f} ms ({len(gaps)}/{n} answered)")
         for provider in providers:
-            edge_network = Network.cloud_to_carrier() if network else None
-            async with EdgeEmulator(server.url, keep_audio=False, network=edge_network) as edge:
-                for clip in clips:
-                    gap, over = await one_turn(edge, cast(Literal["twilio", "plivo"], provider), load_clip(clip))
-                    talk_over += over
-                    if gap is not None:
-                        gaps.append(gap)
-        async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-            metrics = (await client.get(f"{server.url}/metrics")).text
-    finally:
-        await server.stop()
-        server.cleanup()
-    n = len(clips) * len(providers)
-    stt_n = _metric(metrics, "bargein_stt_seconds_count")
-    gap_n = _metric(metrics, "bargein_turn_gap_seconds_count")
-    stt_ms = _metric(metrics, "bargein_stt_seconds_sum") / stt_n * 1000.0 if stt_n else float("nan")
-    server_ms = _metric(metrics, "bargein_turn_gap_seconds_sum") / gap_n * 1000.0 if gap_n else float("nan")
-    silence_ms = float(os.environ.get("TURN_END_SILENCE_MS") or Settings.model_fields["turn_end_silence_ms"].default)
-    lo, hi = wilson(talk_over, n)
-    print(f"turn gap, edge to edge ({', '.join(providers)}, {len(clips)} read sentences each, "
-          f"{'network 40 +/- 15 ms each way' if network else 'loopback'}): {len(gaps)}/{n} answered")
-    print(f"  p50 {_pct(gaps, 50):.0f} ms, p95 {_pct(gaps, 95):.0f} ms, max {max(gaps, default=float('nan')):.0f} ms")
-    print(f"  breakdown (means): turn-end silence {silence_ms:.0f} ms, recognizer {stt_ms:.0f} ms, LLM first "
-          f"sentence + synthesis {server_ms - silence_ms - stt_ms:.0f} ms (server's gap {server_ms:.0f} ms), "
-          f"network + pacing {_pct(gaps, 50) - server_ms:.0f} ms (edge p50 minus the server's mean)")
-    print(f"  agent audio before the caller's clip ended (talk-over): {talk_over}/{n} "
-          f"({talk_over / n:.0%}, CI {lo:.0%}-{hi:.0%})" if n else "")
+            pg = [r.gap_ms for r in rows if r.provider == provider and r.gap_ms is not None]
+            po = sum(r.talked_over for r in rows if r.provider == provider)
+            pn = sum(1 for r in rows if r.provider == provider)
+            print(f"    {provider}: p50 {_pct(pg, 50):.0f} ms, p95 {_pct(pg, 95):.0f} ms, talk-over {po}/{pn}")
+        print(f"  talk-over (agent audio before the caller's final end of speech): {over}/{n} "
+              f"({over / n:.1%}, 95% CI {lo:.1%}-{hi:.1%})"
+              + (f": {', '.join(sorted({r.clip for r in rows if r.talked_over}))}" if over else ""))
+        cancelled, spoken = drafts.get(condition, (0, 0))
+        if policy.startswith("progressive"):
+            rlo, rhi = wilson(min(cancelled, n), n)
+            print(f"  held replies: {spoken} spoken, {cancelled} cancelled because the caller went on "
+                  f"(restart rate {cancelled / n:.1%} of turns, 95% CI {rlo:.1%}-{rhi:.1%})")
+        # Over the calls without talk-over: in the others the first audio after the end of speech may be the
+        # rest of an answer to part of the turn.
+        answered = [parts[r.call_id] for r in rows if r.call_id in parts and r.gap_ms is not None
+                    and not r.talked_over]
+        edge = {r.call_id: r.gap_ms for r in rows if r.gap_ms is not None}
+        if answered:
+            net = [edge[p.call_id] - p.server_ms for p in answered if edge.get(p.call_id) is not None]
+            print(f"  breakdown (means over {len(answered)} answered turns, from the call recordings): "
+                  f"silence to the turn's end {_mean([p.silence_ms for p in answered]):.0f} ms, "
+                  f"recognizer {_mean([p.stt_ms for p in answered]):.0f} ms, "
+                  f"unfinished-clause wait {_mean([p.wait_ms for p in answered]):.0f} ms, "
+                  f"LLM first token {_mean([p.llm_ms for p in answered]):.0f} ms, "
+                  f"then its first clause {_mean([p.clause_ms for p in answered]):.0f} ms, "
+                  f"first TTS audio {_mean([p.tts_ms for p in answered]):.0f} ms, "
+                  f"server's gap {_mean([p.server_ms for p in answered]):.0f} ms, "
+                  f"network + pacing {_mean(net):.0f} ms")
+            if policy.startswith("progressive"):
+                print(f"    (progressive: the recognizer, and {_mean([p.before_end_ms for p in answered]):.0f} ms "
+                      f"of the LLM + synthesis, ran inside the silence)")
+
+
+async def measure(calls: int, providers: Sequence[str], network: bool, policies: Sequence[str],
+                  conditions: Sequence[Condition], env: dict[str, str], silence_s: float, external_llm: bool) -> int:
+    if external_llm:
+        # The scripted LLM's own replies and pace, served from here: with LLM_BASE_URL set the server registers
+        # no demo tools, so progressive turn taking drafts its replies (it never drafts with tools: a
+        # speculative reply must not run a booking).
+        pace = Settings.model_fields["embedded_llm_token_delay_ms"].default / 1000.0
+        async with ScriptedLlmServer(scripted_reply, token_delay_s=pace) as llm:
+            return await measure(calls, providers, network, policies, conditions,
+                                 env | {"LLM_BASE_URL": llm.base_url}, silence_s, False)
+    rows = [c for c in read_manifest() if c.kind == "speech" and c.category == "read"][:calls]
+    clips = [(c.name, load_clip(c)) for c in rows]
+    for spec in policies:
+        # "progressive:TURN_COMPLETE_SILENCE_MS=1000,..." runs a policy with settings of its own
+        policy, _, extra = spec.partition(":")
+        overrides = dict(item.split("=", 1) for item in extra.split(",") if item)
+        results, parts, drafts = await run_policy(policy, clips, providers, conditions, network, env | overrides,
+                                                  silence_s)
+        report(spec, results, parts, drafts, providers, network)
     return 0
 
 
@@ -100,8 +351,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=10, help="read sentences (one call each) per provider")
     p.add_argument("--providers", default="twilio,plivo", help="comma-separated: twilio, plivo")
     p.add_argument("--no-network", action="store_true", help="loopback without the emulator's network delay")
+    p.add_argument("--policies", default="strict;progressive",
+                   help="semicolon-separated TURN_POLICY values, each optionally with settings of its own: "
+                        "'strict;progressive:TURN_COMPLETE_SILENCE_MS=1000,TURN_SPECULATE_SILENCE_MS=300'")
+    p.add_argument("--conditions", default="plain,paused",
+                   help="plain (the sentence as read) and/or paused (a 600-1000 ms pause inserted mid-sentence)")
+    p.add_argument("--silence", type=float, default=3.0, help="seconds of silence the caller sends after speaking")
+    p.add_argument("--external-llm", action="store_true",
+                   help="the scripted LLM served from the bench (LLM_BASE_URL): no demo tools, so drafts run")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeatable)")
     args = p.parse_args(argv)
-    return asyncio.run(measure(args.calls, args.providers.split(","), not args.no_network))
+    env = dict(item.split("=", 1) for item in args.env)
+    conditions = [cast(Condition, c) for c in args.conditions.split(",") if c in CONDITIONS]
+    return asyncio.run(measure(args.calls, args.providers.split(","), not args.no_network,
+                               args.policies.split(";"), conditions, env, args.silence, args.external_llm))
 
 
 if __name__ == "__main__":

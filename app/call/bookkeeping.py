@@ -46,6 +46,8 @@ class CallBookkeeper:
                 reason=event.reason,
                 settled_ms=event.settled_ms,
                 resumed_from_ms=event.resumed_from_ms,
+                in_flight_tools_canceled=event.in_flight_tools_canceled,
+                in_flight_tools_completed=event.in_flight_tools_completed,
             ))
             m = self._metrics
             if event.outcome == "resumed":

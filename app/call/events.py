@@ -130,6 +130,8 @@ class BargeInHandled(CallEvent):
     reason: str = ""  # why it settled so: caller, words, repeated, noise, echo, short, backchannel, ...
     settled_ms: float = 0.0
     resumed_from_ms: float | None = None
+    in_flight_tools_canceled: int = 0  # mutations in flight that the barge-in cancelled (app/call/tools.py)
+    in_flight_tools_completed: int = 0  # reads in flight that it let run to completion
 
 
 # -- the agent's audio -------------------------------------------------------------------------------------

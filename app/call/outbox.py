@@ -47,7 +47,9 @@ class Outbox:
         self._clock = clock
         self._chunk_bytes = max(1, chunk_ms * 8)  # mu-law at 8 kHz: 8 bytes per ms
         self._lead_ms = float(lead_ms)
-        self._queue: deque[tuple[int, bytes]] = deque()
+        # Chunks are views into the turn's audio, which the turn keeps anyway (to resend after a false stop):
+        # slicing bytes would hold a second copy of everything queued, 8 KB per second of it, per call.
+        self._queue: deque[tuple[int, memoryview]] = deque()
         self._queued_bytes = 0  # sum of the queued chunks' lengths, kept as they come and go
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set whenever the queue shrinks: a chunk sent, or everything dropped
@@ -79,8 +81,9 @@ class Outbox:
     def enqueue(self, turn_id: int, ulaw: bytes) -> None:
         """Queue a turn's audio (mu-law 8 kHz); it goes out in chunks with a marker after each."""
         step = self._chunk_bytes
+        view = memoryview(ulaw)
         for i in range(0, len(ulaw), step):
-            self._queue.append((turn_id, ulaw[i : i + step]))
+            self._queue.append((turn_id, view[i : i + step]))
         self._queued_bytes += len(ulaw)
         self._wake.set()
 
@@ -108,7 +111,8 @@ class Outbox:
                 if now < self.not_before - 1e-6:
                     await asyncio.sleep(self.not_before - now)
                     continue
-                turn_id, chunk = self._queue.popleft()
+                turn_id, view = self._queue.popleft()
+                chunk = view.tobytes()  # one chunk's copy, only while it is sent
                 self._queued_bytes -= len(chunk)
                 self._room.set()
                 play_at = now + ahead / 1000.0

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, assert_never
 
 from app import logctx
@@ -37,8 +37,10 @@ from app.bargein.echo import EchoConfig, EchoGuard
 from app.bargein.playback import HeardPosition, PlaybackLedger
 from app.bargein.silero import WindowScorer
 from app.bargein.vad import FRAME, CallVad, SpeechPaused, SpeechStarted, SpeechStopped, VadConfig, VadEvent, VadState
-from app.bargein.words import unfinished
+from app.bargein.words import interruption, unfinished
 from app.call.bookkeeping import CallBookkeeper
+from app.call.conversation import conversation_state
+from app.call.draft import DRAFT_TURN_ID, Draft, EventGate
 from app.call.events import (
     AudioDropped,
     BargeInDecided,
@@ -57,10 +59,14 @@ from app.call.events import (
     WireReceived,
     WireSent,
 )
-from app.call.hearing import Hearing
+from app.call.hearing import Heard, Hearing
 from app.call.outbox import Outbox
 from app.call.registry import CallInUse, CallRegistry
+from app.call.tools import ToolRegistry, ToolRunner
 from app.call.turn import AgentTurn, Cut
+from app.call.turn_taking import Action as TurnAction
+from app.call.turn_taking import Silence, Speech, Step, TurnOver, TurnTaker, TurnTakingConfig, WordsIn
+from app.call.turn_taking import State as TurnState
 from app.clock import Clock
 from app.logsafe import LogBudget, safe
 from app.metrics import Metrics
@@ -122,6 +128,7 @@ class CallDeps:
     require_token: bool
     fallback: list[Synthesis]  # filled at startup: the fallback line, synthesised before any call needs it
     stt: SttEngine | None = None  # the recognizer (STT_ENGINE); None: caller turns have no words
+    tools: ToolRegistry = field(default_factory=ToolRegistry)  # the tools the agent may run (app/call/tools.py)
     # Called once per stream when its `start` is accepted, with the session: the place to subscribe to its
     # events (the recorder does; a replay collects them). Subscribers attached here also get the frames that
     # arrived before `start`.
@@ -164,7 +171,16 @@ class CallSession:
         s = deps.settings
         self.outbox = Outbox(protocol, self._send, self.ledger, deps.clock, s.playback_chunk_ms, s.playback_lead_ms,
                              self.events)
-        self.vad = CallVad(deps.vad_config, deps.scorer)
+        # Turn taking (TURN_POLICY): under progressive the VAD's turn end is only the backstop (turn_taking.py).
+        taking = TurnTakingConfig.from_settings(s)
+        progressive = taking.policy == "progressive" and deps.stt is not None
+        self.turn_taker = TurnTaker(taking) if progressive else None
+        self._draft: Draft | None = None  # the held reply to the caller's words so far
+        self._spoken: Draft | None = None  # ... confirmed: the turn's end adopts it
+        self._speculation: asyncio.Task[None] | None = None  # the words of the turn so far, being heard
+        vad_config = deps.vad_config if not progressive else replace(
+            deps.vad_config, turn_end_silence_ms=taking.vad_turn_end_ms(deps.vad_config.turn_end_silence_ms))
+        self.vad = CallVad(vad_config, deps.scorer)
         self.vad.on_change = self._vad_changed
         self.policy = BargeInPolicy(PolicyConfig.from_settings(s))
         self._pauses: list[SpeechPaused] = []
@@ -174,6 +190,9 @@ class CallSession:
         if self.guard is not None:
             self.outbox.on_sent = self._agent_audio_sent
         self._held: _Held | None = None
+        # The call's tool runs: each tool call at most once; a barge-in cancels mutations, lets reads finish.
+        self.tools = ToolRunner(deps.tools, deps.clock.now, s.tool_timeout_s)
+        self.events.subscribe(self._words_for_tools, frames=False)
         self._candidate: SpeechStarted | None = None  # the VAD's latest onset: its confidence goes on record
         self._interrupted_at: float | None = None  # a barge-in ended the agent's turn; the caller's turn follows
         self._last_user_speech_ms = 0.0
@@ -369,6 +388,8 @@ class CallSession:
             await self._on_vad(event, arrival)
         if self._pauses or self.policy.state is not State.IDLE:
             await self._settle(arrival)
+        if self.turn_taker is not None:
+            await self._take_turn(arrival)
 
     def _agent_audio_sent(self, turn_id: int, ulaw: bytes, play_at: float) -> None:
         if self.guard is not None:
@@ -529,6 +550,7 @@ class CallSession:
         if turn is not None:
             await turn.cancel()
         t_llm = clock.now()
+        tools = self.tools.on_barge_in()  # mutations in flight cancelled; reads run on, for the next turn
         # 4. Cut the agent's turn at the last character the caller heard.
         cut = self._cut_agent_turn(turn, rec, heard, interrupted=True)
         t_end = clock.now()
@@ -550,6 +572,7 @@ class CallSession:
             cut_char_offset=cut.char_offset if cut else None,
             heard_audio_ms=round(heard.audio_ms, 1) if cut else None,
             outcome="stopped", reason=reason, settled_ms=ms(t1, t0),
+            in_flight_tools_canceled=tools.canceled, in_flight_tools_completed=tools.completed,
         ))
         logger.info("barge-in: clear %.2f ms, settled after %.0f ms (%s), total %.2f ms", ms(t_clear, t0),
                     ms(t1, t0), reason, ms(t_end, t1), extra=self._log_extra)
@@ -631,6 +654,11 @@ class CallSession:
         interrupted, self._interrupted_at = self._interrupted_at, None
         start, self._utt_start = self._utt_start, None
         prefix = self._acknowledgement(interrupted is not None)
+        spoken = self._turn_over()
+        if spoken is not None:  # progressive: the words are in, and the reply to them is ready or coming
+            self._turn_heard(rec, spoken.heard, ended_at)
+            self._speak_draft(spoken, prefix)
+            return
         if self.hearing is not None and start is not None:
             # The words first: the turn's record and the agent's answer wait for them (off the event loop).
             self._hearing_turns.append(rec)
@@ -644,17 +672,190 @@ class CallSession:
         """A caller turn's words; the turn is complete (ended, on record, answered) once they are in."""
         assert self.hearing is not None
         heard = await self.hearing.hear(start, end)
-        rec.text, rec.ended_at = heard.text, ended_at
-        self.events.emit(Transcribed(self._clock.now(), rec.id, heard.text, round(heard.audio_ms, 1),
-                                     round(heard.stt_ms, 1), heard.error))
-        self._metrics.observe_stt(heard.stt_ms / 1000.0, heard.error is None)
         self._hearing_turns.remove(rec)
-        self._turn_ended(rec, None)
+        self._turn_heard(rec, heard, ended_at)
         wait_s = self.deps.settings.turn_unfinished_wait_ms / 1000.0
         if wait_s > 0 and unfinished(heard.text):  # "... a table for": the caller is likely to go on
             self._answer_due = (self._clock.now() + wait_s, prefix)
             return
         self._answer(prefix)
+
+    def _turn_heard(self, rec: Turn, heard: Heard, ended_at: float) -> None:
+        """A caller turn's words are in: on record, and the turn ends."""
+        rec.text, rec.ended_at = heard.text, ended_at
+        self.events.emit(Transcribed(self._clock.now(), rec.id, heard.text, round(heard.audio_ms, 1),
+                                     round(heard.stt_ms, 1), heard.error))
+        self._metrics.observe_stt(heard.stt_ms / 1000.0, heard.error is None)
+        self._turn_ended(rec, None)
+
+    # -- progressive turn taking (app/call/turn_taking.py, app/call/draft.py) ------------------------
+    def _may_speculate(self, now: float) -> bool:
+        """The caller has the turn, the agent is silent, and their words can be heard: a pause may be used."""
+        return (self.hearing is not None and self._user_record is not None and self._utt_start is not None
+                and self.policy.state is State.CALLER and not self._keys and not self._hearing_turns
+                and not self.agent_active(now))
+
+    async def _take_turn(self, now: float) -> None:
+        """The caller's silence (or their going on) into the turn-taking table; act on its answer."""
+        taker = self.turn_taker
+        assert taker is not None
+        vad = self.vad
+        last = now - vad.silence_ms(now) / 1000.0 if vad.state is VadState.STOPPING else None
+        if taker.state is TurnState.LISTENING:
+            if last is None or not self._may_speculate(now):
+                return
+            step = taker.feed(Silence(now, last))
+        elif last is None or taker.speech_end is None or last > taker.speech_end + 1e-6:
+            step = taker.feed(Speech(now))  # speech after the pause: the caller went on
+        else:
+            step = taker.feed(Silence(now, last))
+        await self._turn_step(step, now)
+
+    async def _turn_step(self, step: Step, now: float) -> None:
+        match step.action:
+            case TurnAction.HEAR:
+                assert self._utt_start is not None and self.turn_taker is not None
+                speech_end = self.turn_taker.speech_end
+                assert speech_end is not None
+                task = asyncio.create_task(self._speculate(self._utt_start, now, speech_end))
+                self._tasks.append(task)
+                task.add_done_callback(self._forget_task)
+                self._speculation = task
+            case TurnAction.DRAFT:  # the time to start the reply to unfinished words has come
+                if self._draft is not None:
+                    self._start_reply(self._draft)
+            case TurnAction.CANCEL:
+                self._drop_draft(restart=step.previous is TurnState.DRAFTING)
+            case TurnAction.SPEAK:
+                await self._confirm_turn(now)
+            case TurnAction.END:
+                self._drop_draft(restart=False)
+            case TurnAction.NONE | TurnAction.WAIT:
+                pass
+            case _:
+                assert_never(step.action)
+
+    async def _speculate(self, start: float, end: float, speech_end: float) -> None:
+        """The words of the turn so far; on them, the held reply (the table says whether)."""
+        assert self.hearing is not None and self.turn_taker is not None
+        heard = await self.hearing.hear(start, end)
+        self._speculation = None
+        step = self.turn_taker.feed(WordsIn(self._clock.now(), speech_end, heard.text, heard.error is None))
+        if step.action in (TurnAction.DRAFT, TurnAction.WAIT):
+            self._draft = draft = Draft(None, None, heard, speech_end)
+            if step.action is TurnAction.DRAFT:
+                self._start_reply(draft)
+
+    def _start_reply(self, draft: Draft) -> None:
+        """The reply to the draft's words, held: it streams and synthesises, nothing of it reaches the call
+        (draft.py). Built as `_start_agent_turn` builds a turn, minus the record turn, with its own events."""
+        if self._user_record is None or draft.turn is not None:
+            return
+        self._user_record.text = draft.heard.text  # the request reads the words so far (the turn's end sets them)
+        if len(self.deps.tools):  # a tool must never run for a reply the caller may not get: words only
+            return
+        s = self.deps.settings
+        metrics = self._metrics
+
+        def on_fallback(reason: str) -> None:
+            if draft.record is None:
+                draft.fallbacks.append(reason)
+            else:
+                draft.record.fallback = True
+                metrics.fallbacks_total.labels("turn").inc()
+
+        draft.gate = EventGate(self.events)
+        draft.turn = AgentTurn(
+            DRAFT_TURN_ID,
+            outbox=self.outbox,
+            tts=self.deps.tts,
+            tts_timeout_s=s.tts_timeout_s,
+            llm=self.deps.llm,
+            messages=self._messages(),
+            llm_first_token_timeout_s=s.llm_first_token_timeout_s,
+            fallback=self.deps.fallback[0] if self.deps.fallback else None,
+            on_fallback=on_fallback,
+            max_reply_chars=s.llm_max_reply_chars,
+            max_queued_audio_ms=s.max_queued_audio_s * 1000.0,
+            events=draft.gate.events,
+            clock=self._clock,
+            first_clause_chars=s.tts_first_clause_chars,
+        )
+        draft.turn.hold(0.0)  # queues nothing until released
+        draft.turn.start()
+
+    async def _confirm_turn(self, now: float) -> None:
+        """The silence the words call for has passed: the caller's turn is over (the policy's turn end, as the
+        VAD's would be), and its end speaks the held reply (`_end_user_turn`)."""
+        draft, self._draft = self._draft, None
+        if draft is None:
+            return
+        self._spoken = draft
+        self._speech_end = draft.speech_end
+        self.vad.rearm(now)  # the caller's next speech is a new onset (a barge-in once the agent talks)
+        await self._decide(TurnEnd(now))
+        if self._spoken is not None:  # the policy did not end the turn (a candidate is open): no early reply
+            spoken, self._spoken = self._spoken, None
+            self._discard(spoken)
+
+    def _turn_over(self) -> Draft | None:
+        """The caller's turn ends: the confirmed draft, if there is one; anything speculative is dropped."""
+        spoken, self._spoken = self._spoken, None
+        taker = self.turn_taker
+        if taker is None:
+            return spoken
+        if spoken is None:
+            step = taker.feed(TurnOver(self._clock.now()))
+            if step.action is TurnAction.SPEAK:  # the VAD's backstop came first: the turn is over all the same
+                spoken, self._draft = self._draft, None
+        self._drop_draft(restart=False)
+        taker.reset()
+        return spoken
+
+    def _speak_draft(self, draft: Draft, prefix: str | None) -> None:
+        """Answer the caller's ended turn with its held reply: a record turn for it, its events and audio out."""
+        now = self._clock.now()
+        turn, gate = draft.turn, draft.gate
+        if turn is None or gate is None or prefix is not None or self.record is None \
+                or self._user_record is not None or self._hearing_turns or self.agent_active(now):
+            self._discard(draft)  # words only, or an acknowledgement goes first: the usual answer
+            self._answer(prefix)
+            return
+        self._finalize_agent_turn()
+        rec = self.record.new_turn("agent", self.deps.wall())
+        self.events.emit(TurnStarted(now, rec.id, "agent"))
+        turn.turn_id = rec.id
+        self.agent, self._agent_record = turn, rec
+        draft.record = rec
+        gate.release(rec.id, now)
+        for _ in draft.fallbacks:
+            rec.fallback = True
+            self._metrics.fallbacks_total.labels("turn").inc()
+        turn.resume_from(0.0)
+        taker = self.turn_taker
+        if taker is not None:
+            taker.spoken += 1
+            logger.info("turn draft spoken (%d drafts, %d restarts)", taker.drafts, taker.restarts,
+                        extra=self._log_extra)
+
+    def _drop_draft(self, *, restart: bool) -> None:
+        """The caller went on (a restart) or the turn ended otherwise: the held reply and the hearing go."""
+        task, self._speculation = self._speculation, None
+        if task is not None:
+            task.cancel()
+        draft, self._draft = self._draft, None
+        if draft is not None:
+            self._discard(draft)
+        # A restart costs a cancelled LLM request: counted only when a reply had been started.
+        if restart and draft is not None and draft.turn is not None and self.turn_taker is not None:
+            logger.info("turn draft cancelled: the caller went on (%d drafts, %d restarts)",
+                        self.turn_taker.drafts, self.turn_taker.restarts, extra=self._log_extra)
+
+    def _discard(self, draft: Draft) -> None:
+        """A held reply that will not be spoken: it stops now (nothing of it was sent), its LLM stream closes."""
+        if draft.turn is not None and not (draft.gate is not None and draft.gate.released):
+            draft.turn.stop_tts()
+            self._spawn(draft.turn.cancel())
 
     def _answer(self, prefix: str | None) -> None:
         """The caller's turn is over and heard: the agent answers, unless it is talking already or the caller
@@ -733,7 +934,8 @@ class CallSession:
             tts=self.deps.tts,
             tts_timeout_s=s.tts_timeout_s,
             llm=self.deps.llm,
-            messages=None if text is not None else self._messages(),
+            # Built when the turn's request goes out, after the tool calls still in flight have settled.
+            context=None if text is not None else (lambda: self._messages(rec)),
             text=text,
             llm_first_token_timeout_s=s.llm_first_token_timeout_s,
             fallback=fallback,
@@ -744,23 +946,52 @@ class CallSession:
             clock=self._clock,
             prefix=prefix,
             first_clause_chars=s.tts_first_clause_chars,
+            tools=self.tools if len(self.deps.tools) else None,
+            holding_text=s.agent_tool_holding_text,
+            holding_after_s=s.tool_holding_after_ms / 1000.0,
+            settle_tools_s=s.tool_timeout_s,
         )
         self._agent_record = rec
         self.agent.start()
 
-    def _messages(self) -> list[ChatMessage]:
+    def _messages(self, current: Turn | None = None) -> list[ChatMessage]:
+        """The next request's messages; `current` is the agent turn they are for (left out; by default the
+        session's agent turn on record)."""
         assert self.record is not None
-        messages: list[ChatMessage] = [{"role": "system", "content": self.deps.settings.agent_system_prompt}]
+        if current is None:
+            current = self._agent_record
+        s = self.deps.settings
+        system = s.agent_system_prompt
+        if s.agent_state_in_prompt:
+            now = self._clock.now()
+            state = conversation_state(
+                self.record.turns, self.record.bargeins, current=current,
+                agent_speaking=self.outbox.has_queued or self.ledger.playing(now),
+                tools_in_flight=[e.call.name for e in self.tools.in_flight()],
+            )
+            system = f"{system}\n\n{state.render()}"
+        messages: list[ChatMessage] = [{"role": "system", "content": system}]
+        # Each turn's settled tool calls and results go before that turn's words (and once only).
+        exchanges = [t for t in self.tools.ledger.turn_ids() if current is None or t != current.id]
         for turn in self.record.history():
-            if turn is self._agent_record:
+            if turn is current:
                 continue
+            while exchanges and exchanges[0] <= turn.id:
+                messages.extend(self.tools.ledger.context(exchanges.pop(0)))
             if turn.role == "user":
                 messages.append({"role": "user", "content": user_content(turn)})
             elif turn.interrupted:  # what the caller heard, never the unspoken rest, and that it was cut
                 messages.append({"role": "assistant", "content": f"{turn.text}{CUT_MARK}"})
             else:
                 messages.append({"role": "assistant", "content": turn.text})
+        for turn_id in exchanges:  # an agent turn cut before it said a word: its calls still count
+            messages.extend(self.tools.ledger.context(turn_id))
         return messages
+
+    def _words_for_tools(self, event: CallEvent) -> None:
+        """The caller's words are in: a withdrawal or correction cancels the mutations in flight."""
+        if isinstance(event, Transcribed) and event.text:
+            self.tools.on_words(interruption(event.text))
 
     # -- timer -----------------------------------------------------------------------------------
     async def on_tick(self, now: float) -> None:
@@ -780,6 +1011,8 @@ class CallSession:
             await self._on_vad(event, now)
         if self._pauses or self.policy.state is not State.IDLE:
             await self._settle(now)
+        if self.turn_taker is not None:
+            await self._take_turn(now)
         if self._answer_due is not None and now >= self._answer_due[0]:
             self._answer(self._answer_due[1])
         # The caller's keys end their turn, unless the caller is also talking (then the talk's silence does) or
@@ -813,6 +1046,11 @@ class CallSession:
                 self._cut_agent_turn(self.agent, self._agent_record, self.ledger.heard(now), interrupted=False)
             self._finalize_agent_turn()
             await self.agent.cancel()
+        await self.tools.aclose()
+        drafts = [d.turn for d in (self._draft, self._spoken) if d is not None and d.turn is not None]
+        self._draft = self._spoken = None
+        for draft_turn in drafts:  # a held reply never spoken: closed with the call
+            await draft_turn.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -21,9 +21,10 @@ from app.call.events import (
     TtsStarted,
 )
 from app.call.outbox import Outbox
+from app.call.tools import LedgerEntry, ToolRunner, exchange
 from app.clock import Clock, MonotonicClock
 from providers.errors import ProviderError
-from providers.llm.base import ChatMessage, LlmClient
+from providers.llm.base import ChatMessage, LlmClient, LlmEvent, ToolCall
 from providers.tts.base import Synthesis, TtsEngine, WordTiming, char_offset_at
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ MAX_SENTENCE_CHARS = 300
 # in one stretch: 7-8 ms of CPU on this VM, measured. Letting the loop run every 32 pieces brings the longest
 # stretch to 1-1.5 ms; a model that streams at speaking pace waits on the socket for every piece anyway.
 _PIECES_PER_YIELD = 32
+
+# LLM requests one turn may make for tool results: the model asks for tools, gets their results, answers (or
+# asks again). Past this the turn answers with what it has: a model looping on tools must not hold the caller.
+MAX_TOOL_ROUNDS = 3
 
 
 class SentenceSplitter:
@@ -196,10 +201,21 @@ class AgentTurn:
         clock: Clock | None = None,
         prefix: str | None = None,
         first_clause_chars: int = 0,
+        tools: ToolRunner | None = None,
+        context: Callable[[], list[ChatMessage]] | None = None,
+        holding_text: str = "",
+        holding_after_s: float = 1.0,
+        settle_tools_s: float = 0.0,
     ) -> None:
         """`max_reply_chars` caps the LLM's reply (not a fixed `text`); `max_queued_audio_ms` caps the audio
         this turn keeps queued in the outbox ahead of playback (synthesis waits for room). `prefix` is a
-        sentence said first (the acknowledgement after a long interruption)."""
+        sentence said first (the acknowledgement after a long interruption).
+
+        `tools`: the call's tool runner; the model is offered its tools and the turn runs the calls it makes,
+        saying `holding_text` (once) when they take longer than `holding_after_s`. `context` builds the
+        request's messages instead of `messages`: it is called once the tool calls still in flight when the
+        turn starts (a read a barge-in let finish) have settled, `settle_tools_s` at most, so their results
+        are in the request."""
         self.turn_id = turn_id
         self._outbox = outbox
         self._tts = tts
@@ -235,6 +251,13 @@ class AgentTurn:
         self.spans: list[tuple[float, float]] = []  # uninterruptible audio ranges (ms into the turn)
         self._events = events if events is not None else CallEvents()
         self._clock = clock if clock is not None else MonotonicClock()
+        self._tools = tools
+        self._context = context
+        self._holding_text = holding_text
+        self._holding_after_s = holding_after_s
+        self._settle_tools_s = settle_tools_s
+        self.holding_said = False  # the holding line went out in this turn
+        self.tool_calls: list[LedgerEntry] = []  # the calls this turn asked for, in order
 
     @property
     def llm_text(self) -> str:
@@ -306,45 +329,109 @@ class AgentTurn:
             events.emit(LlmClosed(clock.now(), self.turn_id, outcome, self.first_token_at))
 
     async def _stream_reply(self, sentences: asyncio.Queue[str | None]) -> str:
-        """Stream the LLM's reply into sentences; returns how it ended: "done", "capped" or "stopped"."""
+        """Stream the LLM's reply into sentences; returns how it ended: "done", "capped" or "stopped".
+
+        A reply that asks for tools is followed by another request with their results, up to MAX_TOOL_ROUNDS
+        times; the sentences of every round are one turn."""
+        assert self._llm is not None
+        messages = self._messages
+        if self._context is not None:
+            if self._tools is not None and self._tools.in_flight():
+                # A read the last barge-in let run: its result belongs in this request. The wait is a tool's
+                # wait like any other, with the holding line if it is a long one.
+                if not await self._tools.settle_in_flight(self._holding_after_s):
+                    self._say_holding_line(None, sentences)
+                    await self._tools.settle_in_flight(self._settle_tools_s)
+            messages = self._context()
+        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars)
+        outcome = "done"
+        for round_no in range(MAX_TOOL_ROUNDS + 1):
+            calls: list[ToolCall] = []
+            start_chars = self._llm_chars
+            outcome = await self._stream_round(messages, splitter, sentences, calls)
+            if outcome != "done" or not calls or self._tools is None:
+                break
+            said = self.llm_text[start_chars:]
+            if round_no == MAX_TOOL_ROUNDS:
+                logger.warning("agent turn %s: the LLM still asks for tools after %d rounds; answering without",
+                               self.turn_id, MAX_TOOL_ROUNDS)
+                break
+            entries = await self._run_tools(calls, splitter, sentences)
+            messages = [*messages, *exchange(entries, said)]
+        if outcome == "stopped":
+            return outcome
+        if (tail := splitter.flush()) is not None:  # None after a cap: _cap_reply took the pending text
+            sentences.put_nowait(tail)
+        sentences.put_nowait(None)
+        return outcome
+
+    async def _stream_round(
+        self, messages: list[ChatMessage], splitter: SentenceSplitter, sentences: asyncio.Queue[str | None],
+        calls: list[ToolCall],
+    ) -> str:
+        """One LLM request: its text into sentences, its tool calls into `calls`; "done", "capped" or "stopped"."""
         assert self._llm is not None
         events, clock = self._events, self._clock
-        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars)
         first = True
         pieces = 0
-        outcome = "done"
-        async with contextlib.aclosing(self._llm.stream(self._messages)) as stream:
+        schemas = self._tools.schemas if self._tools is not None else []
+        # Offered only when there are tools: a plain request stays exactly what it was.
+        stream = self._llm.stream(messages, schemas) if schemas else self._llm.stream(messages)
+        async with contextlib.aclosing(stream) as stream:
             while True:
                 pieces += 1
                 if pieces % _PIECES_PER_YIELD == 0:
                     await asyncio.sleep(0)
+                event: LlmEvent
                 try:
                     if first:
                         async with asyncio.timeout(self._first_token_timeout_s):
-                            piece = await anext(stream)
+                            event = await anext(stream)
                         first = False
-                        self.first_token_at = clock.now()
+                        if self.first_token_at is None:
+                            self.first_token_at = clock.now()
                     else:
-                        piece = await anext(stream)
+                        event = await anext(stream)
                 except StopAsyncIteration:
-                    break
+                    return "done"
                 if self.tts_stopped:
                     return "stopped"  # a token that arrives after the clear reaches neither TTS nor transcript
+                if isinstance(event, ToolCall):
+                    calls.append(event)
+                    continue
+                piece = event.text
                 if events.active:
                     events.emit(LlmToken(clock.now(), self.turn_id, piece))
                 room = self._max_reply_chars - self._llm_chars
                 if len(piece) > room:
                     self._cap_reply(piece, room, splitter, sentences)
-                    outcome = "capped"
-                    break  # leaving the `async with` closes the HTTP stream, so the LLM stops generating
+                    return "capped"  # leaving the `async with` closes the HTTP stream, so the LLM stops generating
                 self._llm_parts.append(piece)
                 self._llm_chars += len(piece)
                 for sentence in splitter.feed(piece):
                     sentences.put_nowait(sentence)
-        if (tail := splitter.flush()) is not None:  # None after a cap: _cap_reply took the pending text
-            sentences.put_nowait(tail)
-        sentences.put_nowait(None)
-        return outcome
+
+    async def _run_tools(
+        self, calls: list[ToolCall], splitter: SentenceSplitter, sentences: asyncio.Queue[str | None]
+    ) -> list[LedgerEntry]:
+        """Run the round's tool calls (each id at most once per call) and wait for their results; the holding
+        line goes out, once per turn, if they take longer than `holding_after_s`."""
+        assert self._tools is not None
+        entries = [self._tools.start(call, self.turn_id) for call in calls]
+        self.tool_calls.extend(entries)
+        if not await self._tools.wait(entries, self._holding_after_s):
+            self._say_holding_line(splitter, sentences)
+        await self._tools.wait(entries)
+        return entries
+
+    def _say_holding_line(self, splitter: SentenceSplitter | None, sentences: asyncio.Queue[str | None]) -> None:
+        """The holding line, once per turn, after what the model said before asking for the tool."""
+        if not self._holding_text or self.holding_said:
+            return
+        self.holding_said = True
+        if splitter is not None and (said := splitter.flush()) is not None:
+            sentences.put_nowait(said)
+        sentences.put_nowait(self._holding_text)
 
     def _cap_reply(
         self, piece: str, room: int, splitter: SentenceSplitter, sentences: asyncio.Queue[str | None]

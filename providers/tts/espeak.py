@@ -8,16 +8,27 @@ block and event list to our callback on the calling thread.
 espeak-ng keeps one global synthesiser per process (one voice, one callback, one output buffer) and is not
 re-entrant, so every C call here runs on one dedicated worker thread, one job at a time. ctypes releases the
 GIL for the duration of the foreign call, so the event loop keeps running while a sentence is synthesised.
+
+One engine per process means one sentence at a time: with many calls speaking at once, a sentence waits for
+every sentence queued before it (`app/bench/tts_queue.py` measures that wait). `EspeakTts(processes=N)` runs
+the same synthesis in a pool of N worker processes instead, each with its own espeak-ng, behind the same
+interface: up to N sentences at once (as many as there are cores to run them). The pool is per process and
+per size, created on first use; its workers are started with `forkserver` (a fork of this process, which has
+threads, could copy a lock held by one of them). A job that has not started is dropped when its caller is
+cancelled, as with the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import multiprocessing
 import os
 import threading
+import time
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,6 +241,20 @@ def _get_worker() -> ThreadPoolExecutor:
         return _worker
 
 
+_pools: dict[int, ProcessPoolExecutor] = {}  # worker processes, by pool size
+
+
+def _get_pool(processes: int) -> ProcessPoolExecutor:
+    with _worker_lock:
+        pool = _pools.get(processes)
+        if pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+            _pools[processes] = pool
+        return pool
+
+
 def _get_library() -> _Library:
     global _library
     if _library is None:
@@ -282,6 +307,37 @@ def _synthesize_blocking(text: str, voice: str, rate_wpm: int, end_pause: bool, 
     return Synthesis(text=text, pcm=pcm, sample_rate=sample_rate, words=words)
 
 
+_RawWords = list[tuple[int, int, float, float | None]]
+
+
+def _synthesize_timed(
+    text: str, voice: str, rate_wpm: int, end_pause: bool, sample_rate: int
+) -> tuple[Synthesis, float]:
+    """`_synthesize_blocking` on the worker thread, with when the job started (`time.perf_counter`)."""
+    started = time.perf_counter()
+    return _synthesize_blocking(text, voice, rate_wpm, end_pause, sample_rate), started
+
+
+def _synthesize_plain(
+    text: str, voice: str, rate_wpm: int, end_pause: bool, sample_rate: int
+) -> tuple[npt.NDArray[np.int16], _RawWords, float]:
+    """`_synthesize_blocking` in a pool process, as plain data (it crosses a process boundary), with its start.
+
+    `time.perf_counter` is CLOCK_MONOTONIC on Linux, one clock for every process, so the start can be compared
+    with the submitting process's clock.
+    """
+    started = time.perf_counter()
+    synthesis = _synthesize_blocking(text, voice, rate_wpm, end_pause, sample_rate)
+    words = [(w.char_start, w.char_end, w.audio_ms, w.audio_end_ms) for w in synthesis.words]
+    return synthesis.pcm, words, started
+
+
+def _rebuild(text: str, pcm: npt.NDArray[np.int16], sample_rate: int, words: _RawWords) -> Synthesis:
+    # Synthesis finds the word ends again (tens of ms for a minute of speech): called off the event loop.
+    timings = tuple(WordTiming(a, b, ms, end) for a, b, ms, end in words)
+    return Synthesis(text=text, pcm=pcm, sample_rate=sample_rate, words=timings)
+
+
 class EspeakTts:
     """A cheap handle on the process-wide espeak-ng engine with its own voice and speed.
 
@@ -296,7 +352,11 @@ class EspeakTts:
         *,
         end_pause: bool = True,
         sample_rate: int = 8000,
+        processes: int = 0,
+        on_wait: Callable[[float], None] | None = None,
     ) -> None:
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
         if not RATE_MIN_WPM <= rate_wpm <= RATE_MAX_WPM:
             raise ValueError(f"rate_wpm must be in [{RATE_MIN_WPM}, {RATE_MAX_WPM}], got {rate_wpm}")
         if not voice or "\x00" in voice:
@@ -308,6 +368,10 @@ class EspeakTts:
         # together.
         self.end_pause = end_pause
         self.sample_rate = sample_rate
+        # 0: the in-process worker thread; N: a pool of N worker processes (TTS_ESPEAK_PROCESSES).
+        self.processes = processes
+        # Called with each sentence's queue wait in seconds (submitted -> started), for the bench and metrics.
+        self.on_wait = on_wait
 
     async def synthesize(self, text: str) -> Synthesis:
         """Synthesise `text` off the event loop; cancelling the caller discards the result."""
@@ -315,18 +379,19 @@ class EspeakTts:
             silence = np.zeros(0, dtype=np.int16)
             return Synthesis(text=text, pcm=silence, sample_rate=self.sample_rate, words=())
         loop = asyncio.get_running_loop()
+        args = (text, self.voice, self.rate_wpm, self.end_pause, self.sample_rate)
+        submitted = time.perf_counter()
         with map_vendor_errors("espeak"):
             # If the awaiting task is cancelled, a job that has not started is dropped; one that has runs to
             # its end (a few ms) and its result is thrown away.
-            return await loop.run_in_executor(
-                _get_worker(),
-                _synthesize_blocking,
-                text,
-                self.voice,
-                self.rate_wpm,
-                self.end_pause,
-                self.sample_rate,
-            )
+            if not self.processes:
+                synthesis, started = await loop.run_in_executor(_get_worker(), _synthesize_timed, *args)
+            else:
+                pcm, words, started = await loop.run_in_executor(_get_pool(self.processes), _synthesize_plain, *args)
+                synthesis = await asyncio.to_thread(_rebuild, text, pcm, self.sample_rate, words)
+        if self.on_wait is not None:
+            self.on_wait(max(0.0, started - submitted))
+        return synthesis
 
     async def aclose(self) -> None:
-        """Nothing to release: the engine belongs to the process and its worker thread exits with it."""
+        """Nothing to release: the engine (thread or pool) belongs to the process and exits with it."""

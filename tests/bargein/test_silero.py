@@ -192,3 +192,91 @@ def test_deferred_windows_keep_the_state_exact_and_run_in_bulk(model: SileroMode
     got = asyncio.run(run())
     assert got == pytest.approx(expected, abs=1e-5)
     assert batcher.stats.deferred == 3 * 19
+
+
+def test_deferred_windows_ride_along_a_run_made_for_an_awaited_one(model: SileroModel) -> None:
+    quiet, loud = _three_signals()[1], _three_signals()[0]
+    solo = SileroStream()
+    solo_batcher = SileroBatcher(model)
+    expected = [solo_batcher.infer_now(solo, w) for w in quiet[:4]][-1]
+
+    batcher = SileroBatcher(model)
+    listening, talking = SileroStream(), SileroStream()
+
+    async def run() -> float:
+        for w in quiet[:3]:
+            batcher.defer(listening, w)
+        # Long before the lazy timer: the awaited window's run takes the listener's oldest deferred window.
+        await batcher.infer(talking, loud[0])
+        assert batcher.stats.runs == 1 and batcher.stats.max_batch == 2
+        assert listening.deferred == 2
+        return await batcher.infer(listening, quiet[3])  # its backlog still runs first, in order
+
+    assert asyncio.run(run()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_lazy_timer_runs_what_was_due_and_leaves_later_windows_to_the_next(model: SileroModel) -> None:
+    n = 60  # calls: three windows each per timer period, more than one loop turn's budget
+    batcher = SileroBatcher(model)
+    streams = [SileroStream() for _ in range(n)]
+    window = np.zeros(WINDOW, np.float32)
+
+    async def listener(k: int) -> None:
+        # Out of phase, one window every 32 ms, as calls' frames arrive: a drain that took windows as they came
+        # would go on turn after turn with runs of the few that arrived in between.
+        await asyncio.sleep(0.032 * k / n)
+        for _ in range(15):
+            batcher.defer(streams[k], window)
+            await asyncio.sleep(0.032)
+
+    async def run() -> None:
+        await asyncio.gather(*(listener(k) for k in range(n)))
+        batcher.drain_deferred()
+
+    asyncio.run(run())
+    assert batcher.stats.windows == 15 * n
+    # What was due when the timer fired runs in runs of (nearly) every stream; the rest waits for the next timer.
+    big = sum(size * count for size, count in batcher.stats.sizes.items() if size >= n // 2)
+    assert big >= 0.8 * 15 * n, batcher.stats.sizes
+
+
+def test_a_window_that_may_decide_a_barge_in_runs_alone(model: SileroModel) -> None:
+    quiet, loud = _three_signals()[1], _three_signals()[0]
+    batcher = SileroBatcher(model)
+    listening, talking = SileroStream(), SileroStream()
+    talking.urgent = True  # the VAD's speech is starting: the decision waits for this run
+
+    async def run() -> None:
+        for w in quiet[:3]:
+            batcher.defer(listening, w)
+        await batcher.infer(talking, loud[0])
+
+    asyncio.run(run())
+    assert batcher.stats.runs == 1 and batcher.stats.max_batch == 1
+    assert listening.deferred == 3
+
+
+def test_a_loop_that_dies_with_deferred_windows_due_does_not_stall_the_next(model: SileroModel) -> None:
+    from app.bargein.silero import LAZY_FLUSH_S
+
+    batcher = SileroBatcher(model)
+    window = np.zeros(WINDOW, np.float32)
+
+    async def abandon() -> None:
+        batcher.defer(SileroStream(), window)
+        # As if the timer fired as the loop ends: the window is due, and the flush it schedules never runs.
+        asyncio.get_running_loop().call_soon(batcher._lazy_timer)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(abandon())
+    loop.close()
+
+    stream = SileroStream()
+
+    async def again() -> None:
+        for _ in range(3):
+            batcher.defer(stream, window)
+        await asyncio.sleep(LAZY_FLUSH_S * 3)
+
+    asyncio.run(again())
+    assert stream.deferred == 0  # this loop's timer ran them, the dead loop's due window notwithstanding

@@ -216,7 +216,11 @@ def test_hiss_and_hum_at_minus_45_dbfs_and_below_never_start(model: SileroModel)
     vads = [CallVad(VadConfig(), batcher) for _ in cases]
     events = asyncio.run(run_calls(audio, vads))
     assert {case: evs for case, evs in zip(cases, events, strict=True) if evs} == {}
-    assert batcher.stats.max_batch == len(cases)  # all calls shared each run
+    # Hiss and hum never pass the floor's SNR once it has settled: their windows need no probability, so
+    # nearly all of them are only queued for the model, never awaited.
+    assert batcher.stats.deferred > 0.9 * (batcher.stats.deferred + batcher.stats.windows)
+    batcher.drain_deferred()  # ... and the model still sees every one of them, all calls sharing each run
+    assert batcher.stats.max_batch == len(cases)
 
 
 @needs_corpus
@@ -380,7 +384,8 @@ def test_hiss_stepping_up_mid_call_never_starts(model: SileroModel) -> None:
 
 def test_recent_returns_the_audio_as_fed_and_the_window_probabilities() -> None:
     probs = [i / 100 for i in range(100)]
-    vad = CallVad(VadConfig(recent_ms=500), ScriptedScorer(probs))
+    # No floor and no webrtcvad: every window of this steady ramp may start speech, so every one is scored.
+    vad = CallVad(VadConfig(recent_ms=500, snr_db=0.0, use_webrtc=False), ScriptedScorer(probs))
     pcm = (np.arange(2 * 8000) % 20000).astype(np.int16) + 1000  # loud enough for every window to be scored
     feed(vad, pcm, sizes=(160, 77, 333))
     now = len(pcm) / 8000
@@ -394,6 +399,46 @@ def test_recent_returns_the_audio_as_fed_and_the_window_probabilities() -> None:
     assert len(audio) == 5120 and np.array_equal(audio, pcm[-5120:])
     assert len(p) <= 5120 // 256 + 1 and p[-1] == pytest.approx(probs[n_windows - 1])
     assert len(vad.recent(now)[0]) == 0
+
+
+class CountingScorer(ScriptedScorer):
+    """ScriptedScorer that counts the windows awaited and the windows only queued for the model."""
+
+    def __init__(self, probs: Sequence[float]) -> None:
+        super().__init__(probs)
+        self.awaited = 0
+        self.deferred = 0
+
+    async def infer(self, stream: SileroStream, window: np.ndarray) -> float:
+        self.awaited += 1
+        return await super().infer(stream, window)
+
+    def defer(self, stream: SileroStream, window: np.ndarray) -> None:
+        self.deferred += 1
+        super().defer(stream, window)
+
+
+def test_steady_noise_on_a_quiet_line_is_not_awaited_and_a_step_above_it_still_starts() -> None:
+    # Silence while the floor learns the line (its first second), then every window Silero would score as
+    # sure speech: from there on only the cheap layers hold this line QUIET.
+    scorer = CountingScorer([0.0] * 40 + [0.99] * 1000)
+    vad = CallVad(VadConfig(use_webrtc=False), scorer)
+    steady = corpus.white_noise(3.0, -40.0, seed=3)
+    assert feed(vad, steady) == []
+    settled = scorer.awaited
+    # Once the floor holds the noise (one floor window), its windows cannot start speech: none is awaited.
+    assert scorer.deferred >= (3.0 - 1.3) * 8000 // 256
+    assert settled <= (1.3 * 8000) // 256
+    _, probs = vad.recent(2.9)
+    assert probs and all(p != p for p in probs)  # not scored: NaN to a second look, never "silence"
+    # 20 dB over the floor: the cheap layers agree, the model is asked, speech starts as it always did.
+    events = feed(vad, corpus.white_noise(0.3, -20.0, seed=4), start=3.0)
+    assert [type(e) for e in events] == [SpeechStarted]
+    assert scorer.awaited > settled
+    # Speaking: every window is scored (WEAK windows hold the turn open), even level with the new floor.
+    before = scorer.awaited
+    feed(vad, corpus.white_noise(0.32, -20.0, seed=5), start=3.3)
+    assert scorer.awaited - before == 10
 
 
 def test_recent_from_the_speech_start_covers_the_onset() -> None:
@@ -474,3 +519,18 @@ def test_new_thresholds_are_read_from_settings_when_present() -> None:
         VadConfig(snr_db=-1)
     with pytest.raises(ValueError):
         VadConfig(pause_ms=0)
+
+
+def test_windows_are_urgent_to_the_batcher_once_speech_is_starting() -> None:
+    seen: list[bool] = []
+
+    class Watching(ScriptedScorer):
+        async def infer(self, stream: SileroStream, window: np.ndarray) -> float:
+            seen.append(stream.urgent)
+            return await super().infer(stream, window)
+
+    vad = CallVad(VadConfig(use_webrtc=False, snr_db=0.0), Watching([0.99] * 3))
+    events = feed(vad, loud(3 * 256 / 8000))
+    assert [type(e) for e in events] == [SpeechStarted]
+    # QUIET when the first window was asked (it may only start speech); STARTING, then SPEAKING, after it.
+    assert seen == [False, True, True]

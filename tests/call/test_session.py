@@ -27,7 +27,7 @@ from app.clock import FakeClock
 from app.metrics import Metrics
 from app.stream_tokens import StreamTokens
 from providers.errors import ProviderError
-from providers.llm.base import ChatMessage
+from providers.llm.base import ChatMessage, LlmEvent, TextDelta
 from providers.telephony import PROTOCOLS
 from providers.tts.base import Synthesis, WordTiming
 
@@ -59,14 +59,14 @@ class FakeLlm:
         self.closed = 0
         self.requests: list[list[ChatMessage]] = []
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(self, messages: list[ChatMessage], tools: Any = ()) -> AsyncGenerator[LlmEvent, None]:
         self.requests.append(messages)
         try:
             for i, token in enumerate(self.tokens):
                 if self.fail_after is not None and i >= self.fail_after:
                     raise ProviderError("llm: connection reset", retryable=True)
                 await asyncio.sleep(0)
-                yield token
+                yield TextDelta(token)
         finally:
             self.closed += 1
 

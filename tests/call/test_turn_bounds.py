@@ -18,7 +18,7 @@ from app.call.outbox import Outbox
 from app.call.turn import MAX_SENTENCE_CHARS, AgentTurn, SentenceSplitter, split_sentences
 from app.clock import MonotonicClock
 from app.edge.llm_server import tokenize
-from providers.llm.base import ChatMessage
+from providers.llm.base import ChatMessage, LlmEvent, TextDelta
 from providers.tts.base import Synthesis, WordTiming
 
 MS_PER_CHAR = 10.0
@@ -153,13 +153,13 @@ class FakeLlm:
         self.yielded = 0
         self.closed = False
 
-    async def stream(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(self, messages: list[ChatMessage], tools: Any = ()) -> AsyncGenerator[LlmEvent, None]:
         try:
             for i in range(0, len(self.text), self.size):
                 if i // self.size % self.pause_every == 0:
                     await asyncio.sleep(0)  # as a network read would, now and then
                 self.yielded += min(self.size, len(self.text) - i)
-                yield self.text[i : i + self.size]
+                yield TextDelta(self.text[i : i + self.size])
         finally:
             self.closed = True
 

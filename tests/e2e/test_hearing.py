@@ -57,7 +57,9 @@ def test_the_callers_turn_has_its_words_and_the_llm_is_asked_about_them(provider
     # then, depending on how soon the words come, the agent may start answering in the pause: issue 13's
     # turn-taking), but every caller turn reaches the LLM with its words, in order.
     words = normalise(" ".join(u["text"] for u in users))
-    assert {"so", "fellow", "ask", "not"} <= set(words), users
+    # tiny.en hears this clip a little differently run to run ("my fellow americans" / "am i fell america"):
+    # most of its words, not every one, is what shows the caller's audio reached the recognizer
+    assert len({"and", "so", "my", "fellow", "americans", "ask", "not"} & set(words)) >= 4, users
     assert [m for m in asked if m["role"] == "user"][-len(users):] == [
         {"role": "user", "content": u["text"]} for u in users]
 
@@ -78,7 +80,7 @@ def test_words_said_over_the_agent_before_the_detector_fired_are_in_the_callers_
     first = heard_user_turns(record)[0]
     words = normalise(first["text"])
     # "and so my" are the clip's first 0.6 s: said before the detector (and the stop) fired
-    assert "so" in words[:3] and "fellow" in words, first["text"]
+    assert "so" in words[:3] and len({"fellow", "americans", "america"} & set(words)) >= 1, first["text"]
 
 
 def test_stop_said_over_the_agent_stops_it_once_its_words_are_in(provider: str, server_factory: Any) -> None:

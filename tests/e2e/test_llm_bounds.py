@@ -23,6 +23,7 @@ from app.edge.emulator import EmulatedCall
 from app.edge.llm_server import ScriptedLlmServer
 from app.offline.corpus import Clip, load_clip, read_manifest
 from providers.errors import ProviderError
+from providers.llm.base import TextDelta
 from providers.llm.openai import MAX_LINE_CHARS, OpenAICompatibleLlm
 from providers.tts.base import char_offset_at
 from providers.tts.espeak import EspeakTts
@@ -231,7 +232,8 @@ def test_a_json_string_with_a_raw_line_separator_is_one_sse_line() -> None:
     async def scenario() -> None:
         async with ScriptedLlmServer([reply], token_delay_s=0.0, chunk_chars=7, ensure_ascii=False) as llm:
             client = OpenAICompatibleLlm(llm.base_url, "scripted")
-            pieces = [piece async for piece in client.stream([{"role": "user", "content": "hi"}])]
+            pieces = [piece.text async for piece in client.stream([{"role": "user", "content": "hi"}])
+                      if isinstance(piece, TextDelta)]
             await client.aclose()
         assert "".join(pieces) == reply
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -61,16 +61,24 @@ def test_spoken_phrases_word_error_is_bounded(engine: WhisperStt, spoken: list[A
     run(main())
 
 
-def test_recorded_speech_with_word_times(engine: WhisperStt) -> None:
+# The short encoder window writes "and so am i fell america ask not" for this clip (4 errors in 7 words), the full
+# one gets it right: on single clips the window size moves tiny.en's words either way (over the corpus pool's
+# labelled digits the short window made fewer errors; see providers/stt/whisper.py).
+@pytest.mark.parametrize(("window", "max_wer"), [("full", 0.3), ("short", 0.6)])
+def test_recorded_speech_with_word_times(window: Literal["short", "full"], max_wer: float) -> None:
     pcm = read_wav(JFK)
 
     async def main() -> Final:
-        return await engine.transcribe(pcm16_to_ulaw(pcm), "mulaw", at_ms=60_000.0)
+        stt = WhisperStt(workers=1, cpu_threads=1, window=window)
+        try:
+            return await stt.transcribe(pcm16_to_ulaw(pcm), "mulaw", at_ms=60_000.0)
+        finally:
+            await stt.aclose()
 
     final = run(main())
     errors = word_errors(JFK_TEXT, final.text)
-    print(f"\nJFK: {final.text!r}, WER {errors.wer:.1%} ({errors.errors}/{errors.ref_words})")
-    assert errors.wer <= 0.3
+    print(f"\nJFK ({window} window): {final.text!r}, WER {errors.wer:.1%} ({errors.errors}/{errors.ref_words})")
+    assert errors.wer <= max_wer
     assert final.speech_final and final.start_ms == 60_000.0
     assert final.end_ms == pytest.approx(60_000.0 + pcm.shape[0] / 8.0)
     starts = [w.start_ms for w in final.words]
@@ -205,6 +213,6 @@ def test_decoding_loops_and_punctuation_only_segments_are_dropped() -> None:
             assert options["language"] == "en" and options["word_timestamps"] and options["temperature"] == 0.0
             return [seg("Yes! Yes! Yes! Yes! Yes! Yes! Yes! Yes!", 29.4), seg(".", 0.1), seg("No, stop.", 0.9)], None
 
-    final = _recognise(Model(), np.ones(8000, dtype=np.int16), 500.0, _Decode())
+    final = _recognise(Model(), np.ones(8000, dtype=np.int16), 500.0, _Decode(window=None))  # the full window
     assert final.text == "No, stop."
     assert [w.text for w in final.words] == ["No,"] and final.words[0].start_ms == 600.0

@@ -106,6 +106,7 @@ def test_barge_in_spans_carry_the_tuning_attributes_under_the_turn_they_interrup
         "heard_turn_id": 2, "audio_chunks_dropped": 40, "clear_sent_ms": 1.0, "tts_flush_ms": 2.0,
         "total_handle_ms": 400.0, "settled_ms": 399.0, "outcome": "resumed", "reason": "backchannel",
         "false_barge_in": True, "heard_audio_ms": 820.0, "resumed_from_ms": 640.0,
+        "in_flight_tools_canceled": 0, "in_flight_tools_completed": 0,
     }
     stopped = ends["bargein:b2"].attributes
     assert stopped["false_barge_in"] is False and stopped["outcome"] == "stopped"
