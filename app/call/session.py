@@ -94,6 +94,9 @@ logger = logging.getLogger(__name__)
 
 # An interrupted agent turn, as the LLM reads it: the heard text, then this (the model should not repeat what
 # the caller already heard, nor assume they heard the rest).
+# How long a call's end waits for the caller's last words (the recognizer takes 0.1-0.5 s a turn): past it
+# they go on record without words, as before.
+HEARING_AT_CLOSE_S = 3.0
 CUT_MARK = " [cut off here: the caller interrupted]"
 NO_TRANSCRIPT = "[the caller spoke; their words are not known (no recognizer, or it heard none)]"
 
@@ -212,6 +215,11 @@ class CallSession:
         self._agent_record: Turn | None = None
         self._user_record: Turn | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._hear_tasks: set[asyncio.Task[None]] = set()  # caller turns being heard: close waits for them
+        # The words that stopped the agent after it resumed over them (start, end, words): the turn's words
+        # if the caller says nothing more
+        self._late_heard: tuple[float, float, Heard] | None = None
+        self._closing = False
         self.last_frame_at = deps.clock.now()
         # This stream's claim on its call in the registry. Made here, not taken from the frame: the peer chooses
         # the stream id, so it cannot prove ownership.
@@ -623,11 +631,13 @@ class CallSession:
         if self._user_record is not None:  # the words stopped the agent: the caller's turn is open
             self._utt_start = start
             self._turn_due = now + self.deps.settings.stt_wait_after_stop_s
+            self._late_heard = (start, end, heard)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.append(task)
         task.add_done_callback(self._forget_task)
+        return task
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(ValueError):
@@ -653,6 +663,7 @@ class CallSession:
         self._keys, self._turn_due = "", None
         interrupted, self._interrupted_at = self._interrupted_at, None
         start, self._utt_start = self._utt_start, None
+        late, self._late_heard = self._late_heard, None
         prefix = self._acknowledgement(interrupted is not None)
         spoken = self._turn_over()
         if spoken is not None:  # progressive: the words are in, and the reply to them is ready or coming
@@ -660,9 +671,14 @@ class CallSession:
             self._speak_draft(spoken, prefix)
             return
         if self.hearing is not None and start is not None:
+            if late is not None and late[0] == start and (speech_end is None or speech_end <= late[1] + 1e-6):
+                # Nothing said since the words that stopped the agent ("stop please"): they are the turn's
+                # words, heard already; a second pass would only add its delay.
+                self._words_in(rec, late[2], ended_at, prefix)
+                return
             # The words first: the turn's record and the agent's answer wait for them (off the event loop).
             self._hearing_turns.append(rec)
-            self._spawn(self._hear_turn(rec, start, self._clock.now(), ended_at, prefix))
+            self._hear(self._hear_turn(rec, start, self._clock.now(), ended_at, prefix))
             return
         rec.ended_at = ended_at
         self._turn_ended(rec, None)
@@ -673,7 +689,18 @@ class CallSession:
         assert self.hearing is not None
         heard = await self.hearing.hear(start, end)
         self._hearing_turns.remove(rec)
+        self._words_in(rec, heard, ended_at, prefix)
+
+    def _hear(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._spawn(work)
+        self._hear_tasks.add(task)
+        task.add_done_callback(self._hear_tasks.discard)
+
+    def _words_in(self, rec: Turn, heard: Heard, ended_at: float, prefix: str | None) -> None:
+        """A caller turn's words are in: on record; the agent answers (later if the words sound unfinished)."""
         self._turn_heard(rec, heard, ended_at)
+        if self._closing:  # the caller hung up: their words are kept, nobody is left to answer
+            return
         wait_s = self.deps.settings.turn_unfinished_wait_ms / 1000.0
         if wait_s > 0 and unfinished(heard.text):  # "... a table for": the caller is likely to go on
             self._answer_due = (self._clock.now() + wait_s, prefix)
@@ -1047,6 +1074,7 @@ class CallSession:
             self._finalize_agent_turn()
             await self.agent.cancel()
         await self.tools.aclose()
+        await self._hear_before_close()
         drafts = [d.turn for d in (self._draft, self._spoken) if d is not None and d.turn is not None]
         self._draft = self._spoken = None
         for draft_turn in drafts:  # a held reply never spoken: closed with the call
@@ -1070,6 +1098,18 @@ class CallSession:
             logger.info("stream ended: %s", reason, extra=self._log_extra)
         self.closed = True
         self.events.emit(CallClosed(self._clock.now(), reason))
+
+    async def _hear_before_close(self) -> None:
+        """What the caller said before hanging up is kept: a turn still open ("okay, bye") is heard too, and
+        the turns being heard get HEARING_AT_CLOSE_S to finish; none of them is answered."""
+        self._closing = True
+        rec = self._user_record
+        if self.hearing is not None and rec is not None and self._utt_start is not None:
+            self._user_record = None
+            self._hearing_turns.append(rec)
+            self._hear(self._hear_turn(rec, self._utt_start, self._clock.now(), self.deps.wall(), None))
+        if self._hear_tasks:
+            await asyncio.wait(set(self._hear_tasks), timeout=HEARING_AT_CLOSE_S)
 
     # -- drain (app/drain.py) --------------------------------------------------------------------
     drained = False  # the drain goodbye is over: the next tick ends the stream with reason "drain"

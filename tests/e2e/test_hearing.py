@@ -182,3 +182,24 @@ def test_a_caller_who_pauses_mid_clause_is_not_talked_over_and_gets_one_answer(s
     assert clears == 0
     assert [t["role"] for t in record["turns"]][:4] == ["agent", "user", "user", "agent"], record["turns"]
     assert [t["text"] for t in record["turns"][1:3]] == list(phrases)
+
+
+def test_words_said_just_before_the_hang_up_are_kept(provider: str, server_factory: Any) -> None:
+    """The caller speaks and hangs up before the turn-end silence: the turn is still heard and on record, and
+    nobody answers it."""
+    async def scenario() -> tuple[dict[str, Any], int]:
+        async with ScriptedLlmServer(["Thank you."], token_delay_s=0.01) as llm:
+            srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.", stt_engine="whisper")
+            async with EmulatedCall.start(provider, srv.url) as call:
+                await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+                await call.send_audio(read_wav(JFK)[: int(1.8 * 8000)])  # "and so my fellow americans"
+                await call.send_silence(0.2)  # well under TURN_END_SILENCE_MS: the turn is still open
+                await call.hangup()
+                record = await record_when(srv.url, call.call_id, lambda r: bool(heard_user_turns(r)), timeout_s=10)
+            return record, len(llm.chat_requests)
+
+    record, requests = asyncio.run(scenario())
+    [turn] = heard_user_turns(record)
+    words = normalise(turn["text"])
+    assert len({"and", "so", "my", "fellow", "americans", "america"} & set(words)) >= 2, turn
+    assert requests == 0  # the words are kept; the call is over, so nothing answers them
