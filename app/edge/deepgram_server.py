@@ -38,13 +38,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from app.edge.ws_loopback import WsLoopback
 
 Clock = Callable[[], float]
 
@@ -218,7 +219,7 @@ class _Recogniser:
 Script = Sequence[ScriptWord] | Callable[[int], Sequence[ScriptWord]]
 
 
-class DeepgramServer:
+class DeepgramServer(WsLoopback):
     """A `/v1/listen` WebSocket server on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
@@ -243,51 +244,14 @@ class DeepgramServer:
         self.die_after_ms = die_after_ms
         self.hang_on_close_stream = hang_on_close_stream
         self._clock = clock
-        self._host = host
-        self._port = port
-        self._server: Server | None = None
-        self._live: set[ServerConnection] = set()
+        super().__init__(host, port)
         self.connections: list[DeepgramConnection] = []
         self.refused: list[tuple[str, int]] = []  # (path, status) of handshakes refused
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server not started")
-        sockets = list(self._server.sockets)
-        port: int = sockets[0].getsockname()[1]
-        return port
 
     @property
     def url(self) -> str:
         """The base URL to give the client (it adds the query)."""
         return f"ws://{self._host}:{self.port}/v1/listen"
-
-    async def start(self) -> None:
-        self._server = await serve(
-            self._handle, self._host, self._port, process_request=self._check, ping_interval=None
-        )
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
-        self._server = None
-
-    async def __aenter__(self) -> DeepgramServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def kill(self) -> None:
-        """Drop every open socket now, without a close frame (a crashed server, a cut network)."""
-        for ws in list(self._live):
-            ws.transport.abort()
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path

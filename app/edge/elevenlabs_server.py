@@ -41,14 +41,14 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from app.edge.ws_loopback import WsLoopback
 from providers.mulaw import pcm16_to_ulaw
 from providers.tts.base import Synthesis
 from providers.tts.espeak import EspeakTts
@@ -140,8 +140,10 @@ class _Stalled(Exception):
     pass
 
 
-class ElevenLabsServer:
+class ElevenLabsServer(WsLoopback):
     """A `stream-input` WebSocket server on 127.0.0.1 (see the module docstring)."""
+
+    _ws_logger = _WS_LOGGER
 
     def __init__(
         self,
@@ -163,10 +165,7 @@ class ElevenLabsServer:
         self.bad_key_handshake = bad_key_handshake
         self.first_audio_delay_s = first_audio_delay_s
         self._tts = EspeakTts(voice=voice, end_pause=True)
-        self._host = host
-        self._port = port
-        self._server: Server | None = None
-        self._live: set[ServerConnection] = set()
+        super().__init__(host, port)
         self.connections: list[ElevenLabsConnection] = []
         self.refused: list[tuple[str, int]] = []  # (path, status) of handshakes refused
 
@@ -181,41 +180,9 @@ class ElevenLabsServer:
         self._mode = value
 
     @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server not started")
-        port: int = list(self._server.sockets)[0].getsockname()[1]
-        return port
-
-    @property
     def url(self) -> str:
         """The base URL to give the client (ELEVENLABS_URL): it adds the path and the query."""
         return f"ws://{self._host}:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await serve(self._handle, self._host, self._port, process_request=self._check,
-                                   ping_interval=None, logger=_WS_LOGGER)
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
-        self._server = None
-
-    async def __aenter__(self) -> ElevenLabsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def kill(self) -> None:
-        """Drop every open socket now, without a close frame."""
-        for ws in list(self._live):
-            ws.transport.abort()
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         split = urlsplit(request.path)
