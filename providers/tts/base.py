@@ -190,3 +190,22 @@ def audio_ms_at(words: Sequence[WordTiming], char_offset: int, text_len: int, to
         return a.voice_ends[i]  # past the word's sound: heard once the sound has ended
     span = a.char_ends[i] - chars[i]
     return times[i] + (char_offset - chars[i]) / span * (a.voice_ends[i] - times[i])
+
+
+def word_spans(text: str) -> list[tuple[int, int, int]]:
+    """(start, end without trailing punctuation, end of the token) of each whitespace-separated token: the words
+    an engine's alignment is read into, for engines that time characters or nothing at all."""
+    spans: list[tuple[int, int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        start = i
+        while i < n and not text[i].isspace():
+            i += 1
+        end = i
+        while end - 1 > start and not text[end - 1].isalnum():
+            end -= 1
+        spans.append((start, end, i))
+    return spans

@@ -56,7 +56,7 @@ from websockets.protocol import State
 
 from providers.errors import ProviderError, ProviderTimeout
 from providers.mulaw import ulaw_to_pcm16
-from providers.tts.base import Synthesis, WordTiming
+from providers.tts.base import Synthesis, WordTiming, word_spans
 from providers.tts.openai_speech import estimate_words
 
 DEFAULT_URL = "wss://api.elevenlabs.io"
@@ -208,17 +208,7 @@ def words_from_chars(text: str, times: Sequence[tuple[float, float] | None]) -> 
     """Word timings from per-character times: a word starts at its first timed character and its sound ends
     with its last one (trailing punctuation is not part of the word, as in espeak's alignment)."""
     words: list[WordTiming] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-            continue
-        start = i
-        while i < n and not text[i].isspace():
-            i += 1
-        end = i
-        while end - 1 > start and not text[end - 1].isalnum():
-            end -= 1
+    for start, end, _ in word_spans(text):
         timed = [t for t in times[start:end] if t is not None]
         if not timed:
             continue

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from providers.errors import ProviderError, ProviderTimeout
 from providers.resample import resample
-from providers.tts.base import Synthesis, WordTiming
+from providers.tts.base import Synthesis, WordTiming, word_spans
 
 Pcm16 = npt.NDArray[np.int16]
 
@@ -53,24 +53,6 @@ _ERROR_CHARS = 200
 
 
 # ---- word timings estimated from the audio (pure) -----------------------------------------------------------
-
-
-def _word_spans(text: str) -> list[tuple[int, int, int]]:
-    """(start, end without trailing punctuation, end of the token) of each whitespace-separated token."""
-    spans: list[tuple[int, int, int]] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-            continue
-        start = i
-        while i < n and not text[i].isspace():
-            i += 1
-        end = i
-        while end - 1 > start and not text[end - 1].isalnum():
-            end -= 1
-        spans.append((start, end, i))
-    return spans
 
 
 def _voiced(pcm: Pcm16, sample_rate: int) -> npt.NDArray[np.bool_]:
@@ -115,7 +97,7 @@ def _spread(spans: Sequence[tuple[int, int, int]], t0: float, t1: float) -> list
 
 def estimate_words(text: str, pcm: Pcm16, sample_rate: int) -> tuple[WordTiming, ...]:
     """Word timings for audio that came without any (see the module docstring)."""
-    spans = _word_spans(text)
+    spans = word_spans(text)
     stretches = _stretches(_voiced(pcm, sample_rate))
     if not spans or not stretches:
         return ()
