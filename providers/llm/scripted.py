@@ -10,6 +10,7 @@ request that brings the tool's result gets the answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -61,6 +62,9 @@ DEFAULT_ANSWER = (
     "Sorry, in this demo I can only help with our opening hours, a booking or a cancellation. "
     "Could you ask about one of those?"
 )
+# The conversation state's line for the sentence an interruption cut (app/call/conversation.py writes it): a
+# "say that again" answers with it whole.
+CUT_SENTENCE_LINE = "- the sentence you were saying when cut off (say it again, whole, if they ask): "
 KEYS_PREFIX = "[the caller pressed the keys: "  # how the session puts DTMF keys into a caller's turn
 NO_WORDS = "[the caller spoke"  # ... and a turn it has no words for
 
@@ -72,6 +76,16 @@ def intent_of(said: str) -> Intent | None:
         if any(f" {cue} " in text for cue in intent.cues):
             return intent
     return None
+
+
+def _cut_sentence(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The cut sentence the session's conversation state offers (app/call/conversation.py), or ""."""
+    system = str(messages[0].get("content") or "") if messages and messages[0].get("role") == "system" else ""
+    for line in system.splitlines():
+        if line.startswith(CUT_SENTENCE_LINE):
+            with contextlib.suppress(ValueError):
+                return str(json.loads(line[len(CUT_SENTENCE_LINE):]))
+    return ""
 
 
 def scripted_reply(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -92,7 +106,11 @@ def scripted_reply(messages: Sequence[Mapping[str, Any]]) -> str:
     if intent is None:
         return DEFAULT_ANSWER
     if intent.name == "repeat":
-        # the agent's last words as the caller heard them (an interrupted turn ends in a bracketed mark)
+        # Cut off mid-sentence: the whole sentence they were hearing, from the conversation state (the history
+        # holds only its heard part); otherwise the agent's last words (an interrupted turn ends in a mark).
+        cut = _cut_sentence(messages)
+        if cut:
+            return f"Sorry, I'll say that again. {cut}"
         return f"Of course. {assistant[-1].split(' [')[0]}" if assistant else DEFAULT_ANSWER
     return intent.answer
 

@@ -219,6 +219,32 @@ def test_conversation_state_names_the_cut_turn_and_counts_interruptions() -> Non
     assert "(complete)" in fresh.render() and "tools in flight: none" in fresh.render()
 
 
+def test_a_cut_turn_offers_the_whole_sentence_the_caller_was_hearing_and_say_that_again_says_it() -> None:
+    from app.call.conversation import sentence_at
+    from providers.llm.scripted import scripted_reply
+
+    intended = "We open at nine. On Saturdays we open at ten and close at two. Anything else?"
+    assert sentence_at(intended, len("We open at nine. On Satur")) == "On Saturdays we open at ten and close at two."
+    assert sentence_at(intended, len("We open at nine.")) == "We open at nine."  # heard whole, cut in the pause
+    assert sentence_at(intended, 0) == "We open at nine."
+    cut = Turn(3, "agent", text="We open at nine. On Satur", heard_text="We open at nine. On Satur",
+               intended_text=intended, interrupted=True, ended_at=3.0)
+    state = conversation_state([Turn(2, "user", text="hours?", ended_at=2.0), cut], [], agent_speaking=False)
+    assert state.cut_sentence == "On Saturdays we open at ten and close at two."
+    system = {"role": "system", "content": f"You are a helpful agent.\n\n{state.render()}"}
+    history = [{"role": "user", "content": "hours?"},
+               {"role": "assistant", "content": "We open at nine. On Satur [cut off here: the caller interrupted]"},
+               {"role": "user", "content": "Sorry, say that again?"}]
+    assert scripted_reply([system, *history]) == (
+        "Sorry, I'll say that again. On Saturdays we open at ten and close at two.")
+    # a complete last turn: no cut sentence, and "say that again" repeats the last words as before
+    whole = conversation_state([Turn(3, "agent", text="We open at nine.", ended_at=3.0)], [], agent_speaking=False)
+    assert whole.cut_sentence == "" and "cut off (say it again" not in whole.render()
+    plain = [{"role": "system", "content": whole.render()}, {"role": "assistant", "content": "We open at nine."},
+             {"role": "user", "content": "say that again"}]
+    assert scripted_reply(plain) == "Of course. We open at nine."
+
+
 # -- the agent's turn with tools (in process: fake LLM and TTS, the real outbox) -------------------------------
 class ToolLlm:
     """Asks for `call` while no tool result is in the request (or always, with `loop`), else answers."""
