@@ -350,6 +350,13 @@ class AccuracyRunner:
         if clip.condition != "baseline":
             self._outcome(call, clip, run, times, record)
         if clip.reference is not None and run.detected:
+            # The caller's words go on record once heard, which may be after the hang-up (the server hears a
+            # turn still open then): wait for them a little.
+            for _ in range(60):
+                if record is None or heard_after_bargein(record):
+                    break
+                await asyncio.sleep(0.1)
+                record = await self.server.call_record(call.call_id)
             run.heard_text = heard_after_bargein(record)
             run.first_words = first_word_in(clip.reference, run.heard_text)
             run.first_words_offline = first_word_in(clip.reference, clip.offline_text or "")
