@@ -266,7 +266,8 @@ def test_a_spare_refused_before_it_answers_is_retried_once_then_the_error_stands
         async with ElevenLabsServer(api_key=KEY) as server:
             tts = engine(server.url)
             await tts.synthesize("Hello there.")
-            await until(lambda: len(server.connections) == 2)
+            # the spare is ready once it has said its opening " " (under load the handshake can still be going)
+            await until(lambda: len(server.connections) == 2 and bool(server.connections[1].received))
             server.mode = "policy_close"
             with pytest.raises(ProviderError) as info:
                 await tts.synthesize("How can I help?")
