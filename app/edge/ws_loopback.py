@@ -8,6 +8,7 @@ them all at once (`kill`: a crashed vendor, a cut network), and says which port 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
@@ -15,7 +16,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 
-class WsLoopback:
+class WsLoopback(ABC):
     """Start / stop / kill for a loopback WebSocket server; subclasses write `_handle` and may write `_check`."""
 
     _ws_logger: logging.Logger | None = None  # websockets' own logger for this server (None: its default)
@@ -62,5 +63,6 @@ class WsLoopback:
         """The handshake: None accepts it, a response refuses it."""
         return None
 
+    @abstractmethod
     async def _handle(self, ws: ServerConnection) -> None:
-        raise NotImplementedError
+        """One vendor connection, from the accepted handshake to its close (the vendor's wire protocol)."""
