@@ -286,6 +286,11 @@ class Settings(BaseSettings):
         description="Where call records and used stream tokens are kept: sqlite:///file.db (one host), "
                     "postgresql://user:password@host/db (several replicas), or memory:// (this process only).",
     )
+    # Transcripts are personal data: a store that keeps them for ever is one nobody chose. 30 days covers a
+    # month of disputes and reviews; 0 keeps everything (the store is then the team's to prune).
+    call_store_retention_days: float = Field(
+        30.0, ge=0, description="Days a call's record (turns, barge-ins) is kept in the store; 0 = for ever."
+    )
 
     # --- call recordings (app/record/) ------------------------------------------------------------
     record_dir: str = Field(

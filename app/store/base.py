@@ -92,6 +92,11 @@ class CallStore(Protocol):
         """Delete used-token rows whose `forget_at` has passed; how many went."""
         ...
 
+    async def forget_calls(self, before: float, limit: int) -> int:
+        """Delete up to `limit` calls that started before `before` (wall-clock seconds), with their turns and
+        barge-ins, oldest first, in one transaction; how many calls went."""
+        ...
+
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
     async def recent_calls(self, limit: int) -> list[CallRecord]:

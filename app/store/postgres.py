@@ -103,6 +103,18 @@ class PostgresStore:
             raise StoreError(f"PostgreSQL token forget: {type(exc).__name__}: {exc}") from exc
         return int(str(status).rsplit(" ", 1)[-1])  # "DELETE <n>"
 
+    async def forget_calls(self, before: float, limit: int) -> int:
+        try:
+            async with self._need_pool().acquire() as conn, conn.transaction():
+                ids = [r["call_id"] for r in await conn.fetch(
+                    "SELECT call_id FROM bargein_calls WHERE started_at < $1 ORDER BY started_at LIMIT $2 "
+                    "FOR UPDATE SKIP LOCKED", before, max(limit, 0))]
+                for table in ("bargein_turns", "bargein_bargeins", "bargein_calls"):
+                    await conn.execute(f"DELETE FROM {table} WHERE call_id = ANY($1::text[])", ids)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError(f"PostgreSQL call forget: {type(exc).__name__}: {exc}") from exc
+        return len(ids)
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         try:
             async with self._need_pool().acquire() as conn:

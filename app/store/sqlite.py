@@ -153,6 +153,19 @@ class SqliteStore:
 
         return await self._run(forget)
 
+    async def forget_calls(self, before: float, limit: int) -> int:
+        def forget(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in db.execute(
+                "SELECT call_id FROM bargein_calls WHERE started_at < ? ORDER BY started_at LIMIT ?",
+                (before, max(limit, 0)))]
+            for table in ("bargein_turns", "bargein_bargeins", "bargein_calls"):
+                db.executemany(f"DELETE FROM {table} WHERE call_id = ?", [(call_id,) for call_id in ids])
+            db.execute("COMMIT")
+            return len(ids)
+
+        return await self._run(forget)
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         def get(db: sqlite3.Connection) -> CallRecord | None:
             row = db.execute(

@@ -42,7 +42,8 @@ MAX_PENDING = 50_000  # rows; a turn row is ~1 KB, so ~50 MB at worst while the 
 MAX_BATCH = 500  # rows in one transaction
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
-FORGET_EVERY_S = 600.0  # how often used-token rows past their window are deleted
+FORGET_EVERY_S = 600.0  # how often used-token rows past their window, and calls past retention, are deleted
+FORGET_CALLS_BATCH = 1000  # calls deleted in one transaction: a backlog goes in short ones, never one long lock
 LOG_EVERY_S = 30.0  # a store that keeps failing is logged at most this often
 
 
@@ -68,8 +69,9 @@ class _Progress:
 
 class StoreWriter:
     def __init__(self, store: CallStore, metrics: Metrics, wall: Callable[[], float] = time.time,
-                 *, max_pending: int = MAX_PENDING) -> None:
+                 *, max_pending: int = MAX_PENDING, retention_s: float = 0.0) -> None:
         self.store = store
+        self.retention_s = retention_s  # calls older than this are deleted; 0 keeps them for ever
         self._wall = wall
         self._max_pending = max_pending
         self._pending: deque[tuple[float, Write]] = deque()  # (queued at, perf_counter; row)
@@ -84,6 +86,8 @@ class StoreWriter:
                                ["op"], registry=r)
         self._dropped = Counter("bargein_store_dropped_rows_total",
                                 "Call-store rows given up on (queue full, or a row the store refused)", registry=r)
+        self._forgotten = Counter("bargein_store_forgotten_calls_total",
+                                  "Calls deleted from the store past CALL_STORE_RETENTION_DAYS", registry=r)
         self._last_log = -LOG_EVERY_S
         self.written = 0  # rows committed
         self.lag_s: deque[float] = deque(maxlen=10_000)  # queued -> committed, per row (for figures and tests)
@@ -198,6 +202,7 @@ class StoreWriter:
             if time.monotonic() >= next_forget:
                 next_forget = time.monotonic() + FORGET_EVERY_S
                 await self._forget_tokens()
+                await self._forget_calls()
             if not self._pending:
                 continue
             batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
@@ -247,6 +252,19 @@ class StoreWriter:
         except Exception as exc:
             self._failed("forget_tokens", exc)
 
+    async def _forget_calls(self) -> None:
+        if self.retention_s <= 0:
+            return
+        before = self._wall() - self.retention_s
+        try:
+            while True:
+                gone = await self.store.forget_calls(before, FORGET_CALLS_BATCH)
+                self._forgotten.inc(gone)
+                if gone < FORGET_CALLS_BATCH:
+                    return
+        except Exception as exc:
+            self._failed("forget_calls", exc)
+
     def _failed(self, op: str, exc: BaseException) -> None:
         self._errors.labels(op).inc()
         now = time.monotonic()
@@ -285,7 +303,7 @@ async def start_writer(settings: Settings, metrics: Metrics) -> StoreWriter | No
                          "memory (set CALL_STORE_URL to a writable sqlite:////path or a postgresql:// URL)",
                          safe_url(settings.call_store_url))
         return None
-    writer = StoreWriter(store, metrics)
+    writer = StoreWriter(store, metrics, retention_s=settings.call_store_retention_days * 86400.0)
     writer.start()
     logger.info("call store: %s", safe_url(settings.call_store_url))
     return writer

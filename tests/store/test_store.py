@@ -232,6 +232,9 @@ class FlakyStore:
     async def forget_tokens(self, now: float) -> int:
         return await self.inner.forget_tokens(now)
 
+    async def forget_calls(self, before: float, limit: int) -> int:
+        return await self.inner.forget_calls(before, limit)
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         if self.down:
             raise StoreError("connection refused")
@@ -352,3 +355,53 @@ async def test_a_call_reconnecting_to_another_replica_continues_the_stored_recor
     finally:
         await a_writer.aclose()
         await b_writer.aclose()
+
+
+@in_loop
+async def test_calls_past_retention_go_with_their_turns_and_bargeins(store_url: str, monkeypatch: Any) -> None:
+    """CALL_STORE_RETENTION_DAYS: the writer deletes calls that started before it, in short transactions (a
+    batch of 2 here, so the backlog takes several), and keeps the recent ones and everything of theirs."""
+    import app.store.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "FORGET_CALLS_BATCH", 2)
+    now = 1_800_000_000.0
+    day = 86400.0
+    store = await opened(store_url)
+    old = [a_record(f"CAold{i}", now - 40 * day + i) for i in range(5)]
+    recent = a_record("CArecent", now - 29 * day)
+    filler = StoreWriter(store, Metrics())
+    for record in [*old, recent]:
+        filler.opened(record, fresh=True)
+        filler.closed(record)
+    await store.write([row for _, row in filler._pending])
+    metrics = Metrics()
+    writer = StoreWriter(store, metrics, wall=lambda: now, retention_s=30 * day)
+    writer.start()  # the first pass runs at once
+    try:
+        for _ in range(100):
+            if metrics.registry.get_sample_value("bargein_store_forgotten_calls_total") == 5.0:
+                break
+            await asyncio.sleep(0.05)
+        assert metrics.registry.get_sample_value("bargein_store_forgotten_calls_total") == 5.0
+        assert [r.call_id for r in await store.recent_calls(10)] == ["CArecent"]
+        kept = await store.get_call("CArecent")
+        assert kept is not None and len(kept.turns) == 2 and len(kept.bargeins) == 2
+        # A call id used again after its old rows went starts clean: no turn or barge-in row was left behind.
+        await store.write([call_row(CallRecord("CAold0", "twilio", now), fresh=False)])
+        again = await store.get_call("CAold0")
+        assert again is not None and again.turns == [] and again.bargeins == []
+    finally:
+        await writer.aclose()
+
+
+@in_loop
+async def test_retention_zero_keeps_every_call(tmp_path: Any) -> None:
+    store = await opened(f"sqlite:///{tmp_path}/calls.db")
+    await store.write([call_row(a_record("CAancient", 1_000.0))])
+    writer = StoreWriter(store, Metrics(), retention_s=0.0)
+    writer.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert [r.call_id for r in await store.recent_calls(10)] == ["CAancient"]
+    finally:
+        await writer.aclose()
