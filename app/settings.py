@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     agent_state_in_prompt: bool = Field(
         True, description="Append the conversation state (app/call/conversation.py) to the system message."
     )
+    # "More clearly": a caller who cut in with "sorry?" heard the sentence once already at full speed; 0.85 is
+    # slower enough to hear (about 150 words a minute from 175) without sounding like a different voice.
+    agent_clarify_pace: float = Field(
+        0.85, ge=0.5, le=1.0,
+        description="Speaking rate (x the voice's own) of a reply to a clarification after a cut; 1 = unchanged.",
+    )
     agent_tool_holding_text: str = Field(
         "One moment, I'm pulling that up.",
         description="Said once per turn when a tool runs past TOOL_HOLDING_AFTER_MS.",

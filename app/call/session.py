@@ -88,7 +88,7 @@ from providers.telephony.events import (
     TelephonyEvent,
     UnknownEvent,
 )
-from providers.tts.base import Synthesis, TtsEngine
+from providers.tts.base import Synthesis, TtsEngine, at_pace
 
 logger = logging.getLogger(__name__)
 
@@ -795,7 +795,7 @@ class CallSession:
         draft.turn = AgentTurn(
             DRAFT_TURN_ID,
             outbox=self.outbox,
-            tts=self.deps.tts,
+            tts=self._reply_tts(),
             tts_timeout_s=s.tts_timeout_s,
             llm=self.deps.llm,
             messages=self._messages(),
@@ -943,9 +943,27 @@ class CallSession:
             self._turn_speech_end.pop(rec.id, None),
         ))
 
+    def _reply_tts(self) -> TtsEngine:
+        """The engine for the next reply: at AGENT_CLARIFY_PACE when the caller cut the agent off and then asked
+        to hear it again ("sorry?", "say that again"): the sentence comes back slower, not just again."""
+        pace = self.deps.settings.agent_clarify_pace
+        if pace >= 1.0 or self.record is None:
+            return self.deps.tts
+        asked: Turn | None = None
+        for turn in reversed(self.record.turns):
+            if asked is None:
+                if turn.role == "user":
+                    asked = turn
+            elif turn.role == "agent" and turn.text:
+                if turn.interrupted and interruption(asked.text or "") == "clarification":
+                    return at_pace(self.deps.tts, pace)
+                break
+        return self.deps.tts
+
     def _start_agent_turn(self, text: str | None = None, prefix: str | None = None) -> None:
         assert self.record is not None
         self._finalize_agent_turn()
+        tts = self._reply_tts() if text is None else self.deps.tts  # a fixed line (greeting) is never a reply
         rec = self.record.new_turn("agent", self.deps.wall())
         self.events.emit(TurnStarted(self._clock.now(), rec.id, "agent"))
         s = self.deps.settings
@@ -958,7 +976,7 @@ class CallSession:
         self.agent = AgentTurn(
             rec.id,
             outbox=self.outbox,
-            tts=self.deps.tts,
+            tts=tts,
             tts_timeout_s=s.tts_timeout_s,
             llm=self.deps.llm,
             # Built when the turn's request goes out, after the tool calls still in flight have settled.

@@ -77,6 +77,7 @@ class ElevenLabsConnection:
     audio_messages: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     ended: str = ""  # "final", "dropped", "stalled", "policy", "error", "bad_key", "inactive", "client", "killed"
+    speed: float = 1.0  # the initialising message's voice_settings.speed
 
 
 def char_times(synthesis: Synthesis, text_len: int) -> list[tuple[float, float]]:
@@ -258,6 +259,8 @@ class ElevenLabsServer(WsLoopback):
                     record.ended = "error"
                     await ws.close(1008, "The first message must have text set to a single space")
                     return
+                settings = message.get("voice_settings") or {}
+                record.speed = float(settings.get("speed", 1.0)) if isinstance(settings, dict) else 1.0
                 continue
             text = message["text"]
             record.mode = self.mode  # a mode set while this connection waited applies to its text
@@ -288,7 +291,7 @@ class ElevenLabsServer(WsLoopback):
     async def _generate(self, ws: ServerConnection, record: ElevenLabsConnection, text: str) -> None:
         text = text.lstrip()
         record.generated.append(text)
-        synthesis = await self._tts.synthesize(text)
+        synthesis = await self._tts.paced(record.speed).synthesize(text)
         record.syntheses.append(synthesis)
         if self.first_audio_delay_s > 0:
             await asyncio.sleep(self.first_audio_delay_s)

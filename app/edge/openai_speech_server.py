@@ -213,11 +213,16 @@ class SpeechServer:
             status = int(failure.group(1))
             return await self._json(writer, record, status, _error("The server had an error while processing your "
                                                                    "request.", "server_error"), keep_alive)
-        return await self._stream(writer, record, text, fmt, keep_alive)
+        speed = body.get("speed", 1.0) if body else 1.0
+        if not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
+            return await self._json(writer, record, 400, _error("speed must be a number from 0.25 to 4.0",
+                                                                "invalid_request_error"), keep_alive)
+        return await self._stream(writer, record, text, fmt, keep_alive, float(speed))
 
     async def _stream(self, writer: asyncio.StreamWriter, record: SpeechRequest, text: str, fmt: str,
-                      keep_alive: bool) -> bool:
-        synthesis = await self._tts.synthesize(text)
+                      keep_alive: bool, speed: float = 1.0) -> bool:
+        # `speed` as the API means it: the same voice, faster or slower (espeak's words per minute x speed)
+        synthesis = await self._tts.paced(speed).synthesize(text)
         audio = synthesis.pcm.astype("<i2").tobytes()
         step = max(2, int(PCM_RATE * self.chunk_ms / 1000.0) * 2)
         chunks = [audio[i : i + step] for i in range(0, len(audio), step)]

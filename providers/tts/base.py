@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from math import floor
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,23 @@ class TtsEngine(Protocol):
     async def aclose(self) -> None:
         """Release what this handle holds."""
         ...
+
+
+@runtime_checkable
+class PacedTts(Protocol):
+    """An engine that can speak slower or faster than its configured rate (a clarification is said slower)."""
+
+    def paced(self, factor: float) -> TtsEngine:
+        """A handle on the same engine at `factor` x its speaking rate (0.8: a fifth slower); its word timings
+        are of the paced audio, so the heard position stays exact. The handle lives as long as this one."""
+        ...
+
+
+def at_pace(engine: TtsEngine, factor: float) -> TtsEngine:
+    """`engine` at `factor` x its speaking rate where it can change it; otherwise `engine` itself."""
+    if abs(factor - 1.0) < 1e-9 or not isinstance(engine, PacedTts):
+        return engine
+    return engine.paced(factor)
 
 
 def word_ends(

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from providers.tts.base import Synthesis, TtsEngine
+from providers.tts.base import Synthesis, TtsEngine, at_pace
 from providers.tts.espeak import EspeakTts
 
 PROTECTED_SHARE = 0.8  # of max_bytes: entries hit at least twice
@@ -222,6 +222,14 @@ class CachedTts:
         if not text.strip() or self.cache.max_bytes == 0:
             return await self._inner.synthesize(text)
         return await self.cache.get((self.identity, text), lambda: self._inner.synthesize(text))
+
+    def paced(self, factor: float) -> TtsEngine:
+        """The inner engine at `factor` x its rate, under its own key in the same cache; this handle itself when
+        the inner engine cannot change its rate."""
+        inner = at_pace(self._inner, factor)
+        if inner is self._inner:
+            return self
+        return CachedTts(inner, f"{self.identity}:pace={factor:g}", self.cache)
 
     async def aclose(self) -> None:
         """Close the inner engine (the cache may serve other handles: `cache.clear()` empties it)."""

@@ -272,6 +272,7 @@ class ElevenLabsTts:
         warm_connections: int = 1,
         warm_max_age_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
+        speed: float = 1.0,
     ) -> None:
         if not api_key:
             raise ValueError("an ElevenLabs API key is required")
@@ -282,8 +283,12 @@ class ElevenLabsTts:
         self._api_key = api_key
         self.voice_id = voice_id
         self.model_id = model_id
+        self._base_url = url
         self.url = stream_url(url, voice_id, model_id)
         self.voice_settings = {"stability": stability, "similarity_boost": similarity_boost}
+        if speed != 1.0:  # voice_settings.speed, 0.7-1.2 in ElevenLabs' docs; left out at 1 (the voice's own)
+            self.voice_settings["speed"] = speed
+        self._paced: dict[float, ElevenLabsTts] = {}
         self.connect_timeout_s = connect_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.warm_connections = warm_connections
@@ -305,6 +310,19 @@ class ElevenLabsTts:
     def identity(self) -> str:
         """Everything that changes the output for a text (the cache key's first half)."""
         return f"elevenlabs:{self.url}:{json.dumps(self.voice_settings, sort_keys=True)}"
+
+    def paced(self, factor: float) -> ElevenLabsTts:
+        """This voice at `factor` x its speed (within 0.7-1.2). Kept per factor and closed with this handle; it
+        keeps no warm spares: a slower reply is rare (a clarification), so it opens a connection per sentence."""
+        speed = round(min(max(float(self.voice_settings.get("speed", 1.0)) * factor, 0.7), 1.2), 3)
+        if speed not in self._paced:
+            self._paced[speed] = ElevenLabsTts(
+                self._api_key, self.voice_id, model_id=self.model_id, url=self._base_url,
+                stability=float(self.voice_settings["stability"]),
+                similarity_boost=float(self.voice_settings["similarity_boost"]),
+                connect_timeout_s=self.connect_timeout_s, idle_timeout_s=self.idle_timeout_s, warm_connections=0,
+                clock=self._clock, speed=speed)
+        return self._paced[speed]
 
     async def synthesize(self, text: str) -> Synthesis:
         if not text.strip():
@@ -422,6 +440,8 @@ class ElevenLabsTts:
     async def aclose(self) -> None:
         """Close the spares and wait for the background opens and polite closes."""
         self._closed = True
+        for paced in self._paced.values():
+            await paced.aclose()
         while self._warm:
             self._warm.pop()[0].transport.abort()
         if self._background:

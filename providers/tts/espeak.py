@@ -393,5 +393,11 @@ class EspeakTts:
             self.on_wait(max(0.0, started - submitted))
         return synthesis
 
+    def paced(self, factor: float) -> EspeakTts:
+        """The same voice at `factor` x this handle's words per minute (within espeak's range)."""
+        rate = min(max(round(self.rate_wpm * factor), RATE_MIN_WPM), RATE_MAX_WPM)
+        return EspeakTts(self.voice, rate, end_pause=self.end_pause, sample_rate=self.sample_rate,
+                         processes=self.processes, on_wait=self.on_wait)
+
     async def aclose(self) -> None:
         """Nothing to release: the engine (thread or pool) belongs to the process and exits with it."""

@@ -185,6 +185,7 @@ class OpenAiSpeechTts:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        speed: float = 1.0,
     ) -> None:
         if response_format not in ("pcm", "wav"):
             raise ValueError(f"response_format must be pcm or wav, got {response_format!r}")
@@ -195,6 +196,7 @@ class OpenAiSpeechTts:
         self.response_format = response_format
         self.sample_rate = sample_rate
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=5.0, pool=5.0)
+        self.speed = speed  # the API's `speed` (0.25-4.0); sent only when not 1
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout, trust_env=False)
 
@@ -204,7 +206,16 @@ class OpenAiSpeechTts:
     @property
     def identity(self) -> str:
         """Everything that changes the output for a text (the cache key's first half)."""
-        return f"openai:{self.url}:{self.model}:{self.voice}:{self.response_format}:{self.sample_rate}"
+        pace = "" if self.speed == 1.0 else f":speed={self.speed:g}"
+        return f"openai:{self.url}:{self.model}:{self.voice}:{self.response_format}:{self.sample_rate}{pace}"
+
+    def paced(self, factor: float) -> OpenAiSpeechTts:
+        """The same voice at `factor` x this handle's speed, on this handle's HTTP client (closed with it)."""
+        paced = OpenAiSpeechTts(self.url.removesuffix("/audio/speech"), self._api_key, model=self.model,
+                                voice=self.voice, response_format=self.response_format,
+                                sample_rate=self.sample_rate, client=self._client,
+                                speed=min(max(self.speed * factor, 0.25), 4.0))
+        return paced
 
     async def synthesize(self, text: str) -> Synthesis:
         if not text.strip():
@@ -223,7 +234,10 @@ class OpenAiSpeechTts:
                          words=estimate_words(text, pcm, self.sample_rate))
 
     async def _fetch(self, text: str) -> bytes:
-        payload = {"model": self.model, "input": text, "voice": self.voice, "response_format": self.response_format}
+        payload: dict[str, object] = {"model": self.model, "input": text, "voice": self.voice,
+                                      "response_format": self.response_format}
+        if self.speed != 1.0:
+            payload["speed"] = self.speed
         headers = {"Authorization": f"Bearer {self._api_key}"}
         try:
             async with self._client.stream("POST", self.url, json=payload, headers=headers) as response:
