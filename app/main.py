@@ -26,6 +26,7 @@ from app.bargein.silero import SileroBatcher, shared_model
 from app.bargein.vad import VadConfig
 from app.call.admission import UnstartedStreams
 from app.call.demo_tools import demo_tools
+from app.call.end_of_turn import EndOfTurn, SmartTurn
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession
 from app.call.tools import ToolRegistry
@@ -193,6 +194,9 @@ def create_app(
         )
         # One Silero model for the process; one batcher per event loop, shared by every call on it.
         batcher = SileroBatcher(shared_model())
+        # The end-of-turn model (TURN_END_MODEL), loaded once per process, off the loop; asked for, it must load.
+        end_of_turn = EndOfTurn(await asyncio.to_thread(SmartTurn), settings.turn_model_max_pending) \
+            if settings.turn_end_model == "smart_turn" else None
         try:
             fallback.append(await tts.synthesize(settings.agent_fallback_text))
         except Exception as exc:
@@ -242,6 +246,7 @@ def create_app(
             require_token=not auth.insecure,
             fallback=fallback,
             stt=stt,
+            end_of_turn=end_of_turn,
             # The embedded agent has its demo tools; with a hosted LLM, only the tools the application gave.
             tools=tools if tools is not None else (ToolRegistry() if settings.llm_base_url else demo_tools()),
             observers=list(observers or []) + ([recorder.observe] if recorder is not None else [])
@@ -274,6 +279,8 @@ def create_app(
             await tts.aclose()
             if stt is not None:
                 await stt.aclose()
+            if end_of_turn is not None:
+                end_of_turn.close()
             if recorder is not None:
                 await asyncio.to_thread(recorder.stop)  # writes what is waiting and closes every file
             if tracer is not None:

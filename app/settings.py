@@ -193,6 +193,27 @@ class Settings(BaseSettings):
     turn_unfinished_silence_ms: float = Field(
         1500.0, gt=0, le=10_000, description="progressive: silence that ends a turn whose words stop mid-clause."
     )
+    # End-of-turn model (app/call/end_of_turn.py): asked at the short pause, it hears whether the caller's
+    # voice finished; thresholds picked on the tuning pool at phone quality (python -m app.offline.eot_eval).
+    turn_end_model: Literal["off", "smart_turn"] = Field(
+        "off", description="off: silence and words decide the turn's end; smart_turn: Smart Turn v3 is asked at "
+                           "the pause too (weights from the pipecat-ai wheel: pip install --no-deps pipecat-ai)."
+    )
+    turn_model_complete_at: float = Field(
+        0.5, ge=0, le=1, description="End-of-turn model: P(complete) at or above this ends the turn (strict) or "
+                                     "sets the short deadline (progressive)."
+    )
+    turn_model_incomplete_below: float = Field(
+        0.5, ge=0, le=1, description="End-of-turn model: P(complete) below this waits TURN_UNFINISHED_SILENCE_MS; "
+                                     "between the two thresholds the turn ends as without the model."
+    )
+    turn_model_complete_silence_ms: float = Field(
+        300.0, gt=0, le=5000, description="progressive: silence that ends a turn the model and the words both "
+                                          "call complete."
+    )
+    turn_model_max_pending: int = Field(
+        4, ge=1, le=64, description="End-of-turn model: asks queued or running per process; past it, no verdict."
+    )
     stt_wait_after_stop_s: float = Field(
         2.0, ge=0, description="After words like 'wait' stopped the agent, how long it waits for the caller."
     )
@@ -235,6 +256,17 @@ class Settings(BaseSettings):
     )
     vad_floor_window_ms: float = Field(1000.0, ge=80, description="How far back the noise floor looks.")
     vad_pause_ms: float = Field(250.0, gt=0, description="Silence after which an utterance counts as paused.")
+    # The slow onset path (app/bargein/onset.py; fitted by python -m app.offline.fit_onset on the pool).
+    vad_onset_threshold: float = Field(
+        0.0, ge=0, lt=1, description="A soft onset this sure for VAD_ONSET_WINDOWS windows starts speech; 0: off."
+    )
+    vad_onset_windows: int = Field(3, ge=2, description="32 ms windows the slow onset path needs in a row.")
+    vad_onset_gate: float = Field(
+        0.0, ge=0, le=1, description="The slow path's learned gate threshold (0: no gate; fitted: 0.81)."
+    )
+    vad_evidence_threshold: float = Field(
+        0.8, gt=0, lt=1, description="Silero probability from which a window counts toward the caller's speech time."
+    )
 
     # --- barge-in policy (app/bargein/detector.py; presets in app/bargein/presets.py) ------------------
     bargein_preset: Literal["phone", "speakerphone", "noisy", "browser"] = Field(
@@ -376,6 +408,13 @@ class Settings(BaseSettings):
         workers = self.workers if workers is None else workers
         return (self.auth_enabled and not self.stream_token_secret
                 and (is_shared(self.call_store_url) or workers > 1))
+
+    @model_validator(mode="after")
+    def _turn_model_thresholds_ordered(self) -> Self:
+        # Checked at start: app/call/turn_taking.py would refuse them at each call's start.
+        if self.turn_model_incomplete_below > self.turn_model_complete_at:
+            raise ValueError("TURN_MODEL_INCOMPLETE_BELOW must not be above TURN_MODEL_COMPLETE_AT")
+        return self
 
     @model_validator(mode="after")
     def _hosted_tts_configured(self) -> Self:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Every caller frame goes through `CallVad.feed(pcm16, now)` for the whole call, whether or not the agent is
-talking: the caller's turns need the same decisions, and Silero's recurrent state must stay warm.
+talking: the caller's turns need the same decisions (Silero sees only the windows around the ones that matter).
 
 Layers, cheapest first:
 
@@ -19,18 +19,23 @@ Layers, cheapest first:
 2. webrtcvad, per exact 20 ms frame, optional (`use_webrtc`, off by default). It calls most steady noise
    speech, so it can only corroborate, never classify; on the corpus, requiring it changed no decision in
    modes 0-2 and lost a word in mode 3, so it stays a configurable layer that costs nothing when off.
-3. Silero VAD on 32 ms (256-sample) windows re-framed from the 20 ms frames, run through the process-wide
-   `SileroBatcher` on EVERY window so the model's state stays warm. A window is awaited only when its
-   probability can change what happens: while speech is starting or on, or on a QUIET line when every cheap
-   layer (gate, webrtcvad, the floor's SNR) lets it start speech. Any other window is WEAK or SILENCE
-   whatever Silero says, and in QUIET both leave the state as it is: it is deferred (run later, in bulk,
-   still before the stream's next awaited window) and reads NaN to `recent()` / `candidate()`.
+3. Silero VAD on 32 ms (256-sample) windows re-framed from the 20 ms frames, through the process-wide
+   `SileroBatcher`. A window is scored only when its probability can change what happens: while speech is
+   starting or on, or on a QUIET line when every cheap layer (gate, webrtcvad, the floor's SNR) lets it
+   start speech. Any other window is WEAK or SILENCE whatever Silero says, and in QUIET both leave the state
+   as it is: it is deferred (run later, in bulk, before the stream's next scored window) and reads NaN to
+   `recent()` / `candidate()`. After more than `silero.WARMUP_WINDOWS` of them in a row only the last
+   WARMUP_WINDOWS run, just before the next scored window, to warm the model's state for it: a quiet or
+   steady-noise line then costs the model a few windows around each one that matters, not every window.
    A window's cheap-layer verdict is the OR over the 20 ms frames that end inside it (those are exactly the
    complete frames that overlap it).
 
 Each window is classified as SPEECH (probability >= silero_threshold and the cheap layers agree, the
 floor's SNR included), WEAK (probability >= silero_release, absolute gate passed: still speech once speech
 has started; the floor is not asked, so a turn in noise is not cut) or SILENCE.
+A soft onset can also start speech by the slow path (`onset.py`): `onset_windows` windows in a row that pass
+the same cheap layers with a probability of at least `onset_threshold` (e.g. 0.8 x 3: 96 ms; off by default)
+count as SUSTAINED, behind an optional fitted gate; the run becomes the speech's start (`sustained_ms` = 96).
 Then the hysteresis below turns windows into events. "Sustained" counts audio time (32 ms per window);
 "silence" is measured on the arrival clock, so a timer calling `tick(now)` ends a turn on time even when
 the phone leg stops sending frames.
@@ -45,7 +50,9 @@ Hooks for the decision layer that sits after this one:
 - `on_pause`: told `SpeechPaused` once per pause, when speech has been silent for `pause_ms` (a
   "mm-hmm" is over long before turn_end_silence_ms). It is a callback, not a feed() result, so consumers
   of VadEvent (the detector's policy table) are unchanged. `speech_ms` and `silence_ms(now)` read the same
-  timers.
+  timers, with one difference: speech time (`speech_ms`, SpeechPaused.speech_ms) runs to the last window
+  with speech evidence (>= `evidence_threshold`), silence from the last window above release: a WEAK tail
+  keeps a turn open without making it longer.
 
 The only time source is the `now` passed in; nothing here reads a clock. `feed` awaits only the batcher,
 and, on a frame longer than WINDOWS_PER_TURN windows, the loop itself now and then: the work of one frame is
@@ -64,6 +71,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
+from app.bargein import onset
 from app.bargein.noise_floor import NoiseFloor, dbfs_of_energy, energy_of_dbfs
 from app.bargein.silero import WINDOW, SileroStream, WindowScorer
 
@@ -116,6 +124,16 @@ class VadConfig:
     # followed within this time (plus a quarter); speech always dips to the floor within it
     pause_ms: float = 250.0  # SpeechPaused after this much silence in a turn (a backchannel has ended)
     recent_ms: float = 1500.0  # audio and probabilities kept for recent()
+    # The slow onset path (onset.py): `onset_windows` windows in a row >= onset_threshold (every cheap layer
+    # passed) start speech, with onset_gate > 0 only if the fitted gate agrees. onset_threshold 0 (the
+    # default) turns it off: faster and hears more quiet talkers, but fires on more noise (onset.py).
+    onset_threshold: float = 0.0
+    onset_windows: int = 3
+    onset_gate: float = 0.0
+    # A window counts as speech evidence for speech_ms / SpeechPaused (how long the caller has spoken, what the
+    # policy's backchannel-or-turn decision reads) at this probability (gate and webrtcvad passed). Measured on
+    # the pool: at 0.8 the policy's 600 ms mark falls where it did on 99% of speech onsets.
+    evidence_threshold: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silero_release <= self.silero_threshold < 1.0:
@@ -126,6 +144,10 @@ class VadConfig:
             raise ValueError("min_speech_ms must be >= 0 and turn_end_silence_ms > 0")
         if self.snr_db < 0 or self.floor_window_ms < 80 or self.pause_ms <= 0 or self.recent_ms < WINDOW_S * 1000:
             raise ValueError("need snr_db >= 0, floor_window_ms >= 80, pause_ms > 0, recent_ms >= 32")
+        if not 0.0 <= self.onset_threshold < 1.0 or self.onset_windows < 2:
+            raise ValueError("need 0 <= onset_threshold < 1 and onset_windows >= 2")
+        if not 0.0 < self.evidence_threshold < 1.0:
+            raise ValueError("need 0 < evidence_threshold < 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VadConfig:
@@ -141,6 +163,10 @@ class VadConfig:
             floor_window_ms=float(getattr(settings, "vad_floor_window_ms", cls.floor_window_ms)),
             pause_ms=float(getattr(settings, "vad_pause_ms", cls.pause_ms)),
             recent_ms=float(getattr(settings, "vad_recent_ms", cls.recent_ms)),
+            onset_threshold=float(getattr(settings, "vad_onset_threshold", cls.onset_threshold)),
+            onset_windows=int(getattr(settings, "vad_onset_windows", cls.onset_windows)),
+            onset_gate=float(getattr(settings, "vad_onset_gate", cls.onset_gate)),
+            evidence_threshold=float(getattr(settings, "vad_evidence_threshold", cls.evidence_threshold)),
         )
 
 
@@ -172,7 +198,7 @@ class SpeechPaused:
     """
 
     at: float
-    speech_ms: float  # from the turn's speech start to its last speech window
+    speech_ms: float  # from the turn's speech start to its last window with speech evidence
 
 
 VadEvent = SpeechStarted | SpeechStopped
@@ -281,9 +307,17 @@ class CallVad:
         self._sustained_windows = 0
         self._prob_sum = 0.0
         self._peak_dbfs = _SILENT_DBFS
+        self._onset_run = 0  # windows in a row on the slow onset path (onset.py), and their loudest frame
+        self._onset_peak = _SILENT_DBFS
         self._speech_start_at = 0.0
         self._speech_start_window = 0  # the current speech's first window (counted over the whole call)
         self._last_active_at = 0.0
+        # The latest window with speech evidence (a probability that could start speech, the gate and webrtcvad
+        # passed): speech_ms and SpeechPaused count to it, not to the latest WEAK window, so a noise whose
+        # tail hovers at 0.35-0.8 (a sneeze's breath, barks fading out) keeps the turn open but does not grow
+        # into "the caller taking the turn" (the policy's LONG), and is resumed when it pauses.
+        self._last_sure_at = 0.0
+        self._evidence = config.evidence_threshold
         self._paused_for = -1.0  # the _last_active_at whose pause was told
         # Told of every state change (now, previous, new, probability, level dBFS): the call's event stream.
         self.on_change: StateObserver | None = None
@@ -302,10 +336,10 @@ class CallVad:
 
     @property
     def speech_ms(self) -> float:
-        """From the speech start to the latest speech window (0 when QUIET)."""
+        """From the speech start to the latest window with speech evidence (0 when QUIET)."""
         if self.state is VadState.QUIET:
             return 0.0
-        return max(0.0, self._last_active_at - self._speech_start_at) * 1000
+        return max(0.0, self._last_sure_at - self._speech_start_at) * 1000
 
     def silence_ms(self, now: float) -> float:
         """Time since the latest speech window (0 when QUIET: no speech to be silent after)."""
@@ -419,11 +453,14 @@ class CallVad:
                         if self.closed and task is not None and not task.cancelling():
                             return events  # close() cancelled the window, not someone cancelling us
                         raise
+                    if self.closed:  # closed while the answer was on its way back: the call is over
+                        return events
                     unyielded = 0
                 else:
                     # Below the energy gate (or, on a QUIET line, below what can start speech: above) the
-                    # window's verdict does not need the model, which only has to see it before the stream's
-                    # next scored window: it runs later, in bulk.
+                    # window's verdict does not need the model. The batcher runs it later, in bulk, to keep the
+                    # state warm, or after a long run of them keeps only the last few, to warm the state just
+                    # before the stream's next scored window.
                     self._batcher.defer(self._stream, window)
                     prob = 0.0
                     unyielded += 1
@@ -495,6 +532,8 @@ class CallVad:
 
         if obs is not Observation.SILENCE:
             self._last_active_at = now
+        if gate and webrtc_ok and prob >= self._evidence:
+            self._last_sure_at = now
         if self.state in (VadState.QUIET, VadState.STARTING):
             if obs is Observation.SPEECH:
                 if self.state is VadState.QUIET:
@@ -506,12 +545,38 @@ class CallVad:
                 self._peak_dbfs = max(self._peak_dbfs, peak)
                 if self._sustained_windows * WINDOW_S * 1000 >= cfg.min_speech_ms:
                     obs = Observation.SUSTAINED
+            if cfg.onset_threshold > 0.0:
+                # The slow path, counted apart from the sure one: a soft onset hovering under the threshold.
+                if gate and webrtc_ok and above_floor and prob >= cfg.onset_threshold:
+                    self._onset_run += 1
+                    self._onset_peak = max(self._onset_peak, peak)
+                else:
+                    self._onset_run, self._onset_peak = 0, _SILENT_DBFS
+                if obs is Observation.SUSTAINED:
+                    self._onset_run, self._onset_peak = 0, _SILENT_DBFS
+                elif self._onset_run >= cfg.onset_windows and self._slow_onset(now):
+                    obs = Observation.SUSTAINED
         elif obs is Observation.SILENCE:
             if self._expired(now):
                 obs = Observation.EXPIRED
             elif self._pause_due(now):
                 obs = Observation.PAUSE
         return self._apply(obs, now, peak)
+
+    def _slow_onset(self, now: float) -> bool:
+        """The slow path's run is complete: ask the gate (onset.py) over its windows. On yes the run becomes the
+        sustained speech (its start, probabilities and peak); either way the run starts counting again."""
+        n = self.config.onset_windows
+        first = self._windows - n
+        audio, probs = self._since(first * WINDOW)
+        peak = self._onset_peak
+        self._onset_run, self._onset_peak = 0, _SILENT_DBFS
+        if self.config.onset_gate > 0.0 and not onset.is_speech(audio, probs, self.config.onset_gate):
+            return False
+        self._sustained_windows, self._prob_sum, self._peak_dbfs = n, float(sum(probs)), peak
+        self._speech_start_at = now - n * WINDOW_S
+        self._speech_start_window = first
+        return True
 
     def _expired(self, now: float) -> bool:
         return (now - self._last_active_at) * 1000 >= self.config.turn_end_silence_ms - 1e-6
@@ -544,6 +609,6 @@ class CallVad:
             self._paused_for = self._last_active_at
             if self.on_pause is not None:
                 self.on_pause(
-                    SpeechPaused(at=now, speech_ms=max(0.0, self._last_active_at - self._speech_start_at) * 1000)
+                    SpeechPaused(at=now, speech_ms=max(0.0, self._last_sure_at - self._speech_start_at) * 1000)
                 )
         return None

@@ -21,6 +21,13 @@ the start of the utterance (where people put the word that says what they want: 
 "wait, no, the other one" too), except the clarification and correction phrases, which count anywhere in
 a short utterance. Backchannels are all-filler utterances only: "yeah, but what about Sunday" is a redirect.
 Nothing here is learned; the table is the whole decision, so a team can read and change it.
+
+The words come from a small recognizer over a phone line, and a one-word command is where it goes wrong most:
+"wait" comes back as "way". So an utterance of at most SOUNDS_LIKE_MAX_WORDS words whose first word is in
+SOUNDS_LIKE (a word a command word is heard as, by a rule of how it sounds over the line, not from any test
+phrase), followed by nothing or by a word a command is said with (COMMAND_TAIL: "wake up" for "wait up"), is
+read as the command word, when the utterance had no kind of its own by then (a backchannel stays one). Other
+utterances are taken as written: "way to go", "know what I mean" and "council tax" are not commands.
 """
 
 from __future__ import annotations
@@ -64,7 +71,8 @@ LEADING: tuple[tuple[Kind, tuple[str, ...]], ...] = (
     ("stop", (
         "stop", "wait", "hold on", "hang on", "hold up", "one second", "one sec", "just a second",
         "just a moment", "one moment", "a moment", "pause", "shut up", "be quiet", "quiet", "enough", "no no",
-        "no", "excuse me", "hey", "listen", "actually", "sorry to interrupt", "let me", "can i", "okay stop",
+        "no", "nope", "hold it", "excuse me", "hey", "listen", "actually", "sorry to interrupt", "let me",
+        "can i", "okay stop",
         "ok stop", "okay wait", "ok wait", "yeah but", "yes but", "but",
     )),
 )
@@ -80,6 +88,27 @@ ANYWHERE_MAX_WORDS = 12
 ALONE: tuple[tuple[Kind, tuple[str, ...]], ...] = (
     ("clarification", ("what", "sorry", "huh", "pardon me", "what what", "sorry sorry", "what please")),
 )
+
+# What the recognizer writes for a command word it half heard over a phone line, by three rules of how the
+# words sound there (the line passes 300-3400 Hz, and the end of a short utterance is said softly):
+#   homophones                    "know" for "no", "weight" / "weigh" / "whey" for "wait" less its /t/, "watt"
+#   a final stop lost or misplaced a word-final /p t k d/ is often unreleased, and its burst is what tells them
+#                                 apart: "wait" as "way", "wake", "wade"; "stop" as "stock"; "hold" as "hole"
+#   /s/ lost before a consonant   most of /s/'s energy is above the line's 3.4 kHz: "stop" as "top"
+# Endings the decoder adds to a stem ("stopped", "waits") are the stem.
+SOUNDS_LIKE: dict[str, str] = {
+    "way": "wait", "weigh": "wait", "whey": "wait", "weight": "wait", "wake": "wait", "wade": "wait",
+    "weighed": "wait", "waits": "wait", "waited": "wait", "weights": "wait",
+    "stock": "stop", "stops": "stop", "stopped": "stop", "top": "stop",
+    "know": "no", "noh": "no",
+    "hole": "hold", "whole": "hold", "holed": "hold",
+    "watt": "what", "wot": "what",
+    "council": "cancel", "counsel": "cancel", "cancelled": "cancel", "canceled": "cancel",
+}
+SOUNDS_LIKE_MAX_WORDS = 2
+# ... and the words a command is said with ("wait up", "hold on", "stop it", "cancel that", "what now"): a
+# sound-alike followed by any other word is taken as written ("council tax", "top floor").
+COMMAND_TAIL = frozenset({"please", "now", "there", "it", "that", "up", "on", "stop", "wait", "no", "what", "sorry"})
 
 _NON_WORD = re.compile(r"[^a-z' -]+")
 
@@ -109,6 +138,15 @@ def interruption(text: str) -> Kind | None:
     said = normalize(text)
     if not said:
         return None
+    kind = _kind(said)
+    if kind == "redirect":  # a half-heard command word? (see SOUNDS_LIKE)
+        words = said.split()
+        if len(words) <= SOUNDS_LIKE_MAX_WORDS and words[0] in SOUNDS_LIKE and set(words[1:]) <= COMMAND_TAIL:
+            return _kind(" ".join([SOUNDS_LIKE[words[0]], *words[1:]]))
+    return kind
+
+
+def _kind(said: str) -> Kind:
     # Phrases of several words first: "okay wait", "yeah but", "i meant" open with a listener word and are
     # not a backchannel; "no no i said" is a correction before it is a "no".
     for kind, phrases in LEADING:

@@ -29,6 +29,8 @@ recogniser, not the transport). Audio reaches it as the call path delivers it: 8
    window's text is also compared with the full window's on unlabelled read-speech clips (the report set's
    LibriSpeech chunks, and every tenth of the pool's), the full window's text taken as the reference: a word
    difference rate, not a word error rate.
+6. The command-word hint (`--hint on`, the engine's default; providers/stt/whisper_hint.py) is a second decode of
+   short clips that sound like speech: `--hint off` measures the engine without it, for the same figures.
 
 WER is (substitutions + deletions + insertions) / reference words, summed over the set, after normalising both
 sides (lower case, punctuation dropped, digits spelled out).
@@ -55,6 +57,7 @@ import numpy as np
 from app.bench.common import fmt, pct, progress, table
 from providers.mulaw import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from providers.stt.whisper import WhisperStt
+from providers.stt.whisper_hint import COMMAND_HINT, Hint
 
 # Spoken test phrases: what callers say to a booking and support line, including interruptions.
 PHRASES: tuple[str, ...] = (
@@ -459,7 +462,8 @@ def _agreement_lines(texts: dict[Window, dict[str, list[Scored]]]) -> list[str]:
 
 
 async def _load_section(
-    window: Window, workers: Sequence[int], callers: Sequence[int], cycles: int, turn: Pcm16, cpu3: float
+    window: Window, workers: Sequence[int], callers: Sequence[int], cycles: int, turn: Pcm16, cpu3: float,
+    hint: Hint | None = COMMAND_HINT,
 ) -> list[str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     lines = [
@@ -473,7 +477,7 @@ async def _load_section(
     rows = []
     best: dict[int, int] = {}
     for w in workers:
-        engine = WhisperStt(workers=w, cpu_threads=1, max_pending=10_000, window=window)
+        engine = WhisperStt(workers=w, cpu_threads=1, max_pending=10_000, window=window, hint=hint)
         try:
             await engine.start()
             misses = 0
@@ -511,6 +515,7 @@ async def run(
     show_items: bool = False,
     wer: bool = True,
     windows: Sequence[Window] = WINDOWS,
+    hint: bool = True,
 ) -> str:
     """Every measurement in the module docstring; returns the report text."""
     from app.offline.corpus import corpus_root
@@ -525,7 +530,7 @@ async def run(
     texts: dict[Window, dict[str, list[Scored]]] = {}
     cpu3: dict[Window, float] = {}
     for window in windows:
-        engine = WhisperStt(workers=1, cpu_threads=1, window=window)
+        engine = WhisperStt(workers=1, cpu_threads=1, window=window, hint=COMMAND_HINT if hint else None)
         try:
             progress(f"stt: loading the model ({window} window)")
             await engine.start()
@@ -555,7 +560,8 @@ async def run(
 
     turn = turn_of(speech, 3.0)
     for window in windows if workers else ():
-        lines.extend(await _load_section(window, workers, callers, cycles, turn, cpu3[window]))
+        lines.extend(await _load_section(window, workers, callers, cycles, turn, cpu3[window],
+                                         COMMAND_HINT if hint else None))
     return "\n".join(lines)
 
 
@@ -572,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-load", action="store_true", help="skip the callers-in-real-time part")
     p.add_argument("--window", choices=("short", "full", "both"), default="both",
                    help="Whisper encoder window(s) to measure (STT_WHISPER_WINDOW); both: compared in one run")
+    p.add_argument("--hint", choices=("on", "off"), default="on",
+                   help="the command-word second decode on short clips (providers/stt/whisper_hint.py)")
     args = p.parse_args(argv)
     callers = [4, 8] if args.quick else [int(x) for x in args.callers.split(",")]
     cycles = 2 if args.quick else args.cycles
@@ -579,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = [] if args.no_load else [int(x) for x in args.workers.split(",")]
     windows: tuple[Window, ...] = WINDOWS if args.window == "both" else (args.window,)
     report = asyncio.run(run(workers=workers, callers=callers, cycles=cycles, repeats=repeats, show_items=args.show,
-                             wer=not args.no_wer, windows=windows))
+                             wer=not args.no_wer, windows=windows, hint=args.hint == "on"))
     print(report)
     sys.stdout.flush()
     return 0

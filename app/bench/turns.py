@@ -21,6 +21,13 @@ the first piece's synthesis, the server's gap (last speech to the answer's first
 edge, what the network and the playback pacing add. Under `progressive` the recognizer, and part of the LLM
 and synthesis, run inside the silence: the line says how much. The held replies' fates (spoken, or cancelled
 because the caller went on: the restart rate) are counted from the server's log.
+
+`--end-model off,smart_turn` runs every policy without and with the end-of-turn model (TURN_END_MODEL,
+app/call/end_of_turn.py). With it, the server's log gives each ask's verdict and cost: the verdicts per
+condition, the inference's wall time (queue wait apart) and its CPU (the worker thread's own time, which
+contention does not inflate), and from the CPU the turn ends one core carries: per second, and at once within
+the time from the ask to the strict silence (TURN_END_SILENCE_MS - TURN_SPECULATE_SILENCE_MS), after which a
+late verdict no longer counts.
 """
 
 from __future__ import annotations
@@ -220,6 +227,26 @@ def read_parts(record_dir: Path, progressive: bool) -> dict[str, TurnParts]:
 
 # The session logs each held reply's fate (app/call/session.py), with the call id in the line's context.
 _DRAFT_LINE = re.compile(r"call=(\S+) .*turn draft (cancelled|spoken)")
+# ... and each end-of-turn model verdict, with its cost.
+_MODEL_LINE = re.compile(r"call=(\S+) .*end-of-turn model: p=(\S+) in ([\d.]+) ms \(cpu ([\d.]+) ms, "
+                         r"queued ([\d.]+) ms\) -> (\w+)")
+
+
+@dataclass
+class ModelAsk:
+    """One end-of-turn model verdict from the server's log."""
+
+    call_id: str
+    p_complete: float | None
+    infer_ms: float
+    cpu_ms: float
+    wait_ms: float
+    verdict: str  # complete, incomplete or unsure (TURN_MODEL_* thresholds)
+
+
+def model_asks(log: str) -> list[ModelAsk]:
+    return [ModelAsk(m.group(1), None if m.group(2) == "none" else float(m.group(2)), float(m.group(3)),
+                     float(m.group(4)), float(m.group(5)), m.group(6)) for m in _MODEL_LINE.finditer(log)]
 
 
 def count_drafts(log: str, results: list[CallResult]) -> Drafts:
@@ -238,7 +265,7 @@ Drafts = dict[Condition, tuple[int, int]]  # per condition: held replies (cancel
 
 async def run_policy(policy: str, clips: list[tuple[str, Pcm16]], providers: Sequence[str],
                      conditions: Sequence[Condition], network: bool, env: dict[str, str],
-                     silence_s: float) -> tuple[list[CallResult], dict[str, TurnParts], Drafts]:
+                     silence_s: float) -> tuple[list[CallResult], dict[str, TurnParts], Drafts, list[ModelAsk]]:
     """Every clip on every provider in every condition, on one server with TURN_POLICY=`policy`."""
     with tempfile.TemporaryDirectory(prefix="bargein-turns-") as record_dir:
         server = ServerProcess({"AGENT_GREETING": "Hello.", "TURN_POLICY": policy, "RECORD_DIR": record_dir,
@@ -264,14 +291,41 @@ async def run_policy(policy: str, clips: list[tuple[str, Pcm16]], providers: Seq
                             results.append(CallResult(policy, provider, condition, name, call_id, gap, over, pause))
         finally:
             await server.stop()
-            drafts = count_drafts(server.log_path.read_text("utf-8", "replace"), results)
+            log = server.log_path.read_text("utf-8", "replace")
+            drafts = count_drafts(log, results)
+            asks = model_asks(log)
             server.cleanup()
-        return results, read_parts(Path(record_dir), policy == "progressive"), drafts
+        return results, read_parts(Path(record_dir), policy == "progressive"), drafts, asks
 
 
 def _mean(values: list[float]) -> float:
     kept = [v for v in values if v == v]
     return float(np.mean(kept)) if kept else float("nan")
+
+
+def report_model(asks: list[ModelAsk], results: list[CallResult], budget_ms: float) -> None:
+    """The end-of-turn model's verdicts per condition and its cost (from the server's log)."""
+    condition_of = {r.call_id: r.condition for r in results}
+    for condition in CONDITIONS:
+        mine = [a for a in asks if condition_of.get(a.call_id) == condition]
+        if mine:
+            kinds = {k: sum(a.verdict == k for a in mine) for k in sorted({a.verdict for a in mine})}
+            calls = len({a.call_id for a in mine})
+            print(f"  end-of-turn model, {condition}: {len(mine)} verdicts in {calls} calls "
+                  f"({', '.join(f'{k} {n}' for k, n in kinds.items())})")
+    ran = [a for a in asks if a.p_complete is not None]  # a refused or failed ask cost nothing to speak of
+    if not ran:
+        print("  end-of-turn model: no inference in the log")
+        return
+    cpu = [a.cpu_ms for a in ran]
+    wall = [a.infer_ms for a in ran]
+    per_call = len(asks) / max(1, len({a.call_id for a in asks}))
+    med = _pct(cpu, 50)
+    print(f"  end-of-turn model cost: CPU p50 {med:.0f} ms, p95 {_pct(cpu, 95):.0f} ms per inference "
+          f"({per_call:.1f} per call); wall p50 {_pct(wall, 50):.0f} ms, p95 {_pct(wall, 95):.0f} ms; "
+          f"queued p95 {_pct([a.wait_ms for a in ran], 95):.0f} ms; {len(asks) - len(ran)} without an answer")
+    print(f"  one core carries {1000.0 / med:.1f} turn ends a second, {int(budget_ms // med)} at once within the "
+          f"{budget_ms:.0f} ms from the ask to the strict silence")
 
 
 def report(policy: str, results: list[CallResult], parts: dict[str, TurnParts],
@@ -324,8 +378,14 @@ def report(policy: str, results: list[CallResult], parts: dict[str, TurnParts],
                       f"of the LLM + synthesis, ran inside the silence)")
 
 
+def _setting(env: dict[str, str], name: str) -> float:
+    """A numeric server setting as the bench's environment sets it, else its default."""
+    return float(env.get(name.upper(), Settings.model_fields[name].default))
+
+
 async def measure(calls: int, providers: Sequence[str], network: bool, policies: Sequence[str],
-                  conditions: Sequence[Condition], env: dict[str, str], silence_s: float, external_llm: bool) -> int:
+                  conditions: Sequence[Condition], env: dict[str, str], silence_s: float, external_llm: bool,
+                  end_models: Sequence[str] = ("off",)) -> int:
     if external_llm:
         # The scripted LLM's own replies and pace, served from here: with LLM_BASE_URL set the server registers
         # no demo tools, so progressive turn taking drafts its replies (it never drafts with tools: a
@@ -333,16 +393,23 @@ async def measure(calls: int, providers: Sequence[str], network: bool, policies:
         pace = Settings.model_fields["embedded_llm_token_delay_ms"].default / 1000.0
         async with ScriptedLlmServer(scripted_reply, token_delay_s=pace) as llm:
             return await measure(calls, providers, network, policies, conditions,
-                                 env | {"LLM_BASE_URL": llm.base_url}, silence_s, False)
+                                 env | {"LLM_BASE_URL": llm.base_url}, silence_s, False, end_models)
     rows = [c for c in read_manifest() if c.kind == "speech" and c.category == "read"][:calls]
     clips = [(c.name, load_clip(c)) for c in rows]
     for spec in policies:
-        # "progressive:TURN_COMPLETE_SILENCE_MS=1000,..." runs a policy with settings of its own
-        policy, _, extra = spec.partition(":")
-        overrides = dict(item.split("=", 1) for item in extra.split(",") if item)
-        results, parts, drafts = await run_policy(policy, clips, providers, conditions, network, env | overrides,
-                                                  silence_s)
-        report(spec, results, parts, drafts, providers, network)
+        for model in end_models:
+            # "progressive:TURN_COMPLETE_SILENCE_MS=1000,..." runs a policy with settings of its own
+            policy, _, extra = spec.partition(":")
+            overrides = dict(item.split("=", 1) for item in extra.split(",") if item)
+            if model != "off" or len(end_models) > 1:
+                overrides = {"TURN_END_MODEL": model} | overrides
+            label = spec if len(end_models) == 1 else f"{spec} TURN_END_MODEL={model}"
+            results, parts, drafts, asks = await run_policy(policy, clips, providers, conditions, network,
+                                                            env | overrides, silence_s)
+            report(label, results, parts, drafts, providers, network)
+            if model != "off":
+                report_model(asks, results, _setting(env | overrides, "turn_end_silence_ms")
+                             - _setting(env | overrides, "turn_speculate_silence_ms"))
     return 0
 
 
@@ -360,11 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--external-llm", action="store_true",
                    help="the scripted LLM served from the bench (LLM_BASE_URL): no demo tools, so drafts run")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeatable)")
+    p.add_argument("--end-model", default="off",
+                   help="comma-separated TURN_END_MODEL values to run each policy with: off, smart_turn")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     conditions = [cast(Condition, c) for c in args.conditions.split(",") if c in CONDITIONS]
     return asyncio.run(measure(args.calls, args.providers.split(","), not args.no_network,
-                               args.policies.split(";"), conditions, env, args.silence, args.external_llm))
+                               args.policies.split(";"), conditions, env, args.silence, args.external_llm,
+                               args.end_model.split(",")))
 
 
 if __name__ == "__main__":

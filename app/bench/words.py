@@ -26,17 +26,19 @@ def _line(label: str, k: int, n: int) -> str:
     return f"  {label:<14} {k:>2}/{n:<2} ({k / n:.0%}, CI {lo:.0%}-{hi:.0%})" if n else f"  {label:<14} -"
 
 
-async def measure(show: bool) -> int:
+async def measure(show: bool, hint: bool = True) -> int:
     from providers.stt.whisper import WhisperStt
+    from providers.stt.whisper_hint import COMMAND_HINT
 
     texts = [t for t, _ in PHRASES]
     spoken = await synthesise_phrases(texts, PHRASE_VOICE)
-    stt = WhisperStt(workers=1)
+    stt = WhisperStt(workers=1, hint=COMMAND_HINT if hint else None)
     await stt.start()
     heard = [(await stt.transcribe(phone_leg(pcm), "mulaw")).text for pcm in spoken]
     await stt.aclose()
     kinds = sorted({k for _, k in PHRASES})
-    print(f"interruption kinds on {len(PHRASES)} held-out phrases (espeak-ng {PHRASE_VOICE}, Whisper tiny.en):")
+    print(f"interruption kinds on {len(PHRASES)} held-out phrases (espeak-ng {PHRASE_VOICE}, Whisper tiny.en, "
+          f"command hint {'on' if hint else 'off'}):")
     for source, said in (("text", texts), ("spoken", heard)):
         got = [interruption(s) for s in said]
         right = sum(g == k for g, (_, k) in zip(got, PHRASES, strict=True))
@@ -56,8 +58,10 @@ async def measure(show: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bargein bench --mode words", description=__doc__.split("\n")[0])
     p.add_argument("--show", action="store_true", help="print every phrase given the wrong kind")
+    p.add_argument("--hint", choices=("on", "off"), default="on",
+                   help="the recognizer's command-word second decode on short clips (providers/stt/whisper_hint.py)")
     args = p.parse_args(argv)
-    return asyncio.run(measure(args.show))
+    return asyncio.run(measure(args.show, args.hint == "on"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from app.bargein.words import interruption, unfinished
 from app.call.bookkeeping import CallBookkeeper
 from app.call.conversation import conversation_state
 from app.call.draft import DRAFT_TURN_ID, Draft, EventGate
+from app.call.end_of_turn import EndOfTurn
 from app.call.events import (
     AudioDropped,
     BargeInDecided,
@@ -65,7 +66,7 @@ from app.call.registry import CallInUse, CallRegistry
 from app.call.tools import ToolRegistry, ToolRunner
 from app.call.turn import AgentTurn, Cut
 from app.call.turn_taking import Action as TurnAction
-from app.call.turn_taking import Silence, Speech, Step, TurnOver, TurnTaker, TurnTakingConfig, WordsIn
+from app.call.turn_taking import ModelVerdict, Silence, Speech, Step, TurnOver, TurnTaker, TurnTakingConfig, WordsIn
 from app.call.turn_taking import State as TurnState
 from app.clock import Clock
 from app.logsafe import LogBudget, safe
@@ -132,6 +133,7 @@ class CallDeps:
     fallback: list[Synthesis]  # filled at startup: the fallback line, synthesised before any call needs it
     stt: SttEngine | None = None  # the recognizer (STT_ENGINE); None: caller turns have no words
     tools: ToolRegistry = field(default_factory=ToolRegistry)  # the tools the agent may run (app/call/tools.py)
+    end_of_turn: EndOfTurn | None = None  # the end-of-turn model (TURN_END_MODEL), one per process
     # Called once per stream when its `start` is accepted, with the session: the place to subscribe to its
     # events (the recorder does; a replay collects them). Subscribers attached here also get the frames that
     # arrived before `start`.
@@ -175,12 +177,14 @@ class CallSession:
         self.outbox = Outbox(protocol, self._send, self.ledger, deps.clock, s.playback_chunk_ms, s.playback_lead_ms,
                              self.events)
         # Turn taking (TURN_POLICY): under progressive the VAD's turn end is only the backstop (turn_taking.py).
-        taking = TurnTakingConfig.from_settings(s)
-        progressive = taking.policy == "progressive" and deps.stt is not None
+        taking = TurnTakingConfig.from_settings(s, model=deps.end_of_turn is not None)
+        # (strict with the end-of-turn model takes turns through the table too: `takes_turns`)
+        progressive = taking.takes_turns and deps.stt is not None
         self.turn_taker = TurnTaker(taking) if progressive else None
         self._draft: Draft | None = None  # the held reply to the caller's words so far
         self._spoken: Draft | None = None  # ... confirmed: the turn's end adopts it
         self._speculation: asyncio.Task[None] | None = None  # the words of the turn so far, being heard
+        self._asking: asyncio.Task[None] | None = None  # the end-of-turn model, asked about the pause
         vad_config = deps.vad_config if not progressive else replace(
             deps.vad_config, turn_end_silence_ms=taking.vad_turn_end_ms(deps.vad_config.turn_end_silence_ms))
         self.vad = CallVad(vad_config, deps.scorer)
@@ -748,6 +752,8 @@ class CallSession:
                 self._tasks.append(task)
                 task.add_done_callback(self._forget_task)
                 self._speculation = task
+                if self.turn_taker.config.model:
+                    self._ask_model(now)
             case TurnAction.DRAFT:  # the time to start the reply to unfinished words has come
                 if self._draft is not None:
                     self._start_reply(self._draft)
@@ -757,10 +763,39 @@ class CallSession:
                 await self._confirm_turn(now)
             case TurnAction.END:
                 self._drop_draft(restart=False)
+            case TurnAction.ASK:
+                self._ask_model(now)
+            case TurnAction.CLOSE:  # strict with the model: the turn is over now, heard and answered as always
+                self._speech_end = step.speech_end
+                self.vad.rearm(now)
+                await self._decide(TurnEnd(now))
             case TurnAction.NONE | TurnAction.WAIT:
                 pass
             case _:
                 assert_never(step.action)
+
+    def _ask_model(self, now: float) -> None:
+        """Ask the end-of-turn model about the caller's turn up to now (its pause included), off the loop."""
+        eot, taker = self.deps.end_of_turn, self.turn_taker
+        if eot is None or taker is None or taker.speech_end is None or self.hearing is None \
+                or self._utt_start is None:
+            return
+        ulaw = self.hearing.audio.between(self._utt_start - self.hearing.preroll_s, now)
+        self._asking = self._spawn(self._model_verdict(eot, ulaw_to_pcm16(ulaw), taker.speech_end))
+
+    async def _model_verdict(self, eot: EndOfTurn, pcm: Any, speech_end: float) -> None:
+        verdict = await eot.ask(pcm)
+        self._asking = None
+        taker = self.turn_taker
+        assert taker is not None
+        now = self._clock.now()
+        step = taker.feed(ModelVerdict(now, speech_end, verdict.p_complete))
+        # The bench reads the model's cost and verdicts from this line (app/bench/turns.py).
+        logger.info("end-of-turn model: p=%s in %.1f ms (cpu %.1f ms, queued %.1f ms) -> %s (%s)",
+                    "none" if verdict.p_complete is None else f"{verdict.p_complete:.3f}", verdict.infer_ms,
+                    verdict.cpu_ms, verdict.wait_ms, taker.config.verdict(verdict.p_complete),
+                    step.observation.value, extra=self._log_extra)
+        await self._turn_step(step, now)
 
     async def _speculate(self, start: float, end: float, speech_end: float) -> None:
         """The words of the turn so far; on them, the held reply (the table says whether)."""
@@ -870,6 +905,9 @@ class CallSession:
         task, self._speculation = self._speculation, None
         if task is not None:
             task.cancel()
+        asking, self._asking = self._asking, None
+        if asking is not None:  # its verdict would be stale: not waited for (the model's run itself finishes)
+            asking.cancel()
         draft, self._draft = self._draft, None
         if draft is not None:
             self._discard(draft)

@@ -25,6 +25,20 @@ The VAD's own turn end stays as the backstop: under `progressive` the session se
 `unfinished_silence_ms` at least, so it fires only when speculation could not decide (the recognizer failed
 or heard nothing, or answered later than the deadline).
 
+With an end-of-turn model (`TURN_END_MODEL`, app/call/end_of_turn.py; `model` here) the voice is heard too,
+since the words alone cannot tell a mid-sentence pause ("... after this." at a phrase boundary) from an end.
+At the same short pause the model is asked for P(complete); `complete_at` and `incomplete_below` turn it into
+a verdict: complete, incomplete, or unsure (between them, or no answer: busy, failed):
+
+- `strict`: the pause asks only the model (ASKING). Complete ends the turn at once (CLOSE: then it is heard
+  and answered as always, the words' unfinished-clause wait included); incomplete holds it until the ceiling
+  (`unfinished_silence_ms`); unsure until the strict silence (`strict_silence_ms`), as without the model.
+  The VAD's turn end becomes the backstop at the ceiling, as under `progressive`.
+- `progressive`: the pause hears the words and asks the model at once. The deadline takes both: unfinished
+  words or an incomplete verdict wait the ceiling; complete words with a complete verdict end the turn after
+  `model_complete_silence_ms`; complete words with an unsure verdict (or none yet) after
+  `complete_silence_ms`, as without the model. A verdict that comes after the words moves their deadline.
+
 States (one caller turn at a time; the session feeds the inputs only while the caller has the turn and the
 agent is silent)::
 
@@ -33,6 +47,8 @@ agent is silent)::
     WAITING    its words are in; the reply starts `draft_lead_ms` before their deadline
     DRAFTING   the reply is being prepared, held, until the deadline
     FALLBACK   the words could not be had: the turn ends the strict way (the VAD's turn end)
+    ASKING     strict with the model: the caller paused, the model is being asked
+    HOLDING    strict with the model: its verdict is in; the turn ends at the deadline it set
 
 Inputs carry their time; nothing here reads a clock or does I/O. Every transition is a row of TRANSITIONS;
 `_classify` holds the conditions. Actions tell the session what to do:
@@ -43,6 +59,10 @@ Inputs carry their time; nothing here reads a clock or does I/O. Every transitio
     CANCEL  the caller went on: drop the hearing in flight or the held reply (a restart if it was drafted)
     SPEAK   the turn is over: end it with these words and let the held reply play
     END     the turn is over the strict way: drop anything speculative, hear the turn and answer as `strict`
+    ASK     strict with the model: ask it whether the turn is over (to `speech_end`)
+    CLOSE   strict with the model: the turn is over now (as the VAD's turn end would end it), speech ended
+            at `Step.speech_end`
+(Under `progressive` with the model, HEAR asks the model too.)
 """
 
 from __future__ import annotations
@@ -78,6 +98,16 @@ class TurnTakingConfig:
     # when the deadline is far saves the LLM request in the pauses a caller goes on from (a restart costs a
     # cancelled request).
     draft_lead_ms: float = 600.0
+    # The end-of-turn model (TURN_END_MODEL): asked at the pause when on. P(complete) at or above
+    # `complete_at` is a complete verdict, below `incomplete_below` an incomplete one, between them unsure.
+    # Picked on the tuning pool at phone quality (python -m app.offline.eot_eval).
+    model: bool = False
+    complete_at: float = 0.5
+    incomplete_below: float = 0.5
+    # progressive: silence that ends a turn whose words and verdict both say complete.
+    model_complete_silence_ms: float = 300.0
+    # strict: the VAD's turn-end silence (TURN_END_SILENCE_MS), the deadline when the verdict is unsure.
+    strict_silence_ms: float = 700.0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -86,19 +116,45 @@ class TurnTakingConfig:
             raise ValueError("want 0 < speculate_silence_ms <= complete_silence_ms <= unfinished_silence_ms")
         if self.draft_lead_ms < 0:
             raise ValueError("draft_lead_ms must be >= 0")
+        if not 0.0 <= self.incomplete_below <= self.complete_at <= 1.0:
+            raise ValueError("want 0 <= incomplete_below <= complete_at <= 1")
+        if self.model and not self.speculate_silence_ms <= self.model_complete_silence_ms \
+                <= self.unfinished_silence_ms:
+            raise ValueError("want speculate_silence_ms <= model_complete_silence_ms <= unfinished_silence_ms")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TurnTakingConfig:
+    def from_settings(cls, settings: Settings, *, model: bool = False) -> TurnTakingConfig:
+        """`model`: an end-of-turn model is there to ask (the session's deps have one)."""
         return cls(
             policy=settings.turn_policy,
             speculate_silence_ms=settings.turn_speculate_silence_ms,
             complete_silence_ms=settings.turn_complete_silence_ms,
             unfinished_silence_ms=settings.turn_unfinished_silence_ms,
+            model=model,
+            complete_at=settings.turn_model_complete_at,
+            incomplete_below=settings.turn_model_incomplete_below,
+            model_complete_silence_ms=max(settings.turn_speculate_silence_ms,
+                                          settings.turn_model_complete_silence_ms),
+            strict_silence_ms=settings.turn_end_silence_ms,
         )
 
+    @property
+    def takes_turns(self) -> bool:
+        """The table has work to do: `progressive`, or `strict` with the model."""
+        return self.policy == "progressive" or self.model
+
     def vad_turn_end_ms(self, strict_ms: float) -> float:
-        """The VAD's turn-end silence under this policy: under `progressive` a backstop past every deadline."""
-        return strict_ms if self.policy == "strict" else max(strict_ms, self.unfinished_silence_ms)
+        """The VAD's turn-end silence under this policy: a backstop past every deadline, unless the table
+        has nothing to do (`strict` without the model)."""
+        return max(strict_ms, self.unfinished_silence_ms) if self.takes_turns else strict_ms
+
+    def verdict(self, p_complete: float | None) -> Literal["complete", "incomplete", "unsure"]:
+        """The model's probability as a verdict (None: no answer)."""
+        if p_complete is None or p_complete != p_complete:
+            return "unsure"
+        if p_complete >= self.complete_at:
+            return "complete"
+        return "incomplete" if p_complete < self.incomplete_below else "unsure"
 
 
 def looks_unfinished(text: str) -> bool:
@@ -140,7 +196,16 @@ class TurnOver:
     at: float
 
 
-Input = Silence | Speech | WordsIn | TurnOver
+@dataclass(frozen=True)
+class ModelVerdict:
+    """The end-of-turn model's P(complete) for the turn up to `speech_end`; None when it gave none."""
+
+    at: float
+    speech_end: float
+    p_complete: float | None
+
+
+Input = Silence | Speech | WordsIn | TurnOver | ModelVerdict
 
 
 class State(Enum):
@@ -149,6 +214,8 @@ class State(Enum):
     WAITING = "waiting"
     DRAFTING = "drafting"
     FALLBACK = "fallback"
+    ASKING = "asking"
+    HOLDING = "holding"
 
 
 class Obs(Enum):
@@ -162,6 +229,10 @@ class Obs(Enum):
     NO_WORDS = "no_words"  # the recognizer failed or heard nothing
     STALE = "stale"  # words for a pause that is no longer the current one
     TURN_OVER = "turn_over"
+    ASK_DUE = "ask_due"  # strict with the model: silence reached speculate_silence_ms
+    SAYS_COMPLETE = "says_complete"  # the model's verdict for the current pause (strict)
+    SAYS_INCOMPLETE = "says_incomplete"
+    SAYS_UNSURE = "says_unsure"
 
 
 class Action(Enum):
@@ -172,6 +243,8 @@ class Action(Enum):
     CANCEL = "cancel"
     SPEAK = "speak"
     END = "end"
+    ASK = "ask"
+    CLOSE = "close"
 
 
 S, O, A = State, Obs, Action  # noqa: E741 - short names keep the table one row per line
@@ -193,6 +266,17 @@ TRANSITIONS: dict[tuple[State, Obs], tuple[State, Action]] = {
     (S.DRAFTING, O.RESUMED): (S.LISTENING, A.CANCEL),
     (S.FALLBACK, O.RESUMED): (S.LISTENING, A.NONE),
     (S.FALLBACK, O.TURN_OVER): (S.LISTENING, A.END),
+    # strict with the model (under progressive the verdict only moves the words' deadline: DUE, DRAFT_DUE)
+    (S.LISTENING, O.ASK_DUE): (S.ASKING, A.ASK),
+    (S.ASKING, O.SAYS_COMPLETE): (S.LISTENING, A.CLOSE),
+    (S.ASKING, O.SAYS_INCOMPLETE): (S.HOLDING, A.NONE),  # deadline: the ceiling
+    (S.ASKING, O.SAYS_UNSURE): (S.HOLDING, A.NONE),  # deadline: the strict silence
+    (S.ASKING, O.DUE): (S.LISTENING, A.CLOSE),  # the model is later than the strict silence: as without it
+    (S.ASKING, O.RESUMED): (S.LISTENING, A.CANCEL),
+    (S.ASKING, O.TURN_OVER): (S.LISTENING, A.END),
+    (S.HOLDING, O.DUE): (S.LISTENING, A.CLOSE),
+    (S.HOLDING, O.RESUMED): (S.LISTENING, A.NONE),
+    (S.HOLDING, O.TURN_OVER): (S.LISTENING, A.END),
 }
 # Every pair not in the table keeps the state and does nothing (QUIET anywhere, STALE words, a PAUSED that
 # is already being heard).
@@ -208,6 +292,7 @@ class Step:
     previous: State
     observation: Obs
     deadline: float | None  # while DRAFTING: when the turn is over if the caller stays silent
+    speech_end: float | None = None  # CLOSE: the caller's last speech (the turn gap runs from it)
 
 
 class TurnTaker:
@@ -224,6 +309,8 @@ class TurnTaker:
         self.restarts = 0
         self.spoken = 0  # drafts spoken (counted by the session, which does the speaking)
         self.hearings_dropped = 0  # transcriptions abandoned before their words came (cheap: no LLM yet)
+        self.p_complete: float | None = None  # the model's answer for the pause in hand (None: none yet)
+        self.verdicts: dict[str, int] = {"complete": 0, "incomplete": 0, "unsure": 0}  # verdicts taken
 
     @property
     def draft_at(self) -> float | None:
@@ -233,28 +320,50 @@ class TurnTaker:
         return self.deadline - self.config.draft_lead_ms / 1000.0
 
     def feed(self, event: Input) -> Step:
+        if isinstance(event, ModelVerdict) and self._current(event.speech_end):
+            self._take_verdict(event)
         obs = self._classify(event)
         previous = self.state
         state, action = TRANSITIONS.get((previous, obs), (previous, Action.NONE))
-        if action is Action.HEAR:
+        speech_end = self.speech_end
+        if action in (Action.HEAR, Action.ASK):
             assert isinstance(event, Silence)
-            self.speech_end = event.speech_end
+            self.speech_end = speech_end = event.speech_end
+            self.p_complete = None
+            if action is Action.ASK:  # until the verdict: the strict silence, as without the model
+                self.deadline = event.speech_end + self.config.strict_silence_ms / 1000.0
         elif isinstance(event, WordsIn) and action in (Action.DRAFT, Action.WAIT):
-            self.deadline = self._deadline(event)
+            self.deadline = self._deadline(event.speech_end, event.text)
             self.text = event.text
         if action is Action.DRAFT:
             self.drafts += 1
         elif action is Action.CANCEL:
             if previous is State.DRAFTING:
                 self.restarts += 1
-            else:
+            elif previous is not State.ASKING:
                 self.hearings_dropped += 1
         if state is State.LISTENING:
-            self.speech_end = self.deadline = None
+            self.speech_end = self.deadline = self.p_complete = None
             if action is not Action.SPEAK:
                 self.text = ""
         self.state = state
-        return Step(action, state, previous, obs, self.deadline)
+        return Step(action, state, previous, obs, self.deadline, speech_end if action is Action.CLOSE else None)
+
+    def _current(self, speech_end: float) -> bool:
+        return self.speech_end is not None and abs(speech_end - self.speech_end) <= 1e-9
+
+    def _take_verdict(self, event: ModelVerdict) -> None:
+        """The model answered for the pause in hand: keep it, and move the deadline it sets."""
+        self.p_complete = event.p_complete
+        verdict = self.config.verdict(event.p_complete)
+        self.verdicts[verdict] += 1
+        cfg = self.config
+        if self.state is State.ASKING:
+            ceiling = max(cfg.unfinished_silence_ms, cfg.strict_silence_ms)  # never sooner than without the model
+            wait = ceiling if verdict == "incomplete" else cfg.strict_silence_ms
+            self.deadline = event.speech_end + wait / 1000.0
+        elif self.state in (State.WAITING, State.DRAFTING):
+            self.deadline = self._deadline(event.speech_end, self.text)
 
     def _classify(self, event: Input) -> Obs:
         cfg = self.config
@@ -265,32 +374,57 @@ class TurnTaker:
                         return Obs.DUE
                     if self.state is State.WAITING and at >= self.deadline - cfg.draft_lead_ms / 1000.0 - 1e-6:
                         return Obs.DRAFT_DUE
-                if cfg.policy == "progressive" and (at - speech_end) * 1000.0 >= cfg.speculate_silence_ms - 1e-6:
-                    return Obs.PAUSED
+                if self.state in (State.ASKING, State.HOLDING) and self.deadline is not None \
+                        and at >= self.deadline - 1e-6:
+                    return Obs.DUE
+                if (at - speech_end) * 1000.0 >= cfg.speculate_silence_ms - 1e-6:
+                    if cfg.policy == "progressive":
+                        return Obs.PAUSED
+                    if cfg.model:
+                        return Obs.ASK_DUE
                 return Obs.QUIET
             case Speech():
                 return Obs.RESUMED
             case WordsIn(speech_end=speech_end, text=text, ok=ok):
-                if self.state is not State.HEARING or self.speech_end is None \
-                        or abs(speech_end - self.speech_end) > 1e-9:
+                if self.state is not State.HEARING or not self._current(speech_end):
                     return Obs.STALE
                 if not ok or not text.strip():
                     return Obs.NO_WORDS
-                draft_at = self._deadline(event) - cfg.draft_lead_ms / 1000.0
+                draft_at = self._deadline(speech_end, text) - cfg.draft_lead_ms / 1000.0
                 return Obs.WORDS_NOW if event.at >= draft_at - 1e-6 else Obs.WORDS_LATER
+            case ModelVerdict(at=at, speech_end=speech_end):
+                if not self._current(speech_end):
+                    return Obs.STALE
+                if self.state is State.ASKING:
+                    return {"complete": Obs.SAYS_COMPLETE, "incomplete": Obs.SAYS_INCOMPLETE,
+                            "unsure": Obs.SAYS_UNSURE}[cfg.verdict(self.p_complete)]
+                # progressive: the deadline it moved may be here already, or the time to start the reply
+                if self.state in (State.WAITING, State.DRAFTING) and self.deadline is not None:
+                    if at >= self.deadline - 1e-6:
+                        return Obs.DUE
+                    if self.state is State.WAITING and at >= self.deadline - cfg.draft_lead_ms / 1000.0 - 1e-6:
+                        return Obs.DRAFT_DUE
+                return Obs.QUIET
             case TurnOver():
                 return Obs.TURN_OVER
             case _:
                 typing.assert_never(event)
 
-    def _deadline(self, words: WordsIn) -> float:
-        """When the turn is over if the caller stays silent: the silence its words call for."""
+    def _deadline(self, speech_end: float, text: str) -> float:
+        """When the turn is over if the caller stays silent: the silence its words (and the model's verdict,
+        if there is one yet) call for."""
         cfg = self.config
-        silence = cfg.unfinished_silence_ms if looks_unfinished(words.text) else cfg.complete_silence_ms
-        return words.speech_end + silence / 1000.0
+        verdict = cfg.verdict(self.p_complete) if cfg.model else "unsure"
+        if looks_unfinished(text) or verdict == "incomplete":
+            silence = cfg.unfinished_silence_ms
+        elif verdict == "complete":
+            silence = cfg.model_complete_silence_ms
+        else:
+            silence = cfg.complete_silence_ms
+        return speech_end + silence / 1000.0
 
     def reset(self) -> None:
         """The turn ended some other way (a key, the call): forget any pause in hand."""
         self.state = State.LISTENING
-        self.speech_end = self.deadline = None
+        self.speech_end = self.deadline = self.p_complete = None
         self.text = ""

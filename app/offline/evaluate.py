@@ -252,7 +252,8 @@ class Report:
         return (
             f"thr={c.silero_threshold:.2f} rel={c.silero_release:.2f} guard={c.min_speech_ms:>3.0f}ms "
             f"gate={c.energy_gate_dbfs:.0f} snr={c.snr_db:g} floor={c.floor_window_ms:.0f}ms "
-            f"webrtc={'m' + str(c.webrtc_mode) if c.use_webrtc else 'off'} | "
+            f"webrtc={'m' + str(c.webrtc_mode) if c.use_webrtc else 'off'} "
+            f"onset={f'{c.onset_threshold:g}x{c.onset_windows}' if c.onset_threshold else 'off'} | "
             f"detect {self.detection_rate * 100:5.1f}% | lat p50 {self.latency(50):4.0f} "
             f"p95 {self.latency(95):4.0f} max {self.latency(100):4.0f} ms | "
             f"false stops {nf}/{len(self.noise)} ({self.false_stop_rate * 100:4.1f}%) steady {sf}/{st}"
@@ -514,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--snr", type=float, default=10.0, help="speech-to-noise ratio for --noise, in dB")
     parser.add_argument("--snr-db", type=float, default=d.snr_db, help="floor SNR to start speech (0: off)")
     parser.add_argument("--floor-window-ms", type=float, default=d.floor_window_ms)
+    parser.add_argument("--onset-threshold", type=float, default=d.onset_threshold, help="slow onset path (0: off)")
+    parser.add_argument("--onset-windows", type=int, default=d.onset_windows)
+    parser.add_argument("--onset-gate", type=float, default=d.onset_gate, help="the slow path's gate (0: none)")
     parser.add_argument("--quiet-db", type=float, default=None, help="scale speech clips to this active dBFS")
     parser.add_argument("--noise-bed", action="store_true", help="noise clips play from the call's start")
     parser.add_argument("--step-noise", choices=("white", "pink"), default=None, help="hiss -60 -> -35 dBFS")
@@ -534,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         webrtc_mode=args.webrtc_mode if args.webrtc_mode is not None else d.webrtc_mode,
         snr_db=args.snr_db,
         floor_window_ms=args.floor_window_ms,
+        onset_threshold=args.onset_threshold,
+        onset_windows=args.onset_windows,
+        onset_gate=args.onset_gate,
     )
     condition = Condition(
         phone_band=args.phone_band,

@@ -164,22 +164,23 @@ def find_starts(
     probs: F64, gate: npt.NDArray[np.bool_], web: npt.NDArray[np.bool_], config: VadConfig, rearm_w: int | None
 ) -> list[int]:
     """Start windows of the first stage's candidates (QUIET/STARTING of CallVad). rearm_w=None: the first
-    only (today's VAD stays SPEAKING); else the next may start rearm_w windows after the previous one."""
+    only (today's VAD stays SPEAKING); else the next may start rearm_w windows after the previous one.
+    The slow onset path (config.onset_threshold) is modelled without its gate (shipped off: onset_gate 0)."""
     guard = max(1, math.ceil(config.min_speech_ms / (WINDOW_S * 1000) - 1e-9))
+    slow_n = config.onset_windows if config.onset_threshold > 0 else 0
     starts: list[int] = []
-    run, w = 0, 0
+    run, slow, w = 0, 0, 0
     while w < len(probs):
-        if gate[w] and web[w] and probs[w] >= config.silero_threshold:
-            run += 1
-            if run >= guard:
-                start = w - run + 1
-                starts.append(start)
-                if rearm_w is None:
-                    break
-                run, w = 0, start + rearm_w
-                continue
-        else:
-            run = 0
+        passed = bool(gate[w] and web[w])
+        run = run + 1 if passed and probs[w] >= config.silero_threshold else 0
+        slow = slow + 1 if slow_n and passed and probs[w] >= config.onset_threshold else 0
+        if run >= guard or (slow_n and slow >= slow_n):
+            start = w - (run if run >= guard else slow) + 1  # the sure path first, as CallVad
+            starts.append(start)
+            if rearm_w is None:
+                break
+            run, slow, w = 0, 0, start + rearm_w
+            continue
         w += 1
     return starts
 

@@ -50,3 +50,24 @@ def test_a_backchannel_word_opening_a_request_is_not_a_backchannel() -> None:
 ])
 def test_words_that_stop_mid_clause_are_an_unfinished_turn(text: str, expected: bool) -> None:
     assert unfinished(text) is expected
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("Way.", "stop"), ("Weight!", "stop"), ("wake up", "stop"), ("Stopped.", "stop"), ("Top!", "stop"),
+    ("Know.", "stop"), ("Hole on.", "stop"), ("Watt?", "clarification"), ("Counsel.", "cancellation"),
+    ("Hold it.", "stop"), ("Nope.", "stop"),
+])
+def test_a_half_heard_command_word_in_a_short_utterance_is_the_command(text: str, kind: str) -> None:
+    assert interruption(text) == kind
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("way to go", "redirect"), ("know what I mean", "redirect"), ("the top one please", "redirect"),
+    ("Okay.", "backchannel"), ("whole", "redirect"), ("Council tax.", "redirect"),
+])
+def test_sound_alikes_do_not_reach_past_short_utterances_or_backchannels(text: str, kind: str) -> None:
+    assert interruption(text) == kind
+
+
+def test_top_floor_is_not_stop() -> None:
+    assert interruption("Top floor.") == "redirect"

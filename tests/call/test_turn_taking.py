@@ -8,6 +8,7 @@ from app.call.turn_taking import (
     TRANSITIONS,
     Action,
     Input,
+    ModelVerdict,
     Obs,
     Silence,
     Speech,
@@ -141,12 +142,131 @@ def test_the_vad_turn_end_is_a_backstop_only_under_progressive() -> None:
     assert PROGRESSIVE.vad_turn_end_ms(700) == 1500
 
 
+# --- the end-of-turn model ------------------------------------------------------------------------
+STRICT_MODEL = TurnTakingConfig("strict", model=True, complete_at=0.6, incomplete_below=0.3,
+                                strict_silence_ms=700, unfinished_silence_ms=1500)
+PROGRESSIVE_MODEL = TurnTakingConfig("progressive", model=True, complete_at=0.6, incomplete_below=0.3,
+                                     complete_silence_ms=450, model_complete_silence_ms=300,
+                                     unfinished_silence_ms=1500)
+
+
+def test_strict_with_the_model_ends_a_complete_turn_at_the_pause() -> None:
+    taker = TurnTaker(STRICT_MODEL)
+    inputs: list[Input] = [
+        Silence(END + 0.10, END),  # a word gap: nothing
+        Silence(END + 0.25, END),  # the pause: ask the model
+        Silence(END + 0.30, END),
+        ModelVerdict(END + 0.33, END, 0.9),
+    ]
+    steps = [taker.feed(e) for e in inputs]
+    assert [(s.action, s.state) for s in steps] == [
+        (Action.NONE, State.LISTENING), (Action.ASK, State.ASKING), (Action.NONE, State.ASKING),
+        (Action.CLOSE, State.LISTENING)]
+    assert steps[-1].speech_end == END  # the turn gap runs from the caller's last speech, not the verdict
+    assert taker.verdicts["complete"] == 1
+
+
+def test_strict_with_the_model_holds_an_incomplete_turn_until_the_ceiling() -> None:
+    taker = TurnTaker(STRICT_MODEL)
+    taker.feed(Silence(END + 0.25, END))
+    step = taker.feed(ModelVerdict(END + 0.33, END, 0.1))
+    assert (step.action, step.state) == (Action.NONE, State.HOLDING) and step.deadline == pytest.approx(END + 1.5)
+    assert taker.feed(Silence(END + 0.7, END)).action is Action.NONE  # the strict silence no longer ends it
+    assert taker.feed(Silence(END + 1.49, END)).action is Action.NONE
+    step = taker.feed(Silence(END + 1.5, END))
+    assert (step.action, step.speech_end) == (Action.CLOSE, END)
+
+
+def test_strict_with_the_model_unsure_or_silent_ends_at_the_strict_silence() -> None:
+    for p in (0.45, None):  # between the thresholds; no answer (busy, failed)
+        taker = TurnTaker(STRICT_MODEL)
+        taker.feed(Silence(END + 0.25, END))
+        assert taker.feed(ModelVerdict(END + 0.3, END, p)).state is State.HOLDING
+        assert taker.feed(Silence(END + 0.69, END)).action is Action.NONE
+        assert taker.feed(Silence(END + 0.70, END)).action is Action.CLOSE
+    late = TurnTaker(STRICT_MODEL)  # the model is later than the strict silence: it ends as without it
+    late.feed(Silence(END + 0.25, END))
+    assert late.feed(Silence(END + 0.70, END)).action is Action.CLOSE
+    assert late.feed(ModelVerdict(END + 0.8, END, 0.1)).action is Action.NONE  # stale
+
+
+def test_strict_with_the_model_the_caller_going_on_drops_the_ask_and_the_hold() -> None:
+    asking = TurnTaker(STRICT_MODEL)
+    asking.feed(Silence(END + 0.25, END))
+    assert (asking.feed(Speech(END + 0.3)).action, asking.state) == (Action.CANCEL, State.LISTENING)
+    assert asking.feed(ModelVerdict(END + 0.35, END, 0.9)).action is Action.NONE  # the old pause's verdict
+    holding = TurnTaker(STRICT_MODEL)
+    holding.feed(Silence(END + 0.25, END))
+    holding.feed(ModelVerdict(END + 0.3, END, 0.1))
+    assert (holding.feed(Speech(END + 0.9)).action, holding.state) == (Action.NONE, State.LISTENING)
+    # The VAD's backstop still ends a turn the model is stuck on.
+    stuck = TurnTaker(STRICT_MODEL)
+    stuck.feed(Silence(END + 0.25, END))
+    assert stuck.feed(TurnOver(END + 1.5)).action is Action.END
+
+
+def test_progressive_a_complete_verdict_shortens_the_words_deadline() -> None:
+    taker = TurnTaker(PROGRESSIVE_MODEL)
+    assert taker.feed(Silence(END + 0.25, END)).action is Action.HEAR  # the session asks the model too
+    taker.feed(ModelVerdict(END + 0.32, END, 0.9))  # before the words: kept
+    step = taker.feed(WordsIn(END + 0.38, END, "What time do you open?"))
+    assert step.action is Action.DRAFT and step.deadline == pytest.approx(END + 0.3)
+    assert taker.feed(Silence(END + 0.40, END)).action is Action.SPEAK
+
+
+def test_progressive_a_verdict_after_the_words_moves_their_deadline() -> None:
+    sooner = TurnTaker(PROGRESSIVE_MODEL)
+    sooner.feed(Silence(END + 0.25, END))
+    assert sooner.feed(WordsIn(END + 0.30, END, "What time do you open?")).deadline == pytest.approx(END + 0.45)
+    step = sooner.feed(ModelVerdict(END + 0.35, END, 0.9))  # 300 ms has passed: over now
+    assert (step.action, step.state) == (Action.SPEAK, State.LISTENING)
+    later = TurnTaker(PROGRESSIVE_MODEL)
+    later.feed(Silence(END + 0.25, END))
+    later.feed(WordsIn(END + 0.30, END, "He took a resolve after this."))  # complete words
+    step = later.feed(ModelVerdict(END + 0.35, END, 0.1))  # the voice says it goes on
+    assert (step.action, step.state) == (Action.NONE, State.DRAFTING) and step.deadline == pytest.approx(END + 1.5)
+    assert later.feed(Silence(END + 0.5, END)).action is Action.NONE  # past the words' 450 ms: held
+    assert later.feed(Speech(END + 0.9)).action is Action.CANCEL  # the caller went on: not talked over
+
+
+def test_progressive_incomplete_verdict_before_the_words_waits_the_ceiling_and_drafts_late() -> None:
+    taker = TurnTaker(PROGRESSIVE_MODEL)
+    taker.feed(Silence(END + 0.25, END))
+    taker.feed(ModelVerdict(END + 0.30, END, 0.05))
+    step = taker.feed(WordsIn(END + 0.40, END, "What time do you open?"))
+    assert (step.action, step.state) == (Action.WAIT, State.WAITING)
+    assert taker.draft_at == pytest.approx(END + 0.9)
+
+
+def test_progressive_unfinished_words_win_over_a_complete_verdict() -> None:
+    taker = TurnTaker(PROGRESSIVE_MODEL)
+    taker.feed(Silence(END + 0.25, END))
+    taker.feed(ModelVerdict(END + 0.30, END, 0.95))
+    assert taker.feed(WordsIn(END + 0.40, END, "a table for")).deadline == pytest.approx(END + 1.5)
+
+
+def test_progressive_without_a_verdict_keeps_the_words_rule() -> None:
+    for p in (0.45, None):
+        taker = TurnTaker(PROGRESSIVE_MODEL)
+        taker.feed(Silence(END + 0.25, END))
+        taker.feed(ModelVerdict(END + 0.30, END, p))
+        assert taker.feed(WordsIn(END + 0.35, END, "What time do you open?")).deadline == pytest.approx(END + 0.45)
+
+
+def test_the_model_makes_the_vad_turn_end_a_backstop_under_strict_too() -> None:
+    assert STRICT_MODEL.vad_turn_end_ms(700) == 1500
+    assert STRICT_MODEL.verdict(0.6) == "complete" and STRICT_MODEL.verdict(0.3) == "unsure"
+    assert STRICT_MODEL.verdict(0.29) == "incomplete" and STRICT_MODEL.verdict(None) == "unsure"
+
+
 @pytest.mark.parametrize("bad", [
     {"policy": "eager"},
     {"speculate_silence_ms": 0},
     {"speculate_silence_ms": 500, "complete_silence_ms": 400},
     {"complete_silence_ms": 2000, "unfinished_silence_ms": 1500},
     {"draft_lead_ms": -1},
+    {"complete_at": 0.3, "incomplete_below": 0.6},
+    {"model": True, "speculate_silence_ms": 250, "model_complete_silence_ms": 200},
 ])
 def test_config_rejects_impossible_silences(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
