@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import typing
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.types import Message
 from starlette.websockets import WebSocketState
 
 from app import logctx
@@ -149,7 +147,7 @@ async def pump(
     ended: list[str] = []
     ticker = asyncio.create_task(_tick(session, clock.now, ended, asyncio.current_task()))
     side_tasks: list[asyncio.Task[None]] = [asyncio.create_task(helper(session)) for helper in helpers]
-    receive = _frame_source(websocket)
+    receive = websocket.receive
     reason = "socket closed"
     unstarted: Slot | None = slot  # held until the session has a record: then it counts against MAX_CALLS
     faults = LogBudget(burst=1, interval_s=LOG_SUMMARY_INTERVAL_S)  # a fault a peer can repeat: one traceback
@@ -160,7 +158,6 @@ async def pump(
             message = await receive()
             arrival = clock.now()
             if message["type"] == "websocket.disconnect":
-                websocket.client_state = WebSocketState.DISCONNECTED  # as Starlette's receive() would have set
                 if message.get("code") == INVALID_UTF8:
                     # uvicorn decodes text frames itself and closed the socket with 1007 on bad UTF-8 (its own
                     # traceback for it is filtered out, see logsafe): one line here, with the call's context.
@@ -212,20 +209,6 @@ async def pump(
                     await websocket.close(code=1000)
                 else:  # our own fixed words ("no start", "bad token", ...), never the peer's text
                     await websocket.close(code=1008, reason=reason)
-
-
-def _frame_source(websocket: WebSocket) -> Callable[[], Awaitable[Message]]:
-    """What the pump awaits for each inbound message: the ASGI server's own receive channel, once accepted.
-
-    Starlette's `WebSocket.receive` checks every message's type against the socket's state, one more coroutine
-    per frame (50 a second per call) for what the ASGI server guarantees after `websocket.connect`: only
-    `websocket.receive` and `websocket.disconnect` follow. The pump marks the disconnect itself (above), which is
-    all of that state it reads. Anything else (a socket not yet accepted, an in-memory one) keeps `receive`.
-    """
-    raw = getattr(websocket, "_receive", None)
-    if isinstance(websocket, WebSocket) and websocket.client_state == WebSocketState.CONNECTED and callable(raw):
-        return typing.cast(Callable[[], Awaitable[Message]], raw)
-    return websocket.receive
 
 
 async def _tick(
