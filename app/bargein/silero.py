@@ -13,22 +13,13 @@ reaches that callback joins the same run. A lone call therefore runs in the very
 and a hundred calls woken by the same poll share one run.
 
 Each stream has one FIFO of queued windows (`SileroStream.queue`), whether someone awaits their
-probability (`infer`) or not (`defer`), so a stream's windows reach the model in the order they were heard
-and its deferred windows always run before its next `infer`. A run takes the oldest window of each waiting
-stream: a stream's next window needs the state its previous one leaves, so one long frame (many windows of
-one stream) becomes many runs, one per window, each of them cheap to build.
-
-Deferred windows (their probability is not needed: the VAD's cheap layers decided them) run only to keep the
-stream's recurrent state warm for its next awaited window, and only while that one may be near. They run when
-LAZY_FLUSH_S after the first of them has passed (all that were queued then, in runs shared by every stream;
-later ones wait for the next timer), or earlier, riding along in a run that awaited windows make due in the
-same loop iteration anyway. But once a stream has deferred more than `warmup_windows` in a row (a quiet line,
-or steady noise that cannot start speech: most of a listening caller's call), its deferred windows stop
-running: the stream keeps only its last `warmup_windows` of them, which run just before its next awaited
-window to bring the state up to it, and older ones are dropped unrun (the state stays as the last run window
-left it). Silero's state forgets slowly but does forget: WARMUP_WINDOWS windows of the line's own audio from
-a stale state bring the next window's probability close enough that the corpus's decisions do not change
-(the fit is next to WARMUP_WINDOWS). A gap no longer than that is run whole, exactly as heard.
+probability (`infer`) or not (`defer`, run later in bulk), so a stream's windows reach the model in the
+order they were heard and its deferred windows always run before its next `infer`. A run takes the oldest
+window of each waiting stream: a stream's next window needs the state its previous one leaves, so one
+long frame (many windows of one stream) becomes many runs, one per window, each of them cheap to build.
+Deferred windows run when LAZY_FLUSH_S after the first of them has passed (all that were queued then, in runs
+shared by every stream; later ones wait for the next timer), or earlier, riding along in a run that awaited
+windows make due in the same loop iteration anyway.
 
 No callback holds the loop for long, whatever one frame carries: a flush stops after `TURN_BUDGET`
 window-equivalents of model time (a run costs `RUN_COST` extra, its fixed overhead) and continues on the
@@ -127,7 +118,6 @@ class SileroStream:
     # Set by the caller: its awaited windows may decide a barge-in now (speech is starting or on), so their runs
     # carry nothing else (no deferred windows riding along: the decision waits for the whole run).
     urgent: bool = False
-    quiet_run: int = 0  # windows deferred since the stream's last awaited one
     closed: bool = False
 
     @property
@@ -169,8 +159,7 @@ class BatchStats:
     max_batch: int = 0
     model_cpu_s: float = 0.0
     turns: int = 0  # loop callbacks that ran the model (a flush that hit TURN_BUDGET takes several)
-    deferred: int = 0  # windows whose probability nobody needed (run later, if at all, to warm the state)
-    skipped: int = 0  # deferred windows dropped unrun: a stream deferred more than warmup_windows in a row
+    deferred: int = 0  # windows run later, in bulk, only to keep a stream's state warm
     sizes: Counter[int] = field(default_factory=Counter)
 
     def record(self, size: int) -> None:
@@ -190,20 +179,9 @@ class WindowScorer(Protocol):
     async def infer(self, stream: SileroStream, window: F32) -> float: ...
 
     def defer(self, stream: SileroStream, window: F32) -> None:
-        """The window's probability is not needed (the cheap layers already ruled it out); the stream's state
-        may still need it to warm up for the next `infer`."""
+        """The window's probability is not needed (the cheap layers already ruled it out), but the stream's
+        state must still advance through it before the next `infer`."""
         ...
-
-
-# Deferred windows in a row after which a stream's deferred windows stop running, and how many it then keeps to
-# warm its state before its next awaited window (see the module docstring). Fitted on corpus-pool with
-# `python -m app.offline.evaluate --webrtc-mode 1` (it feeds faster than real time, so its lazy timer hardly
-# fires and a gap longer than this is warmed from a stale state: the worst case). At 32, as recorded, under
-# rain or wind at 10 dB SNR, a -40 dBFS talker and the white hiss step, detection, the missed clips and false
-# stops are those of running every window (latency p50/p95/max equal, p50 5 ms better under the hiss step). At
-# 16 it costs ~25% fewer model windows on steady noise but two more -40 dBFS words lost (98.1% vs 98.4%) and one
-# under the hiss step. Silero's state takes about a second to forget what it saw.
-WARMUP_WINDOWS = 32
 
 
 # How long deferred windows wait: long enough that one run carries the quiet windows of most live calls
@@ -225,11 +203,8 @@ RIDE_ALONG = 32
 class SileroBatcher:
     """Collects the windows submitted in one loop iteration and runs them as one batch."""
 
-    def __init__(self, model: SileroModel, warmup_windows: int = WARMUP_WINDOWS) -> None:
-        if warmup_windows < 0:
-            raise ValueError("warmup_windows must be >= 0")
+    def __init__(self, model: SileroModel) -> None:
         self.model = model
-        self.warmup_windows = warmup_windows
         self.stats = BatchStats()
         # Streams with queued windows, in the order they are served (a served stream goes to the back).
         self._ready: dict[SileroStream, None] = {}  # someone awaits one of its windows
@@ -253,7 +228,6 @@ class SileroBatcher:
         # Behind the stream's deferred windows: this window's probability depends on the state they leave.
         stream.queue.append((window, future))
         stream.waiting += 1
-        stream.quiet_run = 0
         self._ready[stream] = None
         # Compare loops, not a flag: a loop that closed with a flush still scheduled must not leave the
         # batcher waiting forever on the next loop (tests and tools run one loop after another).
@@ -275,35 +249,14 @@ class SileroBatcher:
             raise ValueError(f"window must have {WINDOW} samples, got {window.shape}")
         if stream.closed:
             return
-        self.stats.deferred += 1
-        stream.quiet_run += 1
-        if stream.quiet_run > self.warmup_windows:
-            # A long gap: only its last warmup_windows will run, just before the next awaited window.
-            self._trim(stream, self.warmup_windows - 1)
-            if self.warmup_windows:
-                stream.queue.append((window, None))
-            else:
-                stream.context[...] = window[-CONTEXT:]
-                self.stats.skipped += 1
-            return
         stream.queue.append((window, None))
         self._lazy[stream] = None
+        self.stats.deferred += 1
         loop = asyncio.get_running_loop()
         # While what is due runs, a flush is pending on this loop and arms the timer when it is done; windows
         # left due by a loop that is gone (tests and tools run one loop after another) must not stop the timer.
         if not self._due or self._flush_loop is not loop:
             self._arm(loop)
-
-    def _trim(self, stream: SileroStream, keep: int) -> None:
-        """Drop the stream's oldest deferred windows, unrun, until `keep` are left. The model keeps of a window
-        only its state and its last samples (the next window's context): the state stays, the context moves."""
-        queue = stream.queue
-        while len(queue) - stream.waiting > keep and queue and queue[0][1] is None:
-            dropped, _ = queue.popleft()
-            stream.context[...] = dropped[-CONTEXT:]
-            if stream.due > 0:
-                stream.due -= 1
-            self.stats.skipped += 1
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """The lazy timer, unless it is armed on this loop already."""
@@ -350,15 +303,13 @@ class SileroBatcher:
     def _make_due(self) -> None:
         """Every deferred window queued now is due."""
         for stream in self._lazy:
-            if stream.quiet_run > self.warmup_windows:
-                continue  # a long gap: its windows wait for the next awaited one (at most warmup_windows of them)
             stream.due = stream.deferred
             if stream.due > 0 and not stream.closed:
                 self._due[stream] = None
         self._lazy.clear()
 
     def drain_deferred(self) -> None:
-        """Run every deferred window that would run live now (benchmarks, so that their cost is counted)."""
+        """Run every deferred window now (benchmarks, so that their cost is counted)."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -170,7 +170,7 @@ def test_deferred_windows_keep_the_state_exact_and_run_in_bulk(model: SileroMode
         stream = SileroStream()
         expected.append([solo_batcher.infer_now(stream, w) for w in windows][-1])
 
-    batcher = SileroBatcher(model, warmup_windows=32)  # a gap of 19: every window runs
+    batcher = SileroBatcher(model)
     streams = [SileroStream() for _ in signals]
 
     async def run() -> list[float]:
@@ -280,91 +280,3 @@ def test_a_loop_that_dies_with_deferred_windows_due_does_not_stall_the_next(mode
 
     asyncio.run(again())
     assert stream.deferred == 0  # this loop's timer ran them, the dead loop's due window notwithstanding
-
-
-def test_a_gap_no_longer_than_the_warm_up_is_replayed_exactly(model: SileroModel) -> None:
-    signals = _three_signals()
-    solo_batcher = SileroBatcher(model)
-    expected = []
-    for windows in signals:
-        stream = SileroStream()
-        expected.append([solo_batcher.infer_now(stream, w) for w in windows][-1])
-
-    batcher = SileroBatcher(model, warmup_windows=19)
-    streams = [SileroStream() for _ in signals]
-
-    async def run() -> list[float]:
-        for stream, windows in zip(streams, signals, strict=True):
-            for w in windows[:-1]:
-                batcher.defer(stream, w)
-        assert batcher.stats.windows == 0  # nothing runs for a deferred window's own sake
-        return list(
-            await asyncio.gather(*(batcher.infer(s, w[-1]) for s, w in zip(streams, signals, strict=True)))
-        )
-
-    got = asyncio.run(run())
-    assert got == pytest.approx(expected, abs=1e-5)
-    # 19 deferred windows then the awaited one: 20 runs, each shared by the three streams
-    assert batcher.stats.runs == 20 and batcher.stats.max_batch == 3
-    assert batcher.stats.deferred == 3 * 19 and batcher.stats.skipped == 0
-
-
-def test_a_longer_gap_runs_only_the_last_warm_up_windows_from_the_state_it_had(model: SileroModel) -> None:
-    windows = _three_signals()[0]
-    k = 5
-    # What the batcher must do: the state after window 0, windows 1..13 never run (14's context is the tail of
-    # 13), then windows 14..18 to warm it up and window 19.
-    reference = SileroStream()
-    ref_batcher = SileroBatcher(model)
-    ref_batcher.infer_now(reference, windows[0])
-    reference.context[...] = windows[13][-CONTEXT:]
-    expected = [ref_batcher.infer_now(reference, w) for w in windows[14:]][-1]
-
-    batcher = SileroBatcher(model, warmup_windows=k)
-    stream = SileroStream()
-
-    async def run() -> float:
-        await batcher.infer(stream, windows[0])
-        for w in windows[1:-1]:
-            batcher.defer(stream, w)
-        assert stream.deferred == k  # the older ones are dropped as they fall out, not kept
-        return await batcher.infer(stream, windows[-1])
-
-    assert asyncio.run(run()) == pytest.approx(expected, abs=1e-6)
-    assert batcher.stats.windows == 1 + k + 1
-    assert batcher.stats.skipped == 18 - k
-
-
-def test_no_warm_up_runs_only_the_awaited_windows(model: SileroModel) -> None:
-    windows = _three_signals()[1]
-    batcher = SileroBatcher(model, warmup_windows=0)
-    stream = SileroStream()
-
-    async def run() -> float:
-        for w in windows[:-1]:
-            batcher.defer(stream, w)
-        return await batcher.infer(stream, windows[-1])
-
-    asyncio.run(run())
-    assert batcher.stats.windows == 1 and batcher.stats.skipped == len(windows) - 1
-    np.testing.assert_array_equal(stream.context, windows[-1][-CONTEXT:])
-    with pytest.raises(ValueError):
-        SileroBatcher(model, warmup_windows=-1)
-
-
-def test_the_lazy_timer_runs_a_short_gap_in_bulk_and_leaves_a_long_one_to_the_warm_up(model: SileroModel) -> None:
-    windows = _three_signals()[1]
-    batcher = SileroBatcher(model, warmup_windows=8)
-    short, long = SileroStream(), SileroStream()
-
-    async def run() -> None:
-        for w in windows[:5]:
-            batcher.defer(short, w)
-        for w in windows[:19]:
-            batcher.defer(long, w)
-        await asyncio.sleep(0.2)  # past the lazy timer
-
-    asyncio.run(run())
-    assert short.deferred == 0  # the next awaited window may be near: its state is kept warm, in bulk
-    assert long.deferred == 8 and long.quiet_run == 19  # only the last 8 wait, unrun, for the next one
-    assert batcher.stats.windows == 5 and batcher.stats.skipped == 19 - 8

@@ -217,11 +217,10 @@ def test_hiss_and_hum_at_minus_45_dbfs_and_below_never_start(model: SileroModel)
     events = asyncio.run(run_calls(audio, vads))
     assert {case: evs for case, evs in zip(cases, events, strict=True) if evs} == {}
     # Hiss and hum never pass the floor's SNR once it has settled: their windows need no probability, so
-    # nearly all of them are only deferred, never awaited, and most of those never reach the model at all.
-    heard = 4.0 * 8000 // 256 * len(cases)
-    assert batcher.stats.deferred > 0.6 * heard
-    assert batcher.stats.windows < 0.5 * heard
-    assert batcher.stats.skipped > 0.5 * heard
+    # nearly all of them are only queued for the model, never awaited.
+    assert batcher.stats.deferred > 0.9 * (batcher.stats.deferred + batcher.stats.windows)
+    batcher.drain_deferred()  # ... and the model still sees every one of them, all calls sharing each run
+    assert batcher.stats.max_batch == len(cases)
 
 
 @needs_corpus
@@ -314,8 +313,7 @@ def test_evaluator_runs_clips_and_measures_cost(model: SileroModel) -> None:
     assert report.batch_mean > 1.0
     assert "rain" in report.format()
     cost = measure_cost(3, seconds=0.2, model=model, clips=clips)
-    # the calls' windows share runs (3 calls at most); listening ones may need no run at all (mean 0)
-    assert cost.mean_batch <= 3.0 and cost.wall_us > 0
+    assert cost.mean_batch == pytest.approx(3.0) and cost.wall_us > 0
 
 
 # --- the adaptive noise floor ---------------------------------------------------------------------
@@ -521,31 +519,6 @@ def test_new_thresholds_are_read_from_settings_when_present() -> None:
         VadConfig(snr_db=-1)
     with pytest.raises(ValueError):
         VadConfig(pause_ms=0)
-
-
-@needs_corpus
-def test_a_quiet_line_runs_the_model_only_around_speech_and_decides_as_if_it_ran_every_window(
-    model: SileroModel,
-) -> None:
-    # Callers mostly listen: three seconds of line hiss under the gate, then corpus speech, on a few calls.
-    speech = [c for c in corpus.read_manifest() if c.kind == "speech"][:4]
-    hiss = corpus.as_received(corpus.white_noise(3.0, -62.0, seed=5))
-    audio = [np.concatenate([hiss, corpus.as_received(corpus.load_clip(c))]) for c in speech]
-
-    def decide(warmup_windows: int) -> tuple[list[list[tuple[type, float]]], SileroBatcher]:
-        batcher = SileroBatcher(model, warmup_windows=warmup_windows)
-        vads = [CallVad(VadConfig(), batcher) for _ in audio]
-        events = asyncio.run(run_calls(audio, vads))
-        return [[(type(e), round(e.at, 3)) for e in evs] for evs in events], batcher
-
-    every, full = decide(10**6)  # every window reaches the model, as it did before warm-ups
-    got, warm = decide(16)
-    assert got == every and all(evs and evs[0][0] is SpeechStarted for evs in got)
-    assert full.stats.skipped == 0
-    # The hiss's windows never run (all but the last 16 of each call before its first loud window).
-    heard = sum(len(a) // 256 for a in audio)
-    assert warm.stats.windows <= full.stats.windows - len(audio) * (3.0 * 8000 // 256 - 16)
-    assert warm.stats.skipped >= len(audio) * (3.0 * 8000 // 256 - 16) and full.stats.windows <= heard
 
 
 def test_windows_are_urgent_to_the_batcher_once_speech_is_starting() -> None:
