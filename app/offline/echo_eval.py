@@ -22,7 +22,20 @@ The agent's audio reaches the guard in 160 ms chunks `SEND_AHEAD_S` before they 
 The guard is causal and per frame, so running it over a call's audio first and the detector after is the
 same as running both frame by frame.
 
+Caller frames reach the guard as they do live (`arrivals`): a few ms late, and now and then bunched after a
+20-60 ms stall of the loop. On the exact 20 ms grid (`--steady`, the only mode before) the guard looked far
+better offline than live: placed at their arrivals, frames were misaligned against the agent's audio and the
+filter cancelled nothing (ERLE -3..0 dB on this path with live-like arrivals, 5-6 dB steady).
+
+`--noise-echo N` runs N pool noise clips over the echo at -6 dB ERL (and noise alone, echo alone, for
+contrast) through both of the call path's checks, the echo share and the second look (`impulse.is_speech`),
+as the speakerphone preset does: any candidate that passes both is a false clear.
+
+`--set FIELD=VALUE` (repeatable) overrides an EchoConfig field for every run: A/B runs in one tree, e.g.
+`--set two_path=false` (one filter) against the default two-path guard.
+
     python -m app.offline.echo_eval [--limit N] [--caller-at S] [--echo-seeds N] [--shares] [--reject-share X]
+                                    [--steady] [--noise-echo N] [--set FIELD=VALUE ...]
     python -m app.offline.echo_eval --bench      # the guard's cost alone: median of 9 runs over 3 calls
 """
 
@@ -31,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,17 +105,45 @@ class Guarded:
     active_frames: int
 
 
+def arrivals(frames: int, seed: int | None) -> npt.NDArray[np.float64]:
+    """Arrival times of a call's caller frames: on the 20 ms grid (`seed` None), or late as on a loaded server.
+
+    Live, a frame reaches the guard a little after it was sent (the network, the event loop: ~2 ms on
+    average), and now and then the loop is busy for 20-60 ms and the frames queued meanwhile arrive together.
+    In order, never early. Seeded, so a run is repeatable.
+    """
+    nominal = (np.arange(frames) + 1) * FRAME / SAMPLE_RATE
+    if seed is None:
+        return nominal
+    rng = np.random.default_rng(seed)
+    out = np.empty(frames)
+    stall_until, last = 0.0, 0.0
+    for k, t in enumerate(nominal):
+        if rng.random() < 0.02:
+            stall_until = t + rng.uniform(0.02, 0.06)
+        last = out[k] = max(last, max(t, stall_until) + rng.exponential(0.002))
+    return out
+
+
+JITTER_SEED: int | None = 7  # --steady: None (frames on the exact 20 ms grid, as every run was before)
+
+
+CONFIG: EchoConfig | None = None  # --set: the guard's config for every run (None: the defaults)
+
+
 def guarded(mic: I16, agent: I16, config: EchoConfig | None = None, span_s: float = 0.064) -> Guarded:
-    """The guard's output for a call, the agent's audio fed in chunks as the outbox would send them."""
-    guard = EchoGuard(config)
+    """The guard's output for a call, the agent's audio fed in chunks as the outbox would send them, the caller
+    frames arriving as `arrivals(JITTER_SEED)` says."""
+    guard = EchoGuard(config or CONFIG)
     lead = int(LEAD_IN_S * SAMPLE_RATE)
     chunk = int(CHUNK_S * SAMPLE_RATE)
     frames = len(mic) // FRAME
     out = np.empty(frames * FRAME, np.int16)
     share = np.zeros(frames)
     next_chunk, spent, active = 0, 0.0, 0
+    times = arrivals(frames, JITTER_SEED)
     for k in range(frames):
-        t = (k + 1) * FRAME / SAMPLE_RATE
+        t = float(times[k])
         while next_chunk < len(agent) and (lead + next_chunk) / SAMPLE_RATE <= t + SEND_AHEAD_S:
             guard.played(agent[next_chunk : next_chunk + chunk], (lead + next_chunk) / SAMPLE_RATE)
             next_chunk += chunk
@@ -288,6 +330,98 @@ def double_talk(
     return rows
 
 
+def pool_noise(limit: int) -> list[Clip]:
+    """Tuning-pool noise clips, spread over the categories deterministically."""
+    clips = [c for c in read_manifest(POOL) if c.kind == "noise"]
+    step = max(1, len(clips) // max(limit, 1))
+    return clips[::step][:limit]
+
+
+@dataclass
+class NoiseRow:
+    """Noise over echo: how each candidate fared through the echo check and the second look."""
+
+    label: str
+    calls: int = 0
+    candidates: int = 0
+    echo_rejected: int = 0  # the echo share called it echo
+    noise_rejected: int = 0  # the second look called it noise
+    false_clear_calls: int = 0  # calls with a candidate that passed both
+
+    def format(self) -> str:
+        return (
+            f"{self.label:<34} candidates {self.candidates:>3} | echo-rejected {self.echo_rejected:>3} | "
+            f"noise-rejected {self.noise_rejected:>3} | false clears in {self.false_clear_calls:>2}/{self.calls} calls"
+        )
+
+
+async def _second_looks(audio: Sequence[I16], shares: Sequence[npt.NDArray[np.float64] | None],
+                        reject: float) -> list[list[tuple[float, bool]]]:
+    """Each call through CallVad frame by frame, each candidate through the session's checks once its second-look
+    window is in: (echo share over the candidate, the second look's speech verdict)."""
+    from app.bargein import impulse
+
+    batcher = SileroBatcher(shared_model())
+    vads = [CallVad(VadConfig(), batcher) for _ in audio]
+    out: list[list[tuple[float, bool]]] = [[] for _ in audio]
+    pending: list[float | None] = [None] * len(audio)
+    steps = max(len(a) for a in audio) // FRAME
+    for k in range(steps):
+        now = (k + 1) * FRAME / SAMPLE_RATE
+        live = [i for i, a in enumerate(audio) if (k + 1) * FRAME <= len(a)]
+        results = await asyncio.gather(*(vads[i].feed(audio[i][k * FRAME : (k + 1) * FRAME], now) for i in live))
+        for i, evs in zip(live, results, strict=True):
+            for e in evs:
+                if isinstance(e, SpeechStarted) and pending[i] is None:
+                    pending[i] = now - e.sustained_ms / 1000
+            if pending[i] is not None and vads[i].candidate_samples >= impulse.window_samples():
+                pcm, probs = vads[i].candidate()
+                scored = [p for p in probs[: impulse.window_probabilities()] if p == p]
+                speech = impulse.is_speech(pcm[: impulse.window_samples()], scored)
+                sh = shares[i]
+                share = float(sh[k]) if sh is not None else 0.0
+                out[i].append((share, speech))
+                pending[i] = None
+                if not (share <= reject and speech):  # rejected: the session re-arms the detector
+                    vads[i].rearm(now)
+    return out
+
+
+def noise_echo(agent: I16, clips: Sequence[Clip], noise_at_s: float, reject: float) -> list[NoiseRow]:
+    """Pool noise over the echo at -6 dB ERL (and, for contrast, noise alone and echo alone): any candidate that
+    passes both the echo check and the second look is a false clear."""
+    full = _timeline(agent, extra_s=1.0)
+    offset = int((LEAD_IN_S + noise_at_s) * SAMPLE_RATE)
+    cases: dict[str, tuple[list[I16], list[npt.NDArray[np.float64] | None]]] = {}
+    for name in ("noise+echo guard", "noise alone guard", "echo alone guard", "noise+echo raw"):
+        cases[name] = ([], [])
+    for n, clip in enumerate(clips):
+        delay = DELAYS_MS[n % len(DELAYS_MS)]
+        echo = echo_of(full, erl_db=-6.0, delay_ms=delay, drift_ms=DRIFT_MS, seed=300 + n)
+        noise = load_clip(clip, POOL)
+        silent = np.zeros_like(echo)
+        for name, base in (("noise+echo", echo), ("noise alone", silent), ("echo alone", echo)):
+            mic = _with_floor(with_caller(base, noise if name != "echo alone" else noise[:0], offset))
+            g = guarded(mic, agent, span_s=0.16)
+            cases[f"{name} guard"][0].append(g.audio)
+            cases[f"{name} guard"][1].append(g.share)
+            if name == "noise+echo":
+                cases["noise+echo raw"][0].append(mic)
+                cases["noise+echo raw"][1].append(None)
+    rows = []
+    for name, (audio, shares) in cases.items():
+        looks = asyncio.run(_second_looks(audio, shares, reject))
+        row = NoiseRow(name)
+        for cands in looks:
+            row.calls += 1
+            row.candidates += len(cands)
+            row.echo_rejected += sum(s > reject for s, _ in cands)
+            row.noise_rejected += sum(s <= reject and not sp for s, sp in cands)
+            row.false_clear_calls += any(s <= reject and sp for s, sp in cands)
+        rows.append(row)
+    return rows
+
+
 def bench(agent: I16, repeats: int = 9) -> tuple[float, float, int]:
     """The guard's cost per active frame on three echo-only calls: (median, min) over `repeats` runs, frames.
 
@@ -312,6 +446,19 @@ def bench(agent: I16, repeats: int = 9) -> tuple[float, float, int]:
     return float(np.median(per_frame)), float(min(per_frame)), frames
 
 
+def _config(overrides: Sequence[str]) -> EchoConfig:
+    """EchoConfig with `field=value` overrides, each value parsed as the field's default's type."""
+    base = EchoConfig()
+    changes: dict[str, object] = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if not hasattr(base, name):
+            raise SystemExit(f"--set: EchoConfig has no field {name!r}")
+        kind = type(getattr(base, name))
+        changes[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.offline.echo_eval", description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=6, help="caller clips per ERL for double talk")
@@ -321,8 +468,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--echo-seeds", type=int, default=1, help="echo-only calls per delay and ERL (room, drift)")
     parser.add_argument("--bench", action="store_true", help="only time the guard (median of 9 runs) and exit")
     parser.add_argument("--recheck", action="store_true", help="re-check a rejected candidate while speech lasts")
+    parser.add_argument("--steady", action="store_true", help="caller frames on the exact 20 ms grid, not late")
+    parser.add_argument("--noise-echo", type=int, default=0, metavar="N",
+                        help="only run N pool noise clips over the echo (-6 dB) through both checks, and exit")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override an EchoConfig field for every run (repeatable), e.g. --set mu=0.5")
     args = parser.parse_args(argv)
+    global JITTER_SEED, CONFIG
+    if args.steady:
+        JITTER_SEED = None
+    if args.set:
+        CONFIG = _config(args.set)
     agent = agent_speech()
+    if args.noise_echo:
+        for nrow in noise_echo(agent, pool_noise(args.noise_echo), 1.0, args.reject_share):
+            print(nrow.format())
+        return
     if args.bench:
         median, best, frames = bench(agent)
         print(f"echo guard: {median:.1f} us per active 20 ms frame, median of 9 runs (best {best:.1f})", end="")

@@ -207,7 +207,9 @@ def test_echo_share_separates_echo_from_a_caller() -> None:
         if 0 <= c0 and c0 + 800 <= len(caller) and _energy_db(caller[c0 : c0 + 800]) >= _energy_db(span) + 6.0:
             caller_shares.append(guard.echo_share(t - 0.1, t))  # spans where the caller is talking over it
     assert len(echo_shares) >= 8 and min(echo_shares) > ECHO_REJECT_SHARE
-    assert len(caller_shares) >= 10 and np.median(caller_shares) < 0.2
+    # (0.25: the echo bound covers every reference block in the filter's span, not only the newest, so a
+    # caller over the agent's syllables reads a little more echo than it did; the decision is at 0.75.)
+    assert len(caller_shares) >= 10 and np.median(caller_shares) < 0.25
     assert np.mean(np.array(caller_shares) <= ECHO_REJECT_SHARE) >= 0.8
     assert all(0.0 <= s <= 1.0 for s in echo_shares + caller_shares)
     assert guard.echo_share(0.0, 0.3) == 0.0  # long gone from the ring (or before any agent audio): nothing known
