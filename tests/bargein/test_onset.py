@@ -5,7 +5,6 @@ real clips it never makes an onset later nor fires on noise that the sure path l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,28 +13,13 @@ import numpy as np
 import pytest
 
 from app.bargein import onset
-from app.bargein.silero import SileroModel, SileroStream
+from app.bargein.silero import SileroModel
 from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent, VadState
 from app.offline import corpus, fit_impulse
+from tests.bargein.test_vad import ScriptedScorer  # Silero's stand-in: scripted probabilities
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"  # the clips that ship with the repository
 SURE_ONLY = VadConfig(onset_threshold=0.0)
-
-
-class ScriptedScorer:
-    """Stands in for Silero: scripted probabilities, one per window, then zeros."""
-
-    def __init__(self, probs: Sequence[float]) -> None:
-        self.probs = list(probs)
-        self.windows = 0
-
-    async def infer(self, stream: SileroStream, window: np.ndarray) -> float:
-        prob = self.probs[self.windows] if self.windows < len(self.probs) else 0.0
-        self.windows += 1
-        return prob
-
-    def defer(self, stream: SileroStream, window: np.ndarray) -> None:
-        self.windows += 1
 
 
 def feed(vad: CallVad, pcm: np.ndarray) -> list[VadEvent]:

@@ -7,29 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 
 from app.bargein.detector import Action, BargeInPolicy, Candidate, Paused, PolicyConfig, Progress, Verdict
-from app.bargein.silero import SileroStream
 from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechPaused, SpeechStarted, VadConfig
 from app.offline import corpus
-
-
-class ScriptedScorer:
-    """Stands in for Silero: scripted probabilities, one per window, then zeros."""
-
-    def __init__(self, probs: Sequence[float]) -> None:
-        self.probs = list(probs)
-        self.windows = 0
-
-    async def infer(self, stream: SileroStream, window: np.ndarray) -> float:
-        prob = self.probs[self.windows] if self.windows < len(self.probs) else 0.0
-        self.windows += 1
-        return prob
-
-    def defer(self, stream: SileroStream, window: np.ndarray) -> None:
-        self.windows += 1
+from tests.bargein.test_vad import ScriptedScorer  # Silero's stand-in: scripted probabilities
 
 
 def run_call(probs: Sequence[float], seconds: float = 2.5) -> tuple[list[Action], list[SpeechPaused], CallVad]:
