@@ -8,19 +8,10 @@ import numpy.typing as npt
 from app.bargein.echo import FRAME, SAMPLE_RATE, EchoConfig, EchoGuard
 from app.offline.echo_eval import arrivals
 from app.offline.echo_path import echo_of, with_caller
+from tests.bargein.test_echo import _speechlike  # the same stand-in voice
 
 I16 = npt.NDArray[np.int16]
 LEAD = 4000  # the agent starts at 0.5 s
-
-
-def _speechlike(seconds: float, seed: int, rate_hz: float = 3.0) -> I16:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    envelope = np.maximum(0.0, np.sin(2 * np.pi * rate_hz * t + rng.uniform(0, 6))) ** 2
-    x = np.convolve(rng.standard_normal(n), np.ones(3) / 3, mode="same") * envelope * 4000
-    out: I16 = np.clip(x, -32768, 32767).astype(np.int16)
-    return out
 
 
 def _run(guard: EchoGuard, mic: I16, agent: I16, times: npt.NDArray[np.float64]) -> I16:
