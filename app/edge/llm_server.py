@@ -31,8 +31,9 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
+
+from app.edge.http_loopback import HttpLoopback
 
 Clock = Callable[[], float]
 
@@ -57,7 +58,6 @@ Replies = Sequence[Reply] | Callable[[list[dict[str, Any]]], Reply]
 TOOL_ARGUMENT_CHUNK = 8  # characters of a call's arguments per streamed delta
 
 _MAX_HEAD = 64 * 1024
-_MODE = re.compile(r"ok|dead|close|stall_after=(\d+)|http_error=(\d{3})")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -164,7 +164,7 @@ class _Connection:
             raise _Disconnected from exc
 
 
-class ScriptedLlmServer:
+class ScriptedLlmServer(HttpLoopback):
     """An OpenAI-compatible `/v1/chat/completions` on 127.0.0.1 that streams scripted replies.
 
     `replies` is a list (request n gets `replies[n % len(replies)]`) or a function of the request's
@@ -174,6 +174,8 @@ class ScriptedLlmServer:
     the whole reply as one delta, on one line). `ensure_ascii=False` writes the JSON as raw UTF-8, as
     llama.cpp and vLLM do, instead of escaping every non-ASCII character.
     """
+
+    MODES = re.compile(r"ok|dead|close|stall_after=(\d+)|http_error=(\d{3})")
 
     def __init__(
         self,
@@ -194,57 +196,26 @@ class ScriptedLlmServer:
         self.replies = replies
         self.token_delay_s = token_delay_s
         self.first_token_delay_s = first_token_delay_s
-        self.mode = mode
+        super().__init__(mode, host, port)
         self.model = model
         if chunk_chars is not None and chunk_chars < 1:
             raise ValueError("chunk_chars must be at least 1")
         self.chunk_chars = chunk_chars
         self.ensure_ascii = ensure_ascii
         self._clock = clock
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], _Connection] = {}
         self._stopping = False
         self._completions = 0
         self.requests: list[LlmRequest] = []
 
     @property
-    def mode(self) -> str:
-        return self._mode
-
-    @mode.setter
-    def mode(self, value: str) -> None:
-        if not _MODE.fullmatch(value):
-            raise ValueError(f"unknown mode {value!r}")
-        self._mode = value
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server not started")
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}/v1"
-
-    @property
     def chat_requests(self) -> list[LlmRequest]:
         return [r for r in self.requests if r.path.rstrip("/").endswith("/chat/completions")]
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
+    async def _end_connections(self) -> None:
+        # Closing the socket lets each handler finish on its own: a cancelled connection task is logged as an
+        # error by asyncio.streams on 3.11.
         self._stopping = True
-        self._server.close()
-        # Since 3.12 wait_closed() also waits for open connections, so end them first. Closing the socket
-        # lets each handler finish on its own: a cancelled connection task is logged as an error by
-        # asyncio.streams on 3.11.
         handlers = list(self._connections)
         for conn in self._connections.values():
             conn.writer.close()
@@ -253,18 +224,7 @@ class ScriptedLlmServer:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
         self._stopping = False
-
-    async def __aenter__(self) -> ScriptedLlmServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # --- HTTP ----------------------------------------------------------------------------------------------
 

@@ -33,15 +33,14 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from app.edge.http_loopback import HttpLoopback
 from providers.tts.espeak import EspeakTts
 
 Clock = Callable[[], float]
 
 PCM_RATE = 24_000
-_MODE = re.compile(r"ok|dead|close|stall_after=(\d+)|drop_after=(\d+)|http_error=(\d{3})")
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 _MAX_HEAD = 64 * 1024
@@ -80,8 +79,10 @@ def masked(key: str) -> str:
     return key[:3] + "*" * max(0, len(key) - 7) + key[-4:] if len(key) > 7 else "****"
 
 
-class SpeechServer:
+class SpeechServer(HttpLoopback):
     """`POST /v1/audio/speech` on 127.0.0.1 (see the module docstring)."""
+
+    MODES = re.compile(r"ok|dead|close|stall_after=(\d+)|drop_after=(\d+)|http_error=(\d{3})")
 
     def __init__(
         self,
@@ -95,60 +96,19 @@ class SpeechServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(mode, host, port)
         self.api_key = api_key
-        self.mode = mode
         self.chunk_ms = chunk_ms
         self.chunk_delay_s = chunk_delay_s
         self._tts = EspeakTts(voice=voice, sample_rate=PCM_RATE)
         self._clock = clock
-        self._host = host
-        self._port = port
-        self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.requests: list[SpeechRequest] = []
 
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    @mode.setter
-    def mode(self, value: str) -> None:
-        if not _MODE.fullmatch(value):
-            raise ValueError(f"unknown mode {value!r}")
-        self._mode = value
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server not started")
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}/v1"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
+    async def _end_connections(self) -> None:
         for writer in list(self._writers):
             writer.transport.abort()
         await asyncio.sleep(0)
-        await self._server.wait_closed()
-        self._server = None
-
-    async def __aenter__(self) -> SpeechServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
