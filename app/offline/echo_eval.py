@@ -31,11 +31,18 @@ filter cancelled nothing (ERLE -3..0 dB on this path with live-like arrivals, 5-
 contrast) through both of the call path's checks, the echo share and the second look (`impulse.is_speech`),
 as the speakerphone preset does: any candidate that passes both is a false clear.
 
+`--live-checks` runs echo-only calls and double talk the way the session checks candidates (speakerphone
+preset): guard and detector frame by frame, each candidate through the echo check (`echo_share` over its span,
+with a locked delay or the agent's audio evident) and the second look, and a rejected candidate re-arms the
+detector. Without it (the rows above), the first candidate the echo raises holds the detector in "speaking"
+and the caller's onset often raises none of its own: a harsher model than the session. (A GCC budget per
+call there: the calls run in lock step, and 72 of them starting together starved the shared budget.)
+
 `--set FIELD=VALUE` (repeatable) overrides an EchoConfig field for every run: A/B runs in one tree, e.g.
 `--set two_path=false` (one filter) against the default two-path guard.
 
     python -m app.offline.echo_eval [--limit N] [--caller-at S] [--echo-seeds N] [--shares] [--reject-share X]
-                                    [--steady] [--noise-echo N] [--set FIELD=VALUE ...]
+                                    [--steady] [--live-checks] [--noise-echo N] [--set FIELD=VALUE ...]
     python -m app.offline.echo_eval --bench      # the guard's cost alone: median of 9 runs over 3 calls
 """
 
@@ -53,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from app.bargein.echo import ECHO_REJECT_SHARE, EchoConfig, EchoGuard
+from app.bargein.echo import ECHO_REJECT_SHARE, EchoConfig, EchoGuard, GccBudget
 from app.bargein.silero import SileroBatcher, shared_model
 from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent
 from app.offline.corpus import Clip, load_clip, read_manifest, white_noise
@@ -214,6 +221,17 @@ def pool_speech(limit: int) -> list[Clip]:
     return clips[::step][:limit]
 
 
+def pool_words(limit: int) -> list[Clip]:
+    """Tuning-pool isolated words (FSDD digits, under 1 s; the bench's double talk has such clips too), spread
+    over speakers deterministically, without those sharing a recording with the report corpus."""
+    with open(POOL / "dev_overlap.csv", newline="", encoding="utf-8") as f:
+        overlap = {row["path"] for row in csv.DictReader(f)}
+    clips = [c for c in read_manifest(POOL) if c.category == "isolated_word" and c.path not in overlap]
+    clips = [c for c in clips if c.speech_onset_s is not None]
+    step = max(1, len(clips) // max(limit, 1))
+    return clips[::step][:limit]
+
+
 @dataclass
 class Row:
     label: str
@@ -330,6 +348,123 @@ def double_talk(
     return rows
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A speech candidate through the session's checks (`--live-checks`), at its verdict time `at`."""
+
+    start: float  # the candidate's speech start (SpeechStarted minus its sustained run)
+    at: float
+    share: float  # echo_share(start, at)
+    echo: bool  # the echo check turned it away
+    accepted: bool  # passed the echo check and the second look: the session would clear
+
+
+async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> list[list[Checked]]:
+    """Each call as the session runs it (app/call/session.py, speakerphone preset): every caller frame through
+    the guard, then CallVad; once a candidate's second-look window is in, the echo check (`echo_share` over the
+    candidate's span above `reject`, with a locked delay or the agent's audio evident on the line) and then the
+    second look (`impulse.is_speech`); a candidate turned away re-arms the detector, so the next onset (the
+    caller's, over echo that had held the detector in "speaking") raises a candidate of its own."""
+    from app.bargein import impulse
+
+    batcher = SileroBatcher(shared_model())
+    # A budget each: these calls run in lock step, every one starting its reply at the same instant, and 72 of
+    # them sharing the process's budget starved GCC so that most never locked (an offline artefact; see the
+    # report of issue 12). guarded() runs one call at a time, so its calls never contend either.
+    guards = [EchoGuard(CONFIG, GccBudget()) for _ in mics]
+    vads = [CallVad(VadConfig(), batcher) for _ in mics]
+    out: list[list[Checked]] = [[] for _ in mics]
+    pending: list[float | None] = [None] * len(mics)
+    sent = [0] * len(mics)
+    lead, chunk = int(LEAD_IN_S * SAMPLE_RATE), int(CHUNK_S * SAMPLE_RATE)
+    steps = max(len(m) for m in mics) // FRAME
+    times = arrivals(steps, JITTER_SEED)
+    for k in range(steps):
+        t = float(times[k])
+        live = [i for i, m in enumerate(mics) if (k + 1) * FRAME <= len(m)]
+        cleaned = []
+        for i in live:
+            guard = guards[i]
+            while sent[i] < len(agent) and (lead + sent[i]) / SAMPLE_RATE <= t + SEND_AHEAD_S:
+                guard.played(agent[sent[i] : sent[i] + chunk], (lead + sent[i]) / SAMPLE_RATE)
+                sent[i] += chunk
+            frame = mics[i][k * FRAME : (k + 1) * FRAME]
+            cleaned.append(guard.process(frame, t)[0] if guard.active(t) else frame)
+        results = await asyncio.gather(*(vads[i].feed(c, t) for i, c in zip(live, cleaned, strict=True)))
+        for i, evs in zip(live, results, strict=True):
+            for e in evs:
+                if isinstance(e, SpeechStarted) and pending[i] is None:
+                    pending[i] = e.at - e.sustained_ms / 1000
+            start = pending[i]
+            if start is None or vads[i].candidate_samples < impulse.window_samples():
+                continue
+            guard = guards[i]
+            share = guard.echo_share(start, t)
+            echo = share > reject and (guard.delay is not None or guard.echo_evident(t))
+            speech = False
+            if not echo:
+                pcm, probs = vads[i].candidate()
+                scored = [p for p in probs[: impulse.window_probabilities()] if p == p]
+                speech = impulse.is_speech(pcm[: impulse.window_samples()], scored)
+            out[i].append(Checked(start, t, share, echo, not echo and speech))
+            pending[i] = None
+            vads[i].rearm(t)  # turned away; or accepted, and the next candidate is counted on its own
+    return out
+
+
+def checked_rows(
+    agent: I16, clips: Sequence[Clip], caller_at_s: float, reject: float, shares: Shares, seeds: int = 1
+) -> list[Row]:
+    """`--live-checks`: echo-only calls and double talk through the session's checks (`_session_checks`).
+
+    Echo only: every accepted candidate is a self-stop. Double talk: an accepted candidate that starts before
+    the caller's clip does is a self-stop; detection is an accepted candidate starting in the clip with its
+    verdict within DETECT_WINDOW_S of the clip's speech onset, and its latency runs from that onset to the
+    verdict (the clear, under the preset's `confirm` policy). (The clips' onset marks can fall a few tens of ms
+    after their first sound, and the detector's speech start before the mark: such a candidate is the caller.)
+    """
+    full = _timeline(agent, extra_s=4.0)
+    offset = int((LEAD_IN_S + caller_at_s) * SAMPLE_RATE)
+    mics: list[I16] = []
+    meta: list[tuple[str, float, float | None]] = []
+    for i, erl in enumerate(ERLS_DB):
+        for j, delay in enumerate(DELAYS_MS * seeds):
+            seed = 10 * i + j + 100 * (j // len(DELAYS_MS))  # as echo_only()
+            mics.append(_with_floor(echo_of(full, erl_db=erl, delay_ms=delay, drift_ms=DRIFT_MS, seed=seed)))
+            meta.append(("echo only", erl, None))
+        for n, clip in enumerate(clips):
+            delay = DELAYS_MS[n % len(DELAYS_MS)]
+            echo = echo_of(full, erl_db=erl, delay_ms=delay, drift_ms=DRIFT_MS, seed=100 * i + n)  # as double_talk()
+            mics.append(_with_floor(with_caller(echo, load_clip(clip, POOL), offset)))
+            assert clip.speech_onset_s is not None
+            meta.append(("double talk", erl, offset / SAMPLE_RATE + clip.speech_onset_s))
+    results = asyncio.run(_session_checks(mics, agent, reject))
+    rows = []
+    for kind in ("echo only", "double talk"):
+        for erl in ERLS_DB:
+            row = Row(f"{kind}, ERL {erl:+.0f} dB, checks", latencies_ms=[] if kind == "double talk" else None)
+            for (k, e, onset), cands in zip(meta, results, strict=True):
+                if k != kind or e != erl:
+                    continue
+                row.calls += 1
+                early = [c for c in cands if onset is None or c.start < offset / SAMPLE_RATE]
+                shares.echo += [c.share for c in early]
+                stops = [c for c in early if c.accepted]
+                row.self_stops += len(stops)
+                row.calls_stopped += bool(stops)
+                if onset is None:
+                    continue
+                late = [c for c in cands if offset / SAMPLE_RATE <= c.start and c.at <= onset + DETECT_WINDOW_S]
+                shares.caller += [c.share for c in late[:1]]
+                hit = next((c for c in late if c.accepted), None)
+                if hit is not None:
+                    row.detected += 1
+                    assert row.latencies_ms is not None
+                    row.latencies_ms.append((hit.at - onset) * 1000)
+            rows.append(row)
+    return rows
+
+
 def pool_noise(limit: int) -> list[Clip]:
     """Tuning-pool noise clips, spread over the categories deterministically."""
     clips = [c for c in read_manifest(POOL) if c.kind == "noise"]
@@ -393,7 +528,7 @@ def noise_echo(agent: I16, clips: Sequence[Clip], noise_at_s: float, reject: flo
     full = _timeline(agent, extra_s=1.0)
     offset = int((LEAD_IN_S + noise_at_s) * SAMPLE_RATE)
     cases: dict[str, tuple[list[I16], list[npt.NDArray[np.float64] | None]]] = {}
-    for name in ("noise+echo guard", "noise alone guard", "echo alone guard", "noise+echo raw"):
+    for name in ("noise+echo guard", "noise alone guard", "echo alone guard", "noise+echo raw", "noise alone raw"):
         cases[name] = ([], [])
     for n, clip in enumerate(clips):
         delay = DELAYS_MS[n % len(DELAYS_MS)]
@@ -405,9 +540,9 @@ def noise_echo(agent: I16, clips: Sequence[Clip], noise_at_s: float, reject: flo
             g = guarded(mic, agent, span_s=0.16)
             cases[f"{name} guard"][0].append(g.audio)
             cases[f"{name} guard"][1].append(g.share)
-            if name == "noise+echo":
-                cases["noise+echo raw"][0].append(mic)
-                cases["noise+echo raw"][1].append(None)
+            if name != "echo alone":
+                cases[f"{name} raw"][0].append(mic)
+                cases[f"{name} raw"][1].append(None)
     rows = []
     for name, (audio, shares) in cases.items():
         looks = asyncio.run(_second_looks(audio, shares, reject))
@@ -471,6 +606,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steady", action="store_true", help="caller frames on the exact 20 ms grid, not late")
     parser.add_argument("--noise-echo", type=int, default=0, metavar="N",
                         help="only run N pool noise clips over the echo (-6 dB) through both checks, and exit")
+    parser.add_argument("--words", action="store_true",
+                        help="--live-checks: the callers say isolated words (FSDD digits), not 1-4 s sentences")
+    parser.add_argument("--noise-at", type=float, default=1.0,
+                        help="--noise-echo: the noise starts this far into the agent's speech (the bench: 0.3)")
+    parser.add_argument("--live-checks", action="store_true",
+                        help="echo-only and double-talk calls through the session's checks (re-arm, second look)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override an EchoConfig field for every run (repeatable), e.g. --set mu=0.5")
     args = parser.parse_args(argv)
@@ -481,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         CONFIG = _config(args.set)
     agent = agent_speech()
     if args.noise_echo:
-        for nrow in noise_echo(agent, pool_noise(args.noise_echo), 1.0, args.reject_share):
+        for nrow in noise_echo(agent, pool_noise(args.noise_echo), args.noise_at, args.reject_share):
             print(nrow.format())
         return
     if args.bench:
@@ -492,6 +633,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     costs: list[float] = []
     shares = Shares([], [])
     t0 = time.perf_counter()
+    if args.live_checks:
+        clips = pool_words(args.limit) if args.words else pool_speech(args.limit)
+        rows = checked_rows(agent, clips, args.caller_at, args.reject_share, shares, args.echo_seeds)
+        print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")
+        for row in rows:
+            print(row.format())
+        if args.shares:
+            print("echo-only candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.echo)))
+            print("callers' first candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.caller)))
+        print(f"run took {time.perf_counter() - t0:.0f} s")
+        return
     rows = echo_only(agent, costs, args.reject_share, shares, args.recheck, args.echo_seeds)
     rows += double_talk(agent, pool_speech(args.limit), args.caller_at, costs, args.reject_share, shares, args.recheck)
     print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bargein.echo import FRAME, SAMPLE_RATE, EchoConfig, EchoGuard
+from app.bargein.echo_clock import FrameClock
 from app.offline.echo_eval import arrivals
 from app.offline.echo_path import echo_of, with_caller
 from tests.bargein.test_echo import _speechlike  # the same stand-in voice
@@ -54,14 +55,13 @@ def test_late_and_bunched_arrivals_cancel_as_well_as_steady_ones() -> None:
 
 
 def test_frames_after_an_idle_gap_land_on_the_grid_of_their_arrival() -> None:
-    guard = EchoGuard()
-    guard.played(np.full(8000, 1000, np.int16), 0.0)
+    clock = FrameClock()
     times = [0.04, 0.0605, 0.0801, 0.1003]  # steady, a little late
-    ends = [guard._frame_end(t, FRAME) for t in times]
+    ends = [clock.end(t, FRAME) for t in times]
     assert np.diff(ends).tolist() == [FRAME] * 3  # contiguous whatever the lateness
     assert ends[0] == 320
     # One second without frames (the guard was idle), then a frame 3 ms late: counted on from its arrival.
-    end = guard._frame_end(1.123, FRAME)
+    end = clock.end(1.123, FRAME)
     assert end % FRAME == 0 and abs(end - 1.12 * SAMPLE_RATE) <= FRAME // 2
 
 
@@ -82,11 +82,10 @@ def test_a_schedule_that_went_wrong_is_put_right_within_half_a_second() -> None:
     # The guard skipped 140 ms of frames (the session only feeds it while agent audio can echo), too short
     # to tell from a loop stall, so they were not counted: every later frame looks 7 frames late. The
     # creep alone would take minutes to follow; within 25 frames the schedule is on the arrivals again.
-    guard = EchoGuard()
-    guard.played(np.full(80000, 1000, np.int16), 0.0)
+    clock = FrameClock()
     for k in range(50):
-        guard._frame_end((k + 1) * 0.02 + 0.001, FRAME)
-    ends = [guard._frame_end((58 + i) * 0.02 + 0.001, FRAME) for i in range(40)]
+        clock.end((k + 1) * 0.02 + 0.001, FRAME)
+    ends = [clock.end((58 + i) * 0.02 + 0.001, FRAME) for i in range(40)]
     off = [e - (58 + i) * FRAME for i, e in enumerate(ends)]
     assert all(o == 8 for o in off[25:]), off  # 1 ms late, as before the gap
     assert off[0] == 8 - 7 * FRAME  # (before the fix: the frames it did not see were not counted)
