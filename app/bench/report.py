@@ -564,6 +564,9 @@ def condition_summary(p: Phase) -> dict[str, Any]:
         "errors": sorted({r.error for r in p.runs if r.error})[:5],
         "stand_in": next((r.stand_in for r in p.runs if r.stand_in), None),
         "detection": Count(sum(r.detected for r in speech), len(speech)).to_json(),
+        # Apart by category: a short word over the agent is a backchannel stand-in to the policy, and on a line
+        # where the echo guard has locked (confirm before any clear) it is meant to cause no clear at all.
+        "detection_by_category": by(speech, "category", lambda r: r.detected),
         "onset_to_clear_ms": {"p50": pct(o2c, 50), "p95": pct(o2c, 95), "n": len(o2c)},
         "yielded": Count(sum(bool(r.yielded) for r in speech), len(speech)).to_json(),
         "false_clears": Count(len(false_clear), len(quiet)).to_json(),
@@ -646,7 +649,10 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
                 extra += [f"{k}: {_count(v)}" for k, v in s["false_clears_by_category"].items()]
             if "first_words" in metrics:
                 extra += [f"{k}: {_count(v)}" for k, v in s["first_words_by_category"].items()]
-            if extra and ("self_stops" in metrics or "false_clears" in metrics or "first_words" in metrics):
+            if "detection" in metrics and len(s["detection_by_category"]) > 1:
+                extra += [f"detected {k}: {_count(v)}" for k, v in s["detection_by_category"].items()]
+            if extra and ("self_stops" in metrics or "false_clears" in metrics or "first_words" in metrics
+                          or "detection" in metrics):
                 out.append(f"    {_label(s)}: " + "; ".join(extra))
             if s["record_outcomes"]:
                 out.append(f"    {_label(s)}: {s['clears']} clears; server record outcomes: "
