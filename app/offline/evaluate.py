@@ -18,6 +18,11 @@ themselves: steady noise alone on a line), `--step-noise white|pink` (hiss band-
 stepping from -60 to -35 dBFS at 1.0 s under every call, plus hiss-only calls scored as noise). Fit on the
 training pool, never on the report corpus: `--corpus ../shared/corpus-pool` (its dev_overlap.csv clips are
 dropped). `--floor-sweep` tables snr_db x floor_window_ms with the model scored once.
+
+`--second-phase` runs Silero's second phase (phases.py); `--phrases tuning|report` scores synthetic stop words
+instead of the corpus (espeak-ng as the bench makes them: `tuning` = app/bench/tuning_phrases.py's stop phrases in
+its voices, for tuning; `report` = the bench's own stop words, for reporting only), each call started at
+PHRASE_OFFSETS different sample offsets, so the words fall at every position relative to Silero's windows.
 """
 
 from __future__ import annotations
@@ -73,10 +78,15 @@ class Condition:
     quiet_db: float | None = None  # speech clips scaled to this active level (dBFS): a quiet talker
     noise_bed: bool = False  # noise clips fill the call from its start (looped), after a long lead-in
     step_noise: str | None = None  # "white" / "pink": hiss stepping from -60 to -35 dBFS under every call
+    shift: int = 0  # samples added to the lead-in: where the clip falls relative to Silero's windows (--offsets)
+    # The quiet lead-in before a clip (LEAD_IN_S unless set; a noise bed or a hiss step keeps its own): a bench
+    # call's caller speaks after seconds of the agent talking, and the second phase waits one floor window.
+    lead_s: float | None = None
 
     @property
     def lead_in_s(self) -> float:
-        return BED_LEAD_IN_S if self.noise_bed or self.step_noise else LEAD_IN_S
+        base = BED_LEAD_IN_S if self.noise_bed or self.step_noise else (self.lead_s or LEAD_IN_S)
+        return base + self.shift / SAMPLE_RATE
 
     def label(self) -> str:
         parts = ["phone-band" if self.phone_band else "as recorded"]
@@ -145,7 +155,7 @@ def call_audio(clip: Clip, condition: Condition = Condition(), noise_clips: Sequ
     if condition.quiet_db is not None and clip.kind == "speech":
         gain = 32768.0 * 10 ** (condition.quiet_db / 20) / (active_level(pcm) or 1.0)
         pcm = np.clip(np.round(pcm * gain), -32768, 32767).astype(np.int16)
-    lead, tail = int(condition.lead_in_s * SAMPLE_RATE), int(TAIL_S * SAMPLE_RATE)
+    lead, tail = round(condition.lead_in_s * SAMPLE_RATE), int(TAIL_S * SAMPLE_RATE)
     if condition.noise_bed and clip.kind == "noise" and not clip.path.startswith(SYNTHETIC):
         y = np.resize(pcm, lead + len(pcm) + tail)
     else:
@@ -253,7 +263,8 @@ class Report:
             f"thr={c.silero_threshold:.2f} rel={c.silero_release:.2f} guard={c.min_speech_ms:>3.0f}ms "
             f"gate={c.energy_gate_dbfs:.0f} snr={c.snr_db:g} floor={c.floor_window_ms:.0f}ms "
             f"webrtc={'m' + str(c.webrtc_mode) if c.use_webrtc else 'off'} "
-            f"onset={f'{c.onset_threshold:g}x{c.onset_windows}' if c.onset_threshold else 'off'} | "
+            f"onset={f'{c.onset_threshold:g}x{c.onset_windows}' if c.onset_threshold else 'off'} "
+            f"phase2={f'on/{c.second_phase_warmup_ms:g}ms' if c.second_phase else 'off'} | "
             f"detect {self.detection_rate * 100:5.1f}% | lat p50 {self.latency(50):4.0f} "
             f"p95 {self.latency(95):4.0f} max {self.latency(100):4.0f} ms | "
             f"false stops {nf}/{len(self.noise)} ({self.false_stop_rate * 100:4.1f}%) steady {sf}/{st}"
@@ -324,18 +335,36 @@ def evaluate(
 
 
 class ReplayScorer:
-    """Returns recorded Silero probabilities in order: lets a sweep rerun every layer but the model."""
+    """Returns recorded Silero probabilities in order: lets a sweep rerun every layer but the model.
 
-    def __init__(self, probs: Sequence[float]) -> None:
+    The recording is phase A's (the call's first stream); a second phase's windows (another stream) are
+    scored by the real model as they come, in order, when `model` is given."""
+
+    def __init__(self, probs: Sequence[float], model: SileroBatcher | None = None) -> None:
         self._probs = list(probs)
         self._next = 0
+        self._first: SileroStream | None = None
+        self._model = model
+
+    def _replayed(self, stream: SileroStream) -> bool:
+        if self._first is None:
+            self._first = stream
+        return stream is self._first
 
     async def infer(self, stream: SileroStream, window: F32) -> float:
+        if not self._replayed(stream):
+            if self._model is None:
+                raise RuntimeError("a second phase needs ReplayScorer(model=...)")
+            return self._model.infer_now(stream, window)
         prob = self._probs[self._next]
         self._next += 1
         return prob
 
     def defer(self, stream: SileroStream, window: F32) -> None:
+        if not self._replayed(stream):
+            if self._model is not None:
+                self._model.infer_now(stream, window)
+            return
         self._next += 1
 
 
@@ -361,13 +390,93 @@ def sweep(
     """Evaluate many configs on one condition, running the model once per window instead of per config."""
     audio = prepare_audio(clips, condition)
     scores = score_audio(audio, model)
+    live = SileroBatcher(model or SileroModel())  # the second phase's windows, if a config has one
     reports = []
     for config in configs:
         outcomes = asyncio.run(
-            _evaluate(config, clips, audio, lambda c: ReplayScorer(scores[c.path]), 32, condition.lead_in_s)
+            _evaluate(config, clips, audio, lambda c: ReplayScorer(scores[c.path], live), 32, condition.lead_in_s)
         )
         reports.append(Report(config=config, outcomes=outcomes, condition=condition))
     return reports
+
+
+# --- synthetic stop words -----------------------------------------------------------------------------
+
+PHRASE_OFFSETS = 16  # each phrase call is run this many times, its start shifted by WINDOW / 16 samples each
+
+
+async def synth_phrases(which: str) -> dict[str, I16]:
+    """Stop phrases spoken by espeak-ng as the bench makes them (name -> 8 kHz samples): `tuning` (tuning
+    phrases x tuning voices) or `report` (the bench's stop words, en-gb lowered 1.2x: never tune on these)."""
+    from app.bench.conditions import STOP_PHRASES
+    from app.bench.tuning_phrases import TUNING_PHRASES, TUNING_VOICES
+    from providers.tts.espeak import EspeakTts
+
+    if which == "report":
+        jobs = [(p, "en-gb", 150, 1.2) for p in STOP_PHRASES]
+    else:
+        jobs = [(p, v, r, k) for p, kind in TUNING_PHRASES if kind == "stop" for v, r, k in TUNING_VOICES]
+    out: dict[str, I16] = {}
+    for phrase, voice, rate, stretch in jobs:
+        pcm = (await EspeakTts(voice=voice, rate_wpm=rate, end_pause=False).synthesize(phrase)).pcm.astype(np.float64)
+        pos = np.arange(0, len(pcm) - 1, 1 / stretch)
+        y = np.clip(np.interp(pos, np.arange(len(pcm)), pcm), -32768, 32767).astype(np.int16)
+        out[f"{phrase.replace(' ', '_')}@{voice}"] = y
+    return out
+
+
+def phrase_onset_s(pcm: I16) -> float:
+    """Start of the first 20 ms frame within 35 dB of the loudest (the bench's rule for synthetic audio)."""
+    x = pcm[: len(pcm) // FRAME * FRAME].astype(np.float64).reshape(-1, FRAME)
+    if not len(x):
+        return 0.0
+    db = 10 * np.log10((x**2).mean(axis=1) + 1.0)
+    return float(np.nonzero(db >= db.max() - 35.0)[0][0]) * FRAME_S
+
+
+PHRASE_LEAD_S = 1.5  # as in a bench call, the caller speaks after the call has gone on a while
+
+
+def evaluate_phrases(
+    config: VadConfig,
+    phrases: dict[str, I16],
+    model: SileroModel,
+    quiet_db: float | None = None,
+    lead_s: float = PHRASE_LEAD_S,
+) -> Report:
+    """Each phrase as a caller's call (lead-in, the phrase, a tail, the line floor, mu-law), at PHRASE_OFFSETS
+    start offsets; scored as speech clips named phrase+offset."""
+    clips, audio = [], {}
+    for name, pcm in phrases.items():
+        if quiet_db is not None:
+            pcm = np.clip(np.round(pcm * (32768.0 * 10 ** (quiet_db / 20) / (active_level(pcm) or 1.0))),
+                          -32768, 32767).astype(np.int16)
+        for k in range(PHRASE_OFFSETS):
+            shift = k * WINDOW // PHRASE_OFFSETS
+            lead = np.zeros(round(lead_s * SAMPLE_RATE) + shift, np.int16)
+            y = np.concatenate([lead, pcm, np.zeros(int(TAIL_S * SAMPLE_RATE), np.int16)])
+            floor = white_noise((len(y) + 1) / SAMPLE_RATE, LINE_FLOOR_DBFS, seed=1)
+            y = as_received(np.clip(y.astype(np.int32) + floor[: len(y)], -32768, 32767).astype(np.int16))
+            path = f"{SYNTHETIC}{name}+{shift}"
+            onset = shift / SAMPLE_RATE + phrase_onset_s(pcm)
+            clips.append(Clip(path, "speech", "stop_word", len(y) / SAMPLE_RATE, onset, "synthetic"))
+            audio[path] = y
+    batcher = SileroBatcher(model)
+    outcomes = asyncio.run(_evaluate(config, clips, audio, lambda _c: batcher, 16, lead_s))
+    return Report(config=config, outcomes=outcomes, batch_mean=batcher.stats.mean_batch)
+
+
+def phrase_table(report: Report) -> str:
+    """Per phrase: the offsets that started speech, and the latency over them."""
+    rows: dict[str, list[ClipOutcome]] = {}
+    for o in report.outcomes:
+        rows.setdefault(o.clip.path[len(SYNTHETIC) :].rsplit("+", 1)[0], []).append(o)
+    lines = [report.summary_row()]
+    for name, outs in rows.items():
+        lat = [x for o in outs if (x := o.latency_ms) is not None]
+        lines.append(f"  {name:<34} {sum(o.fired for o in outs):>2}/{len(outs)} offsets"
+                     f"  lat p50 {_pct(lat, 50):4.0f} max {_pct(lat, 100):4.0f} ms")
+    return "\n".join(lines)
 
 
 # --- cost --------------------------------------------------------------------------------------------
@@ -382,12 +491,14 @@ class Cost:
     harness_wall_us: float  # the same harness with a detector that does nothing
     harness_cpu_us: float
     mean_batch: float
+    windows_per_call_s: float = 0.0  # Silero windows run (scored or deferred) per call per second of audio
 
     def format(self) -> str:
         return (
             f"{self.calls:>4} calls: {self.wall_us - self.harness_wall_us:6.1f} us wall, "
             f"{self.cpu_us - self.harness_cpu_us:6.1f} us CPU per call per 20 ms frame "
-            f"(with harness {self.wall_us:.1f} / {self.cpu_us:.1f}; mean batch {self.mean_batch:.1f})"
+            f"(with harness {self.wall_us:.1f} / {self.cpu_us:.1f}; mean batch {self.mean_batch:.1f}; "
+            f"{self.windows_per_call_s:.1f} Silero windows per call-second)"
         )
 
 
@@ -480,7 +591,8 @@ def measure_cost(
     batcher.stats = type(batcher.stats)()
     wall, cpu = timed([v.feed for v in vads], batcher.drain_deferred)
     h_wall, h_cpu = timed([noop] * calls)
-    return Cost(calls, frames, wall, cpu, h_wall, h_cpu, batcher.stats.mean_batch)
+    per_call_s = batcher.stats.windows / (calls * frames * FRAME_S)
+    return Cost(calls, frames, wall, cpu, h_wall, h_cpu, batcher.stats.mean_batch, per_call_s)
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -526,6 +638,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--floor-sweep", action="store_true", help="snr_db x floor_window_ms (model scored once)")
     parser.add_argument("--sweep", action="store_true", help="threshold x guard table (model scored once)")
     parser.add_argument("--cost", action="store_true", help="also measure cost at 1 and 100 calls")
+    parser.add_argument("--second-phase", action="store_true", help="Silero's second phase (phases.py)")
+    parser.add_argument("--offsets", type=int, default=1, help="run every clip at N shifts within a window")
+    parser.add_argument("--lead-in", type=float, default=None, help=f"quiet line before each clip, s ({LEAD_IN_S})")
+    parser.add_argument("--warmup-ms", type=float, default=d.second_phase_warmup_ms, help="its warm-up")
+    parser.add_argument("--second-threshold", type=float, default=d.second_phase_threshold,
+                        help="phase B's own threshold (0: --threshold)")
+    parser.add_argument("--phrases", choices=("tuning", "report"), default=None,
+                        help="score synthetic stop phrases (tuning: for tuning; report: the bench's, never tune)")
     args = parser.parse_args(argv)
 
     config = replace(
@@ -541,6 +661,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         onset_threshold=args.onset_threshold,
         onset_windows=args.onset_windows,
         onset_gate=args.onset_gate,
+        second_phase=args.second_phase,
+        second_phase_warmup_ms=args.warmup_ms,
+        second_phase_threshold=args.second_threshold,
     )
     condition = Condition(
         phone_band=args.phone_band,
@@ -549,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         quiet_db=args.quiet_db,
         noise_bed=args.noise_bed,
         step_noise=args.step_noise,
+        lead_s=args.lead_in,
     )
     if args.corpus:
         os.environ["BARGEIN_CORPUS"] = args.corpus  # load_clip and corpus_root read it
@@ -562,7 +686,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.step_noise:
         clips += step_clips(args.step_calls, kinds=(args.step_noise,))
     model = SileroModel()
-    if args.floor_sweep:
+    if args.phrases:
+        phrases = asyncio.run(synth_phrases(args.phrases))
+        print(phrase_table(evaluate_phrases(config, phrases, model, args.quiet_db, args.lead_in or PHRASE_LEAD_S)))
+    elif args.floor_sweep:
         configs = [replace(config, snr_db=snr, floor_window_ms=w) for snr, w in FLOOR_SWEEP_POINTS]
         print(f"condition: {condition.label()}")
         for report in sweep(configs, clips, condition, model):
@@ -576,7 +703,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for report in sweep(configs, clips, condition, model):
             print(report.summary_row())
     else:
-        print(evaluate(config, clips, model, condition=condition).format())
+        report = evaluate(config, clips, model, condition=condition)
+        for k in range(1, args.offsets):  # the same calls with the clips shifted by a fraction of a window
+            shifted = evaluate(config, clips, model, condition=replace(condition, shift=k * WINDOW // args.offsets))
+            report.outcomes += shifted.outcomes
+        print(report.format())
     if args.cost:
         for calls in (1, 100):
             print(measure_cost(calls, config=config, model=model).format())
