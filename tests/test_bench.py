@@ -21,7 +21,7 @@ SECTIONS = (
     "Barge-in event timings",
     "Server per phase",
     "Load generator per phase",
-    "Hold: 10 calls open",
+    "Hold: 4 calls open",
     "inbound-frame lag",
     "Server processes",
     "Targets",
@@ -58,7 +58,10 @@ def test_limit_is_a_sample_of_every_mode_and_explicit_sizes_win() -> None:
 def test_quick_sample_run_prints_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "bench", "--limit", "2", "--quick", "--json", str(out)],
+        # the smallest run that still fills every section: one clip of each kind per phase (the noise one a steady
+        # clip, which the "no stop on steady noise" target needs) and a short hold of a few calls
+        [sys.executable, "-m", "app.cli", "bench", "--limit", "1", "--quick", "--hold-calls", "4", "--hold-seconds",
+         "1", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -76,9 +79,9 @@ def test_quick_sample_run_prints_every_section(tmp_path: Path) -> None:
     ]
     for phase in phases:
         assert phase["failed"] == 0, phase["errors"]
-        assert phase["speech"] == 2 and phase["noise"] == (2 if phase["concurrency"] > 1 else 0)
+        assert phase["speech"] == 1 and phase["noise"] == (1 if phase["concurrency"] > 1 else 0)
         assert phase["events"] >= 1  # at least one barge-in was recorded by the server
-    assert data["hold"]["calls_up"] == 10
+    assert data["hold"]["calls_up"] == 4
     assert data["hold"]["frame_lag_ms"]["count"] > 0
     assert all(s["exit"] == 0 and s["traceback"] == 0 for s in data["servers"])
     assert {t["target"] for t in data["summary"]["targets"]} >= {"detection >= 98%", "no stop on steady noise"}
@@ -88,8 +91,9 @@ def test_quick_sample_run_prints_every_section(tmp_path: Path) -> None:
 def test_compare_holds_two_servers_at_once_and_prints_their_ratio() -> None:
     root = Path(__file__).resolve().parent.parent  # this checkout against itself: both sides must come up
     proc = subprocess.run(
+        # one barge-in call per side after the hold (not the default twelve): enough to reach the clear-sent figures
         [sys.executable, "-m", "app.cli", "bench", "--compare", str(root), "--rounds", "1",
-         "--hold-calls", "2", "--hold-seconds", "1", "--quick"],
+         "--hold-calls", "2", "--hold-seconds", "1", "--compare-bargeins", "1", "--quick"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,6 +103,7 @@ def test_compare_holds_two_servers_at_once_and_prints_their_ratio() -> None:
     rows = [r for r in rows if len(r) > 2 and r[0] in ("this", "other") and r[1][0].isdigit()]
     assert [(r[0], r[1]) for r in rows] == [("this", "2/2"), ("other", "2/2")], proc.stdout
     assert "this / other, mean over 1 round(s):" in proc.stdout
+    assert "decision -> clear written over all rounds (n = 1 / 1)" in proc.stdout, proc.stdout
 
 
 def test_compare_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:

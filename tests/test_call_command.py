@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +36,46 @@ def no_developer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.mark.parametrize("provider", ["twilio", "plivo"])
-def test_call_barges_in_and_writes_what_was_heard(server_factory: Any, tmp_path: Path, provider: str) -> None:
+def test_call_barges_in_and_writes_what_was_heard(server_factory: Any, tmp_path: Path) -> None:
     srv = server_factory()
-    heard = tmp_path / "heard.wav"
-    out = io.StringIO()
-    args = parse(srv.url, "--say", str(corpus_root() / CLIP), "--at", "1.5", "-o", str(heard),
-                 "--provider", provider, "--listen", "3", "--stereo")
-    assert run(args, out) == 0
-    text = out.getvalue()
-    assert text.count("clear at +") == 1, text
-    assert "server record (GET /calls/{id}):" in text and '"bargeins": [' in text
-    rate, channels, samples = read(heard)
-    assert (rate, channels) == (8000, 2)
-    agent, caller = samples[0::2].astype(float), samples[1::2].astype(float)
-    # The agent was heard before the caller spoke, and was silent for a while after the clear.
-    spoke = int(np.flatnonzero(np.abs(caller) > 500)[0])
-    assert np.sqrt(np.mean(agent[:spoke] ** 2)) > 100
-    after_clear = agent[spoke + 3200 : spoke + 8000]  # 0.4-1.0 s after the caller started speaking
-    assert np.abs(after_clear).max() < 50, "the agent kept talking over the caller"
+    providers = ("twilio", "plivo")
+    outs = [io.StringIO() for _ in providers]
+    # --listen 1 after the clip: the checks below end 1 s into it
+    argv = [parse(srv.url, "--say", str(corpus_root() / CLIP), "--at", "1.5", "-o", str(tmp_path / f"{p}.wav"),
+                  "--provider", p, "--listen", "1", "--stereo") for p in providers]
+    # one call per provider, at once (run() is the CLI's: an event loop of its own, here one per thread)
+    with ThreadPoolExecutor(len(providers)) as pool:
+        codes = list(pool.map(run, argv, outs))
+    assert codes == [0, 0], [o.getvalue() for o in outs]
+    for provider, out in zip(providers, outs, strict=True):
+        text = out.getvalue()
+        assert text.count("clear at +") == 1, (provider, text)
+        assert "server record (GET /calls/{id}):" in text and '"bargeins": [' in text, provider
+        rate, channels, samples = read(tmp_path / f"{provider}.wav")
+        assert (rate, channels) == (8000, 2)
+        agent, caller = samples[0::2].astype(float), samples[1::2].astype(float)
+        # The agent was heard before the caller spoke, and was silent for a while after the clear.
+        spoke = int(np.flatnonzero(np.abs(caller) > 500)[0])
+        assert np.sqrt(np.mean(agent[:spoke] ** 2)) > 100, provider
+        after_clear = agent[spoke + 3200 : spoke + 8000]  # 0.4-1.0 s after the caller started speaking
+        assert np.abs(after_clear).max() < 50, f"{provider}: the agent kept talking over the caller"
 
 
 def test_call_with_auth_signs_the_webhook_and_reads_the_record(server_factory: Any, tmp_path: Path) -> None:
     srv = server_factory(twilio_auth_token="tw-secret", admin_token="adm")
-    out = io.StringIO()
-    args = parse(srv.url, "--say", str(corpus_root() / CLIP), "--at", "1", "-o", str(tmp_path / "h.wav"),
-                 "--listen", "1", "--auth-token", "tw-secret", "--admin-token", "adm")
-    assert run(args, out) == 0
-    assert '"provider": "twilio"' in out.getvalue()
+    with_admin = parse(srv.url, "--say", str(corpus_root() / CLIP), "--at", "1", "-o", str(tmp_path / "h.wav"),
+                       "--listen", "1", "--auth-token", "tw-secret", "--admin-token", "adm")
     # Without the admin token the record is refused: what the emulator saw is all there is.
-    out = io.StringIO()
-    args = parse(srv.url, "--say", str(corpus_root() / CLIP), "--at", "1", "-o", str(tmp_path / "h2.wav"),
-                 "--listen", "1", "--auth-token", "tw-secret")
-    assert run(args, out) == 0
-    assert "server record: not available (pass --admin-token" in out.getvalue()
-    assert "clear at +" in out.getvalue()
+    without = parse(srv.url, "--say", str(corpus_root() / CLIP), "--at", "1", "-o", str(tmp_path / "h2.wav"),
+                    "--listen", "1", "--auth-token", "tw-secret")
+    outs = [io.StringIO(), io.StringIO()]
+    # the two calls at once (run() is the CLI's: an event loop of its own, here one per thread)
+    with ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(run, [with_admin, without], outs))
+    assert codes == [0, 0], [o.getvalue() for o in outs]
+    assert '"provider": "twilio"' in outs[0].getvalue()
+    assert "server record: not available (pass --admin-token" in outs[1].getvalue()
+    assert "clear at +" in outs[1].getvalue()
 
 
 def test_call_refused_without_the_signature(server_factory: Any, tmp_path: Path, capsys: Any) -> None:

@@ -64,12 +64,14 @@ def clip(category: str, index: int = 0) -> Any:
     return [r for r in read_manifest() if r.category == category][index]
 
 
-def test_a_barge_in_call_is_a_complete_ordered_event_stream(provider: str, server_factory: Any) -> None:
-    collector = Collector()
-
-    async def scenario() -> str:
+def test_a_barge_in_call_is_a_complete_ordered_event_stream(server_factory: Any) -> None:
+    # One call per provider (the wire frames are each provider's own), both at once, each with its own server,
+    # LLM and collector.
+    async def scenario(provider: str, collector: Collector) -> str:
         async with ScriptedLlmServer([REPLY], token_delay_s=0.1) as llm:
-            srv = server_factory(observers=[collector], llm_base_url=llm.base_url, agent_greeting="Hello.")
+            # started from a thread: this loop runs the other call
+            srv = await asyncio.to_thread(server_factory, observers=[collector], llm_base_url=llm.base_url,
+                                          agent_greeting="Hello.")
             async with EmulatedCall.start(provider, srv.url) as call:
                 await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
                 await asyncio.sleep(0.3)
@@ -83,7 +85,20 @@ def test_a_barge_in_call_is_a_complete_ordered_event_stream(provider: str, serve
             await asyncio.sleep(0.3)  # the server closes the stream after the caller hangs up
             return call_id
 
-    call_id = asyncio.run(scenario())
+    collectors = {"twilio": Collector(), "plivo": Collector()}
+
+    async def both() -> list[str]:
+        return list(await asyncio.gather(*(scenario(p, c) for p, c in collectors.items())))
+
+    for (provider, collector), call_id in zip(collectors.items(), asyncio.run(both()), strict=True):
+        try:
+            check(provider, collector, call_id)
+        except AssertionError as exc:
+            raise AssertionError(f"[{provider}] {exc}") from exc
+
+
+def check(provider: str, collector: Collector, call_id: str) -> None:
+    """What one call's event stream must hold."""
     events = collector.events
     assert events, "no events reached the observer"
 

@@ -23,24 +23,24 @@ GREETING = (
 ASKED = "sorry say that again"
 
 
-def _reply_after_clarification(server_factory: Any, pace: float) -> dict[str, Any]:
+async def _reply_after_clarification(server_factory: Any, pace: float, starting: asyncio.Lock) -> dict[str, Any]:
     def script(connection: int) -> list[ScriptWord]:
         return script_words(ASKED, start_s=0.2, word_s=0.2, gap_s=0.03)
 
-    async def scenario() -> dict[str, Any]:
-        [asked] = await synthesise_phrases(["Sorry, say that again?"], "en-gb")
-        async with DeepgramServer(script) as dg:
-            srv = server_factory(agent_greeting=GREETING, stt_engine="deepgram", deepgram_url=dg.url,
-                                 deepgram_api_key="test-key", agent_clarify_pace=pace)
-            async with EmulatedCall.start("twilio", srv.url) as call:
-                # into the second sentence, so the cut sentence is the opening hours
-                await call.wait_until(lambda: call.played_samples > 2.5 * 8000, 20)
-                await call.send_audio(asked)
-                await call.send_silence(1.0)
-                return await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 3 and bool(
-                    r["turns"][2]["ended_at"]), timeout_s=30)
-
-    record = asyncio.run(scenario())
+    [asked] = await synthesise_phrases(["Sorry, say that again?"], "en-gb")
+    async with DeepgramServer(script) as dg:
+        # Started from a thread, as this loop runs the loopback; one server starting at a time.
+        async with starting:
+            srv = await asyncio.to_thread(
+                server_factory, agent_greeting=GREETING, stt_engine="deepgram", deepgram_url=dg.url,
+                deepgram_api_key="test-key", agent_clarify_pace=pace)
+        async with EmulatedCall.start("twilio", srv.url) as call:
+            # into the second sentence, so the cut sentence is the opening hours
+            await call.wait_until(lambda: call.played_samples > 2.5 * 8000, 20)
+            await call.send_audio(asked)
+            await call.send_silence(1.0)
+            record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 3 and bool(
+                r["turns"][2]["ended_at"]), timeout_s=30)
     greeting, user, reply = record["turns"][:3]
     assert greeting["interrupted"] and user["text"] == ASKED, record["turns"]
     assert reply["role"] == "agent" and "opening hours" in reply["text"], reply  # the cut sentence, whole
@@ -48,8 +48,13 @@ def _reply_after_clarification(server_factory: Any, pace: float) -> dict[str, An
 
 
 def test_the_cut_sentence_asked_for_again_is_said_slower(server_factory: Any) -> None:
-    slower = _reply_after_clarification(server_factory, 0.85)
-    usual = _reply_after_clarification(server_factory, 1.0)
+    async def both() -> list[dict[str, Any]]:
+        # the two calls at once, each on its own server: the pace is in the audio's length, not the wall clock's
+        starting = asyncio.Lock()
+        return list(await asyncio.gather(_reply_after_clarification(server_factory, 0.85, starting),
+                                         _reply_after_clarification(server_factory, 1.0, starting)))
+
+    slower, usual = asyncio.run(both())
     assert slower["text"] == usual["text"]
     ms_per_char = [t["audio_ms"] / len(t["text"]) for t in (slower, usual)]
     # 0.85 of the words per minute: about 1/0.85 = 1.18 x the audio (espeak's pauses do not all stretch)
