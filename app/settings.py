@@ -323,6 +323,10 @@ class Settings(BaseSettings):
     echo_reject_share: float = Field(
         0.75, ge=0, le=1, description="A candidate whose energy is more than this share residual echo is echo."
     )
+    echo_clear_share: float = Field(
+        0.5, ge=0, le=1, description="On an echo line, a candidate whose echo share (from a trusted guard) is under "
+                                      "this clears at once, also under `confirm`; 0 = never (wait for the second look)."
+    )
 
     # --- call records ----------------------------------------------------------------------------
     call_records_max: int = Field(1000, ge=1)

@@ -156,6 +156,15 @@ class EchoGuard:
         self._prelock_gain2 = 10 ** (c.prelock_gain_db / 10) * c.prelock_margin
 
     @property
+    def trusted(self) -> bool:
+        """The echo fraction can be believed when it reads "caller": a delay is locked and the filter has converged
+        on it, or the lock is one step 4b trusts (a clear GCC peak, or the coherence has since shown the echo at
+        this delay). Read-only; the session asks it before letting a candidate on an echo line clear at once."""
+        if self.delay is None:
+            return False
+        return self._converged or self._lock_clear or self._coherence.best >= self.config.coherence_valid
+
+    @property
     def peak_ratio(self) -> float:
         """The last delay estimate's GCC peak over its correlation floor."""
         return self._delays.peak_ratio

@@ -419,12 +419,17 @@ class CallSession:
             speech_start = arrival - event.sustained_ms / 1000.0 if start is None else start
             if self._utt_start is None:
                 self._utt_start = speech_start
+            guard = self.guard
+            echo_possible = guard is not None and guard.echo_seen and guard.active(arrival)
             await self._decide(Candidate(
                 arrival,
                 speech_start=speech_start,
                 agent_speaking=self.agent_active(arrival),
                 in_uninterruptible=self._in_span(arrival),
-                echo_possible=self.guard is not None and self.guard.echo_seen and self.guard.active(arrival),
+                echo_possible=echo_possible,
+                # What the guard says of the candidate so far, if it can be believed: low, it clears at once.
+                echo_share=guard.echo_share(speech_start, arrival) if echo_possible and guard and guard.trusted
+                else None,
             ))
         elif isinstance(event, SpeechStopped):
             self._last_user_speech_ms = event.speech_ms

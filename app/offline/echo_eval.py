@@ -38,11 +38,17 @@ detector. Without it (the rows above), the first candidate the echo raises holds
 and the caller's onset often raises none of its own: a harsher model than the session. (A GCC budget per
 call there: the calls run in lock step, and 72 of them starting together starved the shared budget.)
 
+With `--live-checks`, `--clear-share X` (repeatable) adds the rows for the session's vouching at ECHO_CLEAR_SHARE=X
+(a candidate on an echo line that a trusted guard finds under X echo clears at once, detector.py's
+CANDIDATE_VOUCHED; the rows without are X = 0), from the same run; `--noise-checks N` adds N pool noise clips over
+the echo at -6 dB from `--noise-at` through the same checks (any clear is a false clear).
+
 `--set FIELD=VALUE` (repeatable) overrides an EchoConfig field for every run: A/B runs in one tree, e.g.
 `--set two_path=false` (one filter) against the default two-path guard.
 
     python -m app.offline.echo_eval [--limit N] [--caller-at S] [--echo-seeds N] [--shares] [--reject-share X]
-                                    [--steady] [--live-checks] [--noise-echo N] [--set FIELD=VALUE ...]
+                                    [--steady] [--live-checks [--clear-share X ...] [--noise-checks N]]
+                                    [--noise-echo N] [--set FIELD=VALUE ...]
     python -m app.offline.echo_eval --bench      # the guard's cost alone: median of 9 runs over 3 calls
 """
 
@@ -357,6 +363,20 @@ class Checked:
     share: float  # echo_share(start, at)
     echo: bool  # the echo check turned it away
     accepted: bool  # passed the echo check and the second look: the session would clear
+    raised_at: float = 0.0  # the SpeechStarted's arrival
+    # The echo share over (start, raised_at) when the guard was trusted on a line with its echo seen (None: it
+    # was not): the candidate is vouched for, and cleared at raised_at, when this is under --clear-share.
+    raised_share: float | None = None
+
+    def vouched(self, clear_share: float) -> bool:
+        return self.raised_share is not None and self.raised_share < clear_share
+
+    def clears(self, clear_share: float) -> bool:
+        """The session sends a clear for it (vouched for at once, or after passing both checks)."""
+        return self.accepted or self.vouched(clear_share)
+
+    def clear_at(self, clear_share: float) -> float:
+        return self.raised_at if self.vouched(clear_share) else self.at
 
 
 async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> list[list[Checked]]:
@@ -364,7 +384,13 @@ async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> lis
     the guard, then CallVad; once a candidate's second-look window is in, the echo check (`echo_share` over the
     candidate's span above `reject`, with a locked delay or the agent's audio evident on the line) and then the
     second look (`impulse.is_speech`); a candidate turned away re-arms the detector, so the next onset (the
-    caller's, over echo that had held the detector in "speaking") raises a candidate of its own."""
+    caller's, over echo that had held the detector in "speaking") raises a candidate of its own.
+
+    Each candidate also keeps what the session's vouching reads when it is raised (`Checked.raised_share`):
+    with ECHO_CLEAR_SHARE (`--clear-share`) over it, the clear goes out at once (detector.py's CANDIDATE_VOUCHED
+    row); the second look still runs, but on an echo-only call that clear is a self-stop. Vouching changes
+    nothing else here (the detector is re-armed after the second look either way), so one run serves every
+    threshold."""
     from app.bargein import impulse
 
     batcher = SileroBatcher(shared_model())
@@ -375,6 +401,7 @@ async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> lis
     vads = [CallVad(VadConfig(), batcher) for _ in mics]
     out: list[list[Checked]] = [[] for _ in mics]
     pending: list[float | None] = [None] * len(mics)
+    raised: list[tuple[float, float | None]] = [(0.0, None)] * len(mics)
     sent = [0] * len(mics)
     lead, chunk = int(LEAD_IN_S * SAMPLE_RATE), int(CHUNK_S * SAMPLE_RATE)
     steps = max(len(m) for m in mics) // FRAME
@@ -394,7 +421,10 @@ async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> lis
         for i, evs in zip(live, results, strict=True):
             for e in evs:
                 if isinstance(e, SpeechStarted) and pending[i] is None:
-                    pending[i] = e.at - e.sustained_ms / 1000
+                    began = pending[i] = e.at - e.sustained_ms / 1000
+                    g = guards[i]
+                    sure = g.echo_seen and g.active(t) and g.trusted  # as session.py's Candidate
+                    raised[i] = (t, g.echo_share(began, t) if sure else None)
             start = pending[i]
             if start is None or vads[i].candidate_samples < impulse.window_samples():
                 continue
@@ -406,22 +436,26 @@ async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> lis
                 pcm, probs = vads[i].candidate()
                 scored = [p for p in probs[: impulse.window_probabilities()] if p == p]
                 speech = impulse.is_speech(pcm[: impulse.window_samples()], scored)
-            out[i].append(Checked(start, t, share, echo, not echo and speech))
+            out[i].append(Checked(start, t, share, echo, not echo and speech, *raised[i]))
             pending[i] = None
             vads[i].rearm(t)  # turned away; or accepted, and the next candidate is counted on its own
     return out
 
 
 def checked_rows(
-    agent: I16, clips: Sequence[Clip], caller_at_s: float, reject: float, shares: Shares, seeds: int = 1
+    agent: I16, clips: Sequence[Clip], caller_at_s: float, reject: float, shares: Shares, seeds: int = 1,
+    clear_shares: Sequence[float] = (0.0,), noise: Sequence[Clip] = (), noise_at_s: float = 0.3,
 ) -> list[Row]:
     """`--live-checks`: echo-only calls and double talk through the session's checks (`_session_checks`).
 
-    Echo only: every accepted candidate is a self-stop. Double talk: an accepted candidate that starts before
-    the caller's clip does is a self-stop; detection is an accepted candidate starting in the clip with its
-    verdict within DETECT_WINDOW_S of the clip's speech onset, and its latency runs from that onset to the
-    verdict (the clear, under the preset's `confirm` policy). (The clips' onset marks can fall a few tens of ms
-    after their first sound, and the detector's speech start before the mark: such a candidate is the caller.)
+    Echo only: every clear is a self-stop. Double talk: a clear for a candidate that starts before the caller's
+    clip does is a self-stop; detection is a clear for a candidate starting in the clip within DETECT_WINDOW_S
+    of the clip's speech onset, and its latency runs from that onset to the clear (the verdict under the
+    preset's `confirm` policy; the candidate's arrival when vouched for). (The clips' onset marks can fall a few
+    tens of ms after their first sound, and the detector's speech start before the mark: such a candidate is
+    the caller.) With `noise` (`--noise-checks N`), pool noise clips over the echo at -6 dB ERL from
+    `noise_at_s` into the reply: a call with any clear is a false clear (in the "self-stops" column). Rows
+    come once per vouching threshold in `clear_shares` (0: no vouching, the session before it).
     """
     full = _timeline(agent, extra_s=4.0)
     offset = int((LEAD_IN_S + caller_at_s) * SAMPLE_RATE)
@@ -438,30 +472,42 @@ def checked_rows(
             mics.append(_with_floor(with_caller(echo, load_clip(clip, POOL), offset)))
             assert clip.speech_onset_s is not None
             meta.append(("double talk", erl, offset / SAMPLE_RATE + clip.speech_onset_s))
+    noise_offset = int((LEAD_IN_S + noise_at_s) * SAMPLE_RATE)
+    for n, clip in enumerate(noise):
+        echo = echo_of(full, erl_db=-6.0, delay_ms=DELAYS_MS[n % len(DELAYS_MS)], drift_ms=DRIFT_MS, seed=300 + n)
+        mics.append(_with_floor(with_caller(echo, load_clip(clip, POOL), noise_offset)))  # as noise_echo()
+        meta.append(("noise over echo", -6.0, None))
     results = asyncio.run(_session_checks(mics, agent, reject))
     rows = []
-    for kind in ("echo only", "double talk"):
-        for erl in ERLS_DB:
-            row = Row(f"{kind}, ERL {erl:+.0f} dB, checks", latencies_ms=[] if kind == "double talk" else None)
-            for (k, e, onset), cands in zip(meta, results, strict=True):
-                if k != kind or e != erl:
-                    continue
-                row.calls += 1
-                early = [c for c in cands if onset is None or c.start < offset / SAMPLE_RATE]
-                shares.echo += [c.share for c in early]
-                stops = [c for c in early if c.accepted]
-                row.self_stops += len(stops)
-                row.calls_stopped += bool(stops)
-                if onset is None:
-                    continue
-                late = [c for c in cands if offset / SAMPLE_RATE <= c.start and c.at <= onset + DETECT_WINDOW_S]
-                shares.caller += [c.share for c in late[:1]]
-                hit = next((c for c in late if c.accepted), None)
-                if hit is not None:
-                    row.detected += 1
-                    assert row.latencies_ms is not None
-                    row.latencies_ms.append((hit.at - onset) * 1000)
-            rows.append(row)
+    for cs in clear_shares:
+        vouch = f", vouch <{cs:g}" if cs > 0 else ""
+        for kind in ("echo only", "double talk", "noise over echo"):
+            for erl in ERLS_DB:
+                row = Row(f"{kind}, ERL {erl:+.0f} dB, checks{vouch}",
+                          latencies_ms=[] if kind == "double talk" else None)
+                for (k, e, onset), cands in zip(meta, results, strict=True):
+                    if k != kind or e != erl:
+                        continue
+                    row.calls += 1
+                    early = [c for c in cands if onset is None or c.start < offset / SAMPLE_RATE]
+                    if cs == clear_shares[0]:
+                        shares.echo += [c.share for c in early if kind != "noise over echo"]
+                    stops = [c for c in early if c.clears(cs)]
+                    row.self_stops += len(stops)
+                    row.calls_stopped += bool(stops)
+                    if onset is None:
+                        continue
+                    late = [c for c in cands
+                            if offset / SAMPLE_RATE <= c.start and c.clear_at(cs) <= onset + DETECT_WINDOW_S]
+                    if cs == clear_shares[0]:
+                        shares.caller += [c.share for c in late[:1]]
+                    hit = next((c for c in late if c.clears(cs)), None)
+                    if hit is not None:
+                        row.detected += 1
+                        assert row.latencies_ms is not None
+                        row.latencies_ms.append((hit.clear_at(cs) - onset) * 1000)
+                if row.calls:
+                    rows.append(row)
     return rows
 
 
@@ -612,6 +658,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="--noise-echo: the noise starts this far into the agent's speech (the bench: 0.3)")
     parser.add_argument("--live-checks", action="store_true",
                         help="echo-only and double-talk calls through the session's checks (re-arm, second look)")
+    parser.add_argument("--clear-share", type=float, action="append", default=[], metavar="X",
+                        help="--live-checks: also the rows with vouching at ECHO_CLEAR_SHARE=X (repeatable)")
+    parser.add_argument("--noise-checks", type=int, default=0, metavar="N",
+                        help="--live-checks: also N pool noise clips over the echo (-6 dB) from --noise-at")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override an EchoConfig field for every run (repeatable), e.g. --set mu=0.5")
     args = parser.parse_args(argv)
@@ -635,7 +685,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     t0 = time.perf_counter()
     if args.live_checks:
         clips = pool_words(args.limit) if args.words else pool_speech(args.limit)
-        rows = checked_rows(agent, clips, args.caller_at, args.reject_share, shares, args.echo_seeds)
+        rows = checked_rows(agent, clips, args.caller_at, args.reject_share, shares, args.echo_seeds,
+                            (0.0, *args.clear_share), pool_noise(args.noise_checks) if args.noise_checks else (),
+                            args.noise_at)
         print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")
         for row in rows:
             print(row.format())
