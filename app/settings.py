@@ -323,6 +323,11 @@ class Settings(BaseSettings):
     echo_reject_share: float = Field(
         0.75, ge=0, le=1, description="A candidate whose energy is more than this share residual echo is echo."
     )
+    echo_coherence_always: bool = Field(
+        False, description="Echo guard: test the caller leg's coherence with the agent's audio on every frame, not "
+                           "only until the filter converges (a caller over a converged filter gets through; +65% "
+                           "guard CPU)."
+    )
     echo_clear_share: float = Field(
         0.5, ge=0, le=1, description="On an echo line, a candidate whose echo share (from a trusted guard) is under "
                                       "this clears at once, also under `confirm`; 0 = never (wait for the second look)."

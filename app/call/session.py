@@ -193,7 +193,7 @@ class CallSession:
         self._pauses: list[SpeechPaused] = []
         self.vad.on_pause = self._pauses.append
         # The agent's own voice on the caller's leg (speakerphones): cleaned before the VAD hears the frame.
-        self.guard = EchoGuard(EchoConfig()) if s.echo_guard else None
+        self.guard = EchoGuard(EchoConfig(coherence_always=s.echo_coherence_always)) if s.echo_guard else None
         if self.guard is not None:
             self.outbox.on_sent = self._agent_audio_sent
         self._held: _Held | None = None
