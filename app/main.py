@@ -27,6 +27,7 @@ from app.bargein.vad import VadConfig
 from app.call.admission import UnstartedStreams
 from app.call.demo_tools import demo_tools
 from app.call.end_of_turn import EndOfTurn, SmartTurn
+from app.call.prosody import ProsodyModel
 from app.call.registry import CallRegistry
 from app.call.session import CallDeps, CallSession
 from app.call.tools import ToolRegistry
@@ -197,6 +198,8 @@ def create_app(
         # The end-of-turn model (TURN_END_MODEL), loaded once per process, off the loop; asked for, it must load.
         end_of_turn = EndOfTurn(await asyncio.to_thread(SmartTurn), settings.turn_model_max_pending) \
             if settings.turn_end_model == "smart_turn" else None
+        if settings.turn_end_model == "prosody":  # numpy only, nothing to load (app/call/prosody.py)
+            end_of_turn = EndOfTurn(ProsodyModel(), settings.turn_model_max_pending)
         try:
             fallback.append(await tts.synthesize(settings.agent_fallback_text))
         except Exception as exc:

@@ -195,9 +195,10 @@ class Settings(BaseSettings):
     )
     # End-of-turn model (app/call/end_of_turn.py): asked at the short pause, it hears whether the caller's
     # voice finished; thresholds picked on the tuning pool at phone quality (python -m app.offline.eot_eval).
-    turn_end_model: Literal["off", "smart_turn"] = Field(
+    turn_end_model: Literal["off", "smart_turn", "prosody"] = Field(
         "off", description="off: silence and words decide the turn's end; smart_turn: Smart Turn v3 is asked at "
-                           "the pause too (weights from the pipecat-ai wheel: pip install --no-deps pipecat-ai)."
+                           "the pause too (weights from the pipecat-ai wheel: pip install --no-deps pipecat-ai); "
+                           "prosody: the small pitch/energy/timing model fitted on the pool (app/call/prosody.py)."
     )
     turn_model_complete_at: float = Field(
         0.5, ge=0, le=1, description="End-of-turn model: P(complete) at or above this ends the turn (strict) or "

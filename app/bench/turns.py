@@ -22,7 +22,7 @@ edge, what the network and the playback pacing add. Under `progressive` the reco
 and synthesis, run inside the silence: the line says how much. The held replies' fates (spoken, or cancelled
 because the caller went on: the restart rate) are counted from the server's log.
 
-`--end-model off,smart_turn` runs every policy without and with the end-of-turn model (TURN_END_MODEL,
+`--end-model off,smart_turn,prosody` runs every policy without and with the end-of-turn model (TURN_END_MODEL,
 app/call/end_of_turn.py). With it, the server's log gives each ask's verdict and cost: the verdicts per
 condition, the inference's wall time (queue wait apart) and its CPU (the worker thread's own time, which
 contention does not inflate), and from the CPU the turn ends one core carries: per second, and at once within
@@ -428,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the scripted LLM served from the bench (LLM_BASE_URL): no demo tools, so drafts run")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeatable)")
     p.add_argument("--end-model", default="off",
-                   help="comma-separated TURN_END_MODEL values to run each policy with: off, smart_turn")
+                   help="comma-separated TURN_END_MODEL values to run each policy with: off, smart_turn, prosody")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     conditions = [cast(Condition, c) for c in args.conditions.split(",") if c in CONDITIONS]

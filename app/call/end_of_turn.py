@@ -1,5 +1,8 @@
 """Is the caller's turn over? An acoustic end-of-turn model (Smart Turn v3) asked at a short pause.
 
+(`EndOfTurn` below asks any `TurnModel`: Smart Turn, or the small prosodic model fitted on our own phone
+audio in app/call/prosody.py, TURN_END_MODEL=prosody.)
+
 Theory of operation
 -------------------
 Silence cannot tell a caller who has finished from one who stopped to think, and the words cannot always
@@ -39,7 +42,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -173,6 +176,14 @@ class SmartTurn:
         return float(np.asarray(out[0]).reshape(-1)[0])
 
 
+class TurnModel(Protocol):
+    """What EndOfTurn asks: SmartTurn here, or the prosodic model (app/call/prosody.py `ProsodyModel`)."""
+
+    def p_complete(self, pcm16_8k: I16) -> float:
+        """P(the turn is complete) for the caller's 8 kHz audio up to now (NaN: no verdict)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The model's answer for one pause; `p_complete` None when there is none (busy, failed)."""
@@ -187,8 +198,11 @@ class Verdict:
 class EndOfTurn:
     """The process's end-of-turn model: one inference at a time, in its own thread, at most `max_pending`."""
 
-    def __init__(self, model: SmartTurn, max_pending: int = 4) -> None:
+    def __init__(self, model: TurnModel, max_pending: int = 4) -> None:
         self.model = model
+        # The model's own operating points (complete_at, incomplete_below), if it brings them (the prosodic
+        # model's were picked with its fit); TURN_MODEL_* set in the environment win (TurnTakingConfig).
+        self.thresholds: tuple[float, float] | None = getattr(model, "thresholds", None)
         self.max_pending = max_pending
         self._pending = 0  # submitted and not finished (an abandoned ask still holds its place until it ends)
         self._lock = threading.Lock()
@@ -196,9 +210,10 @@ class EndOfTurn:
         self.asked = 0
         self.refused = 0
 
-    def _run(self, pcm: I16, queued_at: float) -> tuple[float, float, float, float]:
+    def _run(self, pcm: I16, queued_at: float) -> tuple[float | None, float, float, float]:
         started, cpu = time.perf_counter(), time.thread_time()
-        p = self.model.p_complete(pcm)
+        raw = self.model.p_complete(pcm)
+        p = None if raw != raw else raw  # NaN: the model cannot judge this audio (too little voice): no verdict
         return (p, (time.perf_counter() - started) * 1000.0, (started - queued_at) * 1000.0,
                 (time.thread_time() - cpu) * 1000.0)
 

@@ -177,7 +177,8 @@ class CallSession:
         self.outbox = Outbox(protocol, self._send, self.ledger, deps.clock, s.playback_chunk_ms, s.playback_lead_ms,
                              self.events)
         # Turn taking (TURN_POLICY): under progressive the VAD's turn end is only the backstop (turn_taking.py).
-        taking = TurnTakingConfig.from_settings(s, model=deps.end_of_turn is not None)
+        taking = TurnTakingConfig.from_settings(s, model=deps.end_of_turn is not None,
+                                                thresholds=deps.end_of_turn.thresholds if deps.end_of_turn else None)
         # (strict with the end-of-turn model takes turns through the table too: `takes_turns`)
         progressive = taking.takes_turns and deps.stt is not None
         self.turn_taker = TurnTaker(taking) if progressive else None

@@ -28,7 +28,8 @@ or heard nothing, or answered later than the deadline).
 With an end-of-turn model (`TURN_END_MODEL`, app/call/end_of_turn.py; `model` here) the voice is heard too,
 since the words alone cannot tell a mid-sentence pause ("... after this." at a phrase boundary) from an end.
 At the same short pause the model is asked for P(complete); `complete_at` and `incomplete_below` turn it into
-a verdict: complete, incomplete, or unsure (between them, or no answer: busy, failed):
+a verdict: complete, incomplete, or unsure (between them, or no answer: busy, failed). (The prosodic model,
+TURN_END_MODEL=prosody, app/call/prosody.py, brings its own pair, picked with its fit: `from_settings`.)
 
 - `strict`: the pause asks only the model (ASKING). Complete ends the turn at once (CLOSE: then it is heard
   and answered as always, the words' unfinished-clause wait included); incomplete holds it until the ceiling
@@ -123,16 +124,27 @@ class TurnTakingConfig:
             raise ValueError("want speculate_silence_ms <= model_complete_silence_ms <= unfinished_silence_ms")
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, model: bool = False) -> TurnTakingConfig:
-        """`model`: an end-of-turn model is there to ask (the session's deps have one)."""
+    def from_settings(cls, settings: Settings, *, model: bool = False,
+                      thresholds: tuple[float, float] | None = None) -> TurnTakingConfig:
+        """`model`: an end-of-turn model is there to ask (the session's deps have one). `thresholds`: its own
+        operating points (complete_at, incomplete_below), taken unless TURN_MODEL_COMPLETE_AT /
+        TURN_MODEL_INCOMPLETE_BELOW were set (the defaults, 0.5, suit Smart Turn; the prosodic model's
+        probabilities sit lower, and its fit picks its points, app/call/prosody.py)."""
+        complete_at, incomplete_below = settings.turn_model_complete_at, settings.turn_model_incomplete_below
+        if thresholds is not None:
+            chosen = settings.model_fields_set
+            if "turn_model_complete_at" not in chosen:
+                complete_at = thresholds[0]
+            if "turn_model_incomplete_below" not in chosen:
+                incomplete_below = min(thresholds[1], complete_at)
         return cls(
             policy=settings.turn_policy,
             speculate_silence_ms=settings.turn_speculate_silence_ms,
             complete_silence_ms=settings.turn_complete_silence_ms,
             unfinished_silence_ms=settings.turn_unfinished_silence_ms,
             model=model,
-            complete_at=settings.turn_model_complete_at,
-            incomplete_below=settings.turn_model_incomplete_below,
+            complete_at=complete_at,
+            incomplete_below=incomplete_below,
             model_complete_silence_ms=max(settings.turn_speculate_silence_ms,
                                           settings.turn_model_complete_silence_ms),
             strict_silence_ms=settings.turn_end_silence_ms,

@@ -1,6 +1,7 @@
 """Offline evaluation of the end-of-turn model (app/call/end_of_turn.py) on the tuning pool, at phone quality.
 
-Samples, from the pool's read and oration speech (`/work/shared/corpus-pool`, never the report corpus):
+Samples, from the pool's read and oration speech (`/work/shared/corpus-pool`, never the report corpus; the
+clips its dev_overlap.csv ties to the report corpus are left out):
 
 - complete: a clip that is the last chunk of its source utterance, up to its end of speech (the last 20 ms
   frame above the clip's speech threshold): the end of a LibriSpeech utterance stands for the end of a turn.
@@ -21,7 +22,8 @@ incomplete recall: an incomplete one called complete is a talk-over risk, a comp
 waits the ceiling), a speaker-split check (thresholds picked on one half of the speakers, scored on the
 other), and the inference cost. Thresholds are picked here, on the pool only.
 
-    python -m app.offline.eot_eval [--limit N] [--pause-ms 250] [--conditions clean,phone] [--save F.npz]
+    python -m app.offline.eot_eval [--model smart_turn|prosody] [--limit N] [--pause-ms 250]
+                                   [--conditions clean,phone] [--save F.npz]
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import numpy.typing as npt
 
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.bench.turns import pause_point
-from app.call.end_of_turn import SmartTurn
+from app.call.end_of_turn import SmartTurn, TurnModel
+from app.call.prosody import ProsodyModel
 from app.offline.corpus import SAMPLE_RATE, load_clip
 
 POOL = Path(__file__).resolve().parents[2].parent / "shared" / "corpus-pool"
@@ -80,15 +83,28 @@ def word_gaps(loud: npt.NDArray[np.bool_], min_gap_ms: float) -> list[tuple[int,
     return sorted(kept, key=lambda gap: -gap[1])
 
 
+def dev_overlap(root: Path) -> frozenset[str]:
+    """The pool's clips that are, or share a recording with, a clip of the report corpus (dev_overlap.csv):
+    left out of anything fitted or tuned here."""
+    path = root / "dev_overlap.csv"
+    if not path.exists():
+        return frozenset()
+    with open(path, newline="", encoding="utf-8") as f:
+        return frozenset(r["path"] for r in csv.DictReader(f))
+
+
 def load_samples(root: Path, limit: int | None, min_gap_ms: float) -> list[Sample]:
+    overlap = dev_overlap(root)
     with open(root / "manifest.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "speech" and r["category"] in ("read", "oration")]
-    rows = rows[:limit] if limit else rows
+        every = [r for r in csv.DictReader(f) if r["kind"] == "speech" and r["category"] in ("read", "oration")]
+    # Which chunk ends its source utterance is decided over every chunk, the left-out ones included.
     latest: dict[str, float] = {}
-    for r in rows:
+    for r in every:
         src, _, span = r["source"].partition("@")
         start = float(span.split("-")[0]) if span else 0.0
         latest[src] = max(latest.get(src, -1.0), start)
+    rows = [r for r in every if r["path"] not in overlap]
+    rows = rows[:limit] if limit else rows
     samples: list[Sample] = []
     for r in rows:
         src, _, span = r["source"].partition("@")
@@ -126,7 +142,7 @@ def with_tail(pcm: I16, pause_ms: float, rng: np.random.Generator) -> I16:
     return np.concatenate([pcm, tail]).astype(np.int16)
 
 
-def score(samples: list[Sample], model: SmartTurn, condition: str, pause_ms: float) -> tuple[np.ndarray, list[float]]:
+def score(samples: list[Sample], model: TurnModel, condition: str, pause_ms: float) -> tuple[np.ndarray, list[float]]:
     rng = np.random.default_rng(0)
     probs, costs = [], []
     for s in samples:
@@ -195,10 +211,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pause-ms", type=float, default=250.0, help="silence after the cut when the model is asked")
     parser.add_argument("--min-gap-ms", type=float, default=150.0, help="shortest word gap cut as incomplete")
     parser.add_argument("--conditions", default="clean,phone")
+    parser.add_argument("--model", choices=("smart_turn", "prosody"), default="smart_turn",
+                        help="the TURN_END_MODEL to score (prosody: app/call/prosody.py, fitted by fit_prosody)")
     parser.add_argument("--save", type=Path, default=None, help="write the probabilities (npz) for later sweeps")
     args = parser.parse_args(argv)
     samples = load_samples(args.pool, args.limit, args.min_gap_ms)
-    model = SmartTurn()
+    model: TurnModel = ProsodyModel() if args.model == "prosody" else SmartTurn()
     saved: dict[str, np.ndarray] = {
         "complete": np.array([s.kind == "complete" for s in samples]),
         "last_of_source": np.array([s.last_of_source for s in samples]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from app.call.turn_taking import (
@@ -18,6 +20,7 @@ from app.call.turn_taking import (
     TurnTakingConfig,
     WordsIn,
 )
+from app.settings import Settings
 
 PROGRESSIVE = TurnTakingConfig("progressive", speculate_silence_ms=250, complete_silence_ms=450,
                                unfinished_silence_ms=1500)
@@ -287,3 +290,40 @@ def test_words_later_than_the_draft_time_start_the_reply_at_once() -> None:
     taker = TurnTaker(TurnTakingConfig("progressive", complete_silence_ms=1000, unfinished_silence_ms=1500))
     taker.feed(Silence(END + 0.25, END))
     assert taker.feed(WordsIn(END + 0.7, END, "What time do you open?")).action is Action.DRAFT
+
+
+# --- the model's own operating points (TURN_END_MODEL=prosody brings them; app/call/prosody.py) ------------
+def _settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
+def test_a_models_own_thresholds_are_taken_unless_the_settings_name_theirs() -> None:
+    own = (0.26, 0.06)
+    cfg = TurnTakingConfig.from_settings(_settings(), model=True, thresholds=own)
+    assert (cfg.complete_at, cfg.incomplete_below) == own
+    assert (cfg.verdict(0.30), cfg.verdict(0.10), cfg.verdict(0.05)) == ("complete", "unsure", "incomplete")
+    set_one = _settings(turn_model_complete_at=0.6)
+    cfg = TurnTakingConfig.from_settings(set_one, model=True, thresholds=own)
+    assert (cfg.complete_at, cfg.incomplete_below) == (0.6, 0.06)
+    set_both = _settings(turn_model_complete_at=0.4, turn_model_incomplete_below=0.1)
+    cfg = TurnTakingConfig.from_settings(set_both, model=True, thresholds=own)
+    assert (cfg.complete_at, cfg.incomplete_below) == (0.4, 0.1)
+    smart = TurnTakingConfig.from_settings(_settings(), model=True)
+    assert (smart.complete_at, smart.incomplete_below) == (0.5, 0.5)  # no thresholds of its own: the settings'
+
+
+def test_strict_with_the_prosody_thresholds_a_low_probability_still_ends_a_turn_at_the_pause() -> None:
+    """The prosodic model's probabilities sit low (its classes are 1 : 6.6 in the fit): 0.3 is complete."""
+    taker = TurnTaker(TurnTakingConfig("strict", speculate_silence_ms=250, complete_silence_ms=450,
+                                       unfinished_silence_ms=1500, model=True, complete_at=0.26,
+                                       incomplete_below=0.06))
+    taker.feed(Silence(END + 0.25, END))
+    step = taker.feed(ModelVerdict(END + 0.26, END, 0.3))
+    assert (step.action, step.state, step.speech_end) == (Action.CLOSE, State.LISTENING, END)
+    taker.feed(Silence(END + 5.0, END + 4.0))
+    step = taker.feed(ModelVerdict(END + 4.3, END + 4.0, 0.04))  # a rising end: held to the ceiling
+    assert (step.action, step.state) == (Action.NONE, State.HOLDING)
+    assert step.deadline == pytest.approx(END + 5.5)
+    nan = TurnTaker(taker.config)  # a NaN (too little voice) is no verdict: the strict silence
+    nan.feed(Silence(END + 0.25, END))
+    assert nan.feed(ModelVerdict(END + 0.3, END, float("nan"))).observation is Obs.SAYS_UNSURE
