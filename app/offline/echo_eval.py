@@ -640,6 +640,15 @@ def _config(overrides: Sequence[str]) -> EchoConfig:
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
+def _print_rows(agent: I16, rows: Sequence[Row], shares: Shares | None) -> None:
+    print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")
+    for row in rows:
+        print(row.format())
+    if shares is not None:
+        print("echo-only candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.echo)))
+        print("callers' first candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.caller)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.offline.echo_eval", description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=6, help="caller clips per ERL for double talk")
@@ -688,22 +697,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = checked_rows(agent, clips, args.caller_at, args.reject_share, shares, args.echo_seeds,
                             (0.0, *args.clear_share), pool_noise(args.noise_checks) if args.noise_checks else (),
                             args.noise_at)
-        print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")
-        for row in rows:
-            print(row.format())
-        if args.shares:
-            print("echo-only candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.echo)))
-            print("callers' first candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.caller)))
+        _print_rows(agent, rows, shares if args.shares else None)
         print(f"run took {time.perf_counter() - t0:.0f} s")
         return
     rows = echo_only(agent, costs, args.reject_share, shares, args.recheck, args.echo_seeds)
     rows += double_talk(agent, pool_speech(args.limit), args.caller_at, costs, args.reject_share, shares, args.recheck)
-    print(f"agent speech {len(agent) / SAMPLE_RATE:.1f} s; delays {DELAYS_MS} ms, drift {DRIFT_MS:g} ms")
-    for row in rows:
-        print(row.format())
-    if args.shares:
-        print("echo-only candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.echo)))
-        print("callers' first candidates' shares:", " ".join(f"{v:.2f}" for v in sorted(shares.caller)))
+    _print_rows(agent, rows, shares if args.shares else None)
     print(
         f"echo guard cost: {np.mean(costs):.1f} us per active 20 ms frame (mean over calls, this host); "
         f"run took {time.perf_counter() - t0:.0f} s"

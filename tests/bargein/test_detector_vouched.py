@@ -14,7 +14,6 @@ from app.bargein.detector import (
     Action,
     BargeInPolicy,
     Candidate,
-    Input,
     Obs,
     Paused,
     Policy,
@@ -25,10 +24,7 @@ from app.bargein.detector import (
     Verdict,
 )
 from app.settings import Settings
-
-
-def run(policy: BargeInPolicy, *inputs: Input) -> list[Action]:
-    return [policy.feed(i).action for i in inputs]
+from tests.bargein.test_detector import run
 
 
 def on_echo_line(at: float, share: float | None, echo_possible: bool = True) -> Candidate:
