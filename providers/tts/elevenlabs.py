@@ -307,6 +307,11 @@ class ElevenLabsTts:
         return f"ElevenLabsTts({self.url!r})"
 
     @property
+    def spares(self) -> int:
+        """Warm connections open, initialised and waiting for a sentence now."""
+        return len(self._warm)
+
+    @property
     def identity(self) -> str:
         """Everything that changes the output for a text (the cache key's first half)."""
         return f"elevenlabs:{self.url}:{json.dumps(self.voice_settings, sort_keys=True)}"

@@ -65,7 +65,9 @@ def test_the_hint_turns_half_heard_commands_into_their_kind(engines: dict[str, W
             said = heard(engines[name], with_lead(pcm))
             print(f"{name}: {text!r} heard {said!r}")
             right[name] += interruption(said) == kind
-    assert right["gated"] >= right["plain"] + 2
+    # tiny.en's plain decode of these clips is not stable from run to run ("no wait" comes back as "No way.",
+    # which the rules read as a stop, or as something else): the hint must get more of them, and most of them.
+    assert right["gated"] > right["plain"] and right["gated"] >= len(HALF_HEARD) - 1
 
 
 def test_noise_does_not_become_a_stop_word_through_the_gated_hint(engines: dict[str, WhisperStt]) -> None:
