@@ -52,6 +52,16 @@ class Clip:
         return Path(self.path).stem
 
 
+def dev_overlap(root: Path) -> frozenset[str]:
+    """The pool's clips that are, or share a recording with, a clip of the report corpus (its dev_overlap.csv):
+    left out of anything fitted or tuned. Empty for a corpus without the file (the report set itself)."""
+    path = root / "dev_overlap.csv"
+    if not path.exists():
+        return frozenset()
+    with open(path, newline="", encoding="utf-8") as f:
+        return frozenset(r["path"] for r in csv.DictReader(f))
+
+
 def read_manifest(root: Path | None = None) -> list[Clip]:
     root = root or corpus_root()
     clips: list[Clip] = []

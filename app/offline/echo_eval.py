@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -69,7 +68,7 @@ import numpy.typing as npt
 from app.bargein.echo import ECHO_REJECT_SHARE, EchoConfig, EchoGuard, GccBudget
 from app.bargein.silero import SileroBatcher, shared_model
 from app.bargein.vad import FRAME, SAMPLE_RATE, CallVad, SpeechStarted, VadConfig, VadEvent
-from app.offline.corpus import Clip, load_clip, read_manifest, white_noise
+from app.offline.corpus import Clip, dev_overlap, load_clip, read_manifest, white_noise
 from app.offline.echo_path import echo_of, with_caller
 from app.offline.evaluate import LINE_FLOOR_DBFS, run_calls
 from providers.tts.espeak import EspeakTts
@@ -219,8 +218,7 @@ def candidates(
 
 def pool_speech(limit: int) -> list[Clip]:
     """Tuning-pool speech clips, without those sharing a recording with the report corpus."""
-    with open(POOL / "dev_overlap.csv", newline="", encoding="utf-8") as f:
-        overlap = {row["path"] for row in csv.DictReader(f)}
+    overlap = dev_overlap(POOL)
     clips = [c for c in read_manifest(POOL) if c.kind == "speech" and c.path not in overlap]
     clips = [c for c in clips if c.speech_onset_s is not None and 1.0 <= c.duration_s <= 4.0]
     step = max(1, len(clips) // max(limit, 1))  # spread over speakers and styles, deterministically
@@ -230,8 +228,7 @@ def pool_speech(limit: int) -> list[Clip]:
 def pool_words(limit: int) -> list[Clip]:
     """Tuning-pool isolated words (FSDD digits, under 1 s; the bench's double talk has such clips too), spread
     over speakers deterministically, without those sharing a recording with the report corpus."""
-    with open(POOL / "dev_overlap.csv", newline="", encoding="utf-8") as f:
-        overlap = {row["path"] for row in csv.DictReader(f)}
+    overlap = dev_overlap(POOL)
     clips = [c for c in read_manifest(POOL) if c.category == "isolated_word" and c.path not in overlap]
     clips = [c for c in clips if c.speech_onset_s is not None]
     step = max(1, len(clips) // max(limit, 1))

@@ -43,7 +43,7 @@ from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.bench.turns import pause_point
 from app.call.end_of_turn import SmartTurn, TurnModel
 from app.call.prosody import ProsodyModel
-from app.offline.corpus import SAMPLE_RATE, load_clip
+from app.offline.corpus import SAMPLE_RATE, dev_overlap, load_clip
 
 POOL = Path(__file__).resolve().parents[2].parent / "shared" / "corpus-pool"
 FRAME = 160  # 20 ms
@@ -81,16 +81,6 @@ def word_gaps(loud: npt.NDArray[np.bool_], min_gap_ms: float) -> list[tuple[int,
     first, last = int(idx[0]), int(idx[-1])
     kept = [(g, n) for g, n in gaps if (g - first) * 20 >= 800 and (last - (g + n)) * 20 >= 300]
     return sorted(kept, key=lambda gap: -gap[1])
-
-
-def dev_overlap(root: Path) -> frozenset[str]:
-    """The pool's clips that are, or share a recording with, a clip of the report corpus (dev_overlap.csv):
-    left out of anything fitted or tuned here."""
-    path = root / "dev_overlap.csv"
-    if not path.exists():
-        return frozenset()
-    with open(path, newline="", encoding="utf-8") as f:
-        return frozenset(r["path"] for r in csv.DictReader(f))
 
 
 def load_samples(root: Path, limit: int | None, min_gap_ms: float) -> list[Sample]:

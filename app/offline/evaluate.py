@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import itertools
 import os
 import time
@@ -48,6 +47,7 @@ from app.offline.corpus import (
     Clip,
     as_received,
     corpus_root,
+    dev_overlap,
     load_clip,
     mix_at_snr,
     pink_noise,
@@ -138,12 +138,8 @@ def read_clips(root: Path | None = None) -> list[Clip]:
     """The manifest without the clips its dev_overlap.csv lists (present in the training pool only)."""
     root = root or corpus_root()
     clips = read_manifest(root)
-    overlap = root / "dev_overlap.csv"
-    if overlap.exists():
-        with open(overlap, newline="", encoding="utf-8") as f:
-            dropped = {row["path"] for row in csv.DictReader(f)}
-        clips = [c for c in clips if c.path not in dropped]
-    return clips
+    dropped = dev_overlap(root)
+    return [c for c in clips if c.path not in dropped]
 
 
 def call_audio(clip: Clip, condition: Condition = Condition(), noise_clips: Sequence[Clip] = ()) -> I16:

@@ -31,12 +31,11 @@ import numpy.typing as npt
 
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.call import prosody
-from app.offline.corpus import SAMPLE_RATE, load_clip
+from app.offline.corpus import SAMPLE_RATE, dev_overlap, load_clip
 from app.offline.eot_eval import (
     FRAME,
     POOL,
     Sample,
-    dev_overlap,
     load_samples,
     phone_band,
     speech_frames,
