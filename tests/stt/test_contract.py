@@ -15,7 +15,9 @@ from providers.mulaw import pcm16_to_ulaw
 from providers.stt import create_engine
 from providers.stt.base import Final, SttEngine, SttError
 
-TEXT = "Can I change my appointment to next Thursday?"
+# A phrase whose espeak renditions (espeak varies its noise sources call to call) tiny.en decodes within
+# one word: measured 10 renditions, word errors 0 or 1 of 8; "next Thursday" went to "third? May?" at times.
+TEXT = "Can I change my appointment to Friday morning?"
 Factory = Callable[[], Any]
 
 
