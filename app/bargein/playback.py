@@ -146,6 +146,17 @@ class PlaybackLedger:
         return True
 
     @property
+    def needs_rtt_samples(self) -> bool:
+        """Fewer acknowledgements back or on their way than the estimate needs: the outbox sends short chunks.
+
+        With the usual 160 ms chunks a call's first three acknowledgements come back only after about half a
+        second of audio has played (plus the round trip), and a barge-in before that was cut a round trip
+        short (measured over 40 +/- 15 ms each way: 4 of 99 cuts 80-100 ms early, all in the first ~600 ms).
+        Short chunks at the start of the call bring the samples in within the first ~150 ms of audio.
+        """
+        return len(self._rtt_samples) + len(self._pending) < _RTT_MIN_SAMPLES
+
+    @property
     def rtt_s(self) -> float:
         """The call's round-trip estimate in seconds (0 until `_RTT_MIN_SAMPLES` acknowledgements came back)."""
         return median(self._rtt_samples) if len(self._rtt_samples) >= _RTT_MIN_SAMPLES else 0.0

@@ -141,6 +141,7 @@ class ClipRun:
     heard_text: str | None = None  # first_words: the caller's turns' text after the barge-in, in the record
     first_words: bool | None = None  # first_words: the reference's first word opens what the server heard
     first_words_offline: bool | None = None  # ... and what the recognizer heard on the whole clip, outside a call
+    heard_error_ms: float | None = None  # the record's heard position minus what the edge had played (first clear)
 
     @property
     def detected(self) -> bool:
@@ -349,6 +350,7 @@ class AccuracyRunner:
                 run.llm_open = len((cut[0].get("intended_text") or "").strip()) < len(REPLY.strip())
         if clip.condition != "baseline":
             self._outcome(call, clip, run, times, record)
+            run.heard_error_ms = heard_error_ms(call, record)
         if clip.reference is not None and run.detected:
             # The caller's words go on record once heard, which may be after the hang-up (the server hears a
             # turn still open then): wait for them a little.
@@ -491,6 +493,28 @@ class AccuracyRunner:
         run.onset_to_clear_ms = (first - onset) * 1000.0
         if last is not None and last.ended_by != "hangup":
             run.onset_to_stopped_ms = (last.end - onset) * 1000.0
+
+
+def heard_error_ms(call: EmulatedCall, record: dict[str, Any] | None) -> float | None:
+    """How far the server's cut missed what the caller heard, in ms of audio (+ = it thinks more was heard).
+
+    What the caller heard is what the edge had played when the call's first clear reached it. Only the first
+    clear is scored, and only when it cut the call's first agent audio (neither mode speaks before the turn the
+    caller interrupts): then the turn starts at byte 0 of the agent stream and the edge's byte position is the
+    turn's position. Later clears follow a resume, whose audio re-sends part of the turn.
+    """
+    bargeins = list(record.get("bargeins") or []) if record is not None else []
+    # Agent turns that spoke: the record may open with an agent turn that synthesised nothing (no greeting).
+    agent = [t for t in (record or {}).get("turns", []) if t.get("role") == "agent" and (t.get("audio_ms") or 0) > 0]
+    if not call.clears or not bargeins or not agent or call.first_audio_at is None:
+        return None
+    first, heard = bargeins[0], bargeins[0].get("heard_audio_ms")
+    if first.get("turn_id") != min(int(t.get("id", 0)) for t in agent) or not isinstance(heard, (int, float)):
+        return None
+    position = call.position_at(call.clears[0] - 1e-4)  # the byte playing just before the clear landed
+    if position is None:
+        return None  # the edge had run dry: nothing was playing, no position to compare with
+    return float(heard) - (position + 1) / SAMPLE_RATE * 1000.0
 
 
 def _record_resumed(bargein: dict[str, Any]) -> bool | None:

@@ -40,7 +40,7 @@ I16 = npt.NDArray[np.int16]
 SAMPLE_RATE = 8000
 Caller = Literal["speech", "noise", "silence", "short_word", "stop_word", "line_step", "line_step_speech", "labelled"]
 Metric = Literal["detection", "yielded", "onset_to_clear", "false_clears", "lost_turns", "self_stops", "turn_ended",
-                 "stayed_stopped", "first_words"]
+                 "stayed_stopped", "first_words", "heard_cut"]
 
 STOP_PHRASES = ("stop", "wait", "no", "hold on", "wait a second")
 ECHO_DELAY_MS = (60.0, 250.0)
@@ -78,7 +78,8 @@ SPEECH_METRICS: tuple[Metric, ...] = ("detection", "yielded", "onset_to_clear")
 CONDITIONS: dict[str, Condition] = {
     c.name: c
     for c in (
-        Condition("speech", "corpus speech over the agent, no echo (the plain barge-in)", "speech", SPEECH_METRICS),
+        Condition("speech", "corpus speech over the agent, no echo (the plain barge-in)", "speech",
+                  (*SPEECH_METRICS, "heard_cut")),
         Condition("noise", "corpus noise over the agent, no echo (any clear = false clear)", "noise",
                   ("false_clears", "lost_turns")),
         Condition("echo_only", "the agent's own audio back on the caller leg, caller silent (any clear = self-stop)",
@@ -104,7 +105,7 @@ CONDITIONS: dict[str, Condition] = {
         Condition("line_step_speech", f"the same hiss step, corpus speech {SPEECH_AFTER_STEP_S:g} s after it",
                   "line_step_speech", SPEECH_METRICS, calls=10),
         Condition("network", "corpus speech and noise over cloud_to_carrier (40 +/- 15 ms each way)",
-                  "speech", (*SPEECH_METRICS, "false_clears", "lost_turns"), network=True),
+                  "speech", (*SPEECH_METRICS, "false_clears", "lost_turns", "heard_cut"), network=True),
     )
 }
 

@@ -548,6 +548,7 @@ def condition_summary(p: Phase) -> dict[str, Any]:
     echo = [r for r in ok if r.erl_db is not None]
     words = [r for r in ok if r.turn_ended is not None]
     labelled = [r for r in ok if r.first_words is not None]
+    cut_err = [abs(v) for v in _values(ok, "heard_error_ms")]
 
     def by(rows: list[ClipRun], key: str, hit: Any) -> dict[str, dict[str, Any]]:
         groups: dict[str, list[ClipRun]] = {}
@@ -584,6 +585,10 @@ def condition_summary(p: Phase) -> dict[str, Any]:
         "first_words_offline": Count(sum(bool(r.first_words_offline) for r in labelled), len(labelled)).to_json(),
         "first_words_of_offline": Count(sum(bool(r.first_words) for r in labelled if r.first_words_offline),
                                         sum(bool(r.first_words_offline) for r in labelled)).to_json(),
+        # The bar: the cut within 40 ms of audio of what the edge played, at p95.
+        "heard_error_abs_ms": {"p50": pct(cut_err, 50), "p95": pct(cut_err, 95), "max": max(cut_err, default=None),
+                               "n": len(cut_err)},
+        "heard_within_40ms": Count(sum(v <= 40.0 for v in cut_err), len(cut_err)).to_json(),
         "talked_on_ms": {"p50": pct(talked, 50), "max": max(talked, default=None), "n": len(talked)},
         "resume_ms": {"p50": pct(resume, 50), "max": max(resume, default=None), "n": len(resume)},
         "record_resumed_known": sum(r.record_resumed is not None for r in ok),
@@ -627,6 +632,9 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
                         "where offline heard it",
                         lambda s: " / ".join(_count(s[k]) for k in ("first_words", "first_words_offline",
                                                                      "first_words_of_offline"))),
+        "heard_cut": ("cut vs played |ms| p50/p95/max (n) / within 40 ms",
+                      lambda s: "/".join(_ms(s["heard_error_abs_ms"], "p50", "p95", "max"))
+                                + f" ({s['heard_error_abs_ms']['n']}) / {_count(s['heard_within_40ms'])}"),
         "stayed_stopped": ("stopped and stayed stopped / talked on after it p50,max ms",
                            lambda s: f"{_count(s['stayed_stopped'])} / "
                                      + ",".join(_ms(s["talked_on_ms"], "p50", "max"))),

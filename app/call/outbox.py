@@ -30,6 +30,10 @@ Send = Callable[[str], Awaitable[None]]
 OnSent = Callable[[int, bytes, float], None]
 
 
+# The chunk sent while the ledger still needs round-trip samples: 40 ms, two caller frames' worth.
+_PROBE_BYTES = 40 * 8
+
+
 class Outbox:
     def __init__(
         self,
@@ -112,6 +116,11 @@ class Outbox:
                     await asyncio.sleep(self.not_before - now)
                     continue
                 turn_id, view = self._queue.popleft()
+                if len(view) > _PROBE_BYTES and self.ledger.needs_rtt_samples:
+                    # The call's first markers come after short chunks, so the round-trip estimate is trusted
+                    # early (see PlaybackLedger.needs_rtt_samples); the rest of the chunk stays first in line.
+                    self._queue.appendleft((turn_id, view[_PROBE_BYTES:]))
+                    view = view[:_PROBE_BYTES]
                 chunk = view.tobytes()  # one chunk's copy, only while it is sent
                 self._queued_bytes -= len(chunk)
                 self._room.set()
