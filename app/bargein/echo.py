@@ -48,7 +48,24 @@ guard:
 
 When no agent audio can be echoing (nothing played within `max_delay_ms + active_tail_ms`, or the next chunk
 is not due yet) the frame is returned as is; when the reference in the filter's span is silent the filter
-is skipped. Cost: two FFT calls a frame and ~30 small numpy calls (see `echo_filter`).
+is skipped. Cost: two FFT calls a frame and ~25 small numpy calls (see `echo_filter`).
+
+Cost, and what it is made of (issue 12's detector budget). Between two of a call's frames the VAD and Silero
+run, and the guard's code and data come back cold: in the detector bench a frame costs about twice what it
+does alone, and what counts is the number of numpy calls and the memory they touch, not arithmetic. So every
+per-frame call writes into a buffer the guard owns, the FFTs skip numpy.fft's wrapper (`echo_fft`), the
+filter's spectra are written once instead of twice, and the level bound keeps the block energies it has
+already summed (`_level_bound`); GCC-PHAT and the coherence were rewritten the same way. None of it changes
+a decision: every rewrite computes the same numbers to the bit (tests/bargein/test_echo_fingerprint.py pins
+the outputs of 14 configs and arrival patterns; `echo_eval --live-checks` counts unchanged). Measured on the
+shared 2-core VM at load 1.4-2.7, the detector bench's guard-on run (`app.bench.detector_cost`, 10 s a call)
+with the old and the rewritten guard in one process, interleaved, 4 rounds: the guard's time 0.80x at 100
+calls (101 -> 80 us a call-frame), 0.76x at 1 call (111 -> 84 us); `bargein bench --mode detector`, old and
+new trees alternated, 3 runs each: at 100 calls total 157 -> 134 us, guard 110 -> 87 us (guard off: 45 and
+46). Left (timed in the bench, 100 calls): the filter's update and estimate about half (the two FFTs and
+~15 calls), GCC-PHAT ~6% (0.02 a call-frame at ~0.2 ms; looking less often once locked would change what
+the guard decides, so it was not done), level bound and coherence ~5% each, the rest the guard's own Python
+(ERLE, double talk, the fraction) and the frame clock.
 
 Double talk before convergence (issue 12, step 4b). Measured with the session's checks
 (`echo_eval --live-checks`: the detector re-armed after a rejected candidate, then the echo share and the
@@ -112,7 +129,7 @@ from app.bargein.echo_coherence import EchoCoherence
 from app.bargein.echo_config import ECHO_REJECT_SHARE, F64, FRAME, I16, SAMPLE_RATE, EchoConfig
 from app.bargein.echo_delay import SHARED_GCC_BUDGET, DelayTracker, GccBudget, gcc_phat, gcc_windows
 from app.bargein.echo_filter import TwoPathFilter
-from app.bargein.echo_ring import SampleRing, energy
+from app.bargein.echo_ring import RING, UNCHANGED, SampleRing, energy
 
 # The guard's interface, importable from here as before the split into echo_* modules.
 __all__ = ["ECHO_REJECT_SHARE", "FRAME", "SAMPLE_RATE", "SHARED_GCC_BUDGET", "EchoConfig", "EchoGuard", "GccBudget"]
@@ -137,6 +154,8 @@ class EchoGuard:
         self._filter = TwoPathFilter(c)
         self._delays = DelayTracker(c)
         self._coherence = EchoCoherence(c.coherence_alpha, c.coherence_lags)  # step 4b
+        self._coh_ref: F64 = np.zeros((c.coherence_lags + 1) * FRAME)  # scratch: what step 4b reads of the legs
+        self._coh_mic: F64 = np.zeros(2 * FRAME)
         self._lock_clear = False  # the current delay came from a GCC peak of `coherence_trust_peak` or more
         self._bins_in: F64 = np.zeros((2, FRAME))  # scratch: the echo estimate and the frame judged, per bin
         self._span_e = [0.0] * p  # energies of the reference blocks in the filter's span, newest first
@@ -154,6 +173,13 @@ class EchoGuard:
         self._h_echo = np.zeros(hist)  # ... and the echo part of it
         self._h_i = 0
         self._prelock_gain2 = 10 ** (c.prelock_gain_db / 10) * c.prelock_margin
+        # Sample counts the frame path would otherwise work out from the config on every frame.
+        self._lead = round(c.lead_ms * SAMPLE_RATE / 1000)
+        self._level_dmin = round(c.min_delay_ms * SAMPLE_RATE / 1000) // FRAME * FRAME
+        self._level_dmax = -(-round(c.max_delay_ms * SAMPLE_RATE / 1000) // FRAME) * FRAME
+        # `_level_bound`'s kept block energies, and the sample their range starts at (None: none kept)
+        self._level_e: F64 = np.zeros((self._level_dmax - self._level_dmin) // FRAME + 1)
+        self._level_at: int | None = None
 
     @property
     def trusted(self) -> bool:
@@ -241,7 +267,7 @@ class EchoGuard:
     def process(self, mic_pcm16_frame: I16, t: float) -> tuple[I16, float]:
         """Clean one caller frame arriving at `t`: (frame with the echo estimate removed, echo_fraction)."""
         n = len(mic_pcm16_frame)
-        if not self.active(t):
+        if not self._active_from < t < self._active_until:  # active(t), inline: every frame of the call
             # No echo possible: the frame counts as caller only in any span it falls in.
             self._record(t, energy(mic_pcm16_frame.astype(np.float64)), 0.0)
             return mic_pcm16_frame, 0.0
@@ -264,8 +290,9 @@ class EchoGuard:
         self._record(t, e_e, fraction)
         if gain != 1.0:
             e *= gain  # in place: the mic ring keeps its own copy
-        np.minimum(e, 32767.0, out=e)  # the ufuncs, not np.clip: its Python wrapper is most of its cost here
-        np.maximum(e, -32768.0, out=e)
+        if e_e * gain * gain > 32767.0 * 32767.0:  # else no sample can be out of range: the clip is a no-op
+            np.minimum(e, 32767.0, out=e)  # the ufuncs, not np.clip: its Python wrapper is most of its cost here
+            np.maximum(e, -32768.0, out=e)
         return e.astype(np.int16), fraction  # truncated, not rounded: under 1 LSB, one numpy call less
 
     def _maybe_estimate(self, end: int, t: float) -> None:
@@ -325,21 +352,48 @@ class EchoGuard:
 
     def _level_fraction(self, energy: float, end: int, gain2: float) -> float:
         """Echo fraction of a frame of `energy`: the loudest 20 ms of agent audio in the delay range x `gain2`."""
-        c = self.config
-        dmin = round(c.min_delay_ms * SAMPLE_RATE / 1000) // FRAME * FRAME
-        dmax = -(-round(c.max_delay_ms * SAMPLE_RATE / 1000) // FRAME) * FRAME
-        span = self._ref.read(end - dmax - FRAME, dmax - dmin + FRAME).reshape(-1, FRAME)
-        bound = gain2 * float(np.einsum("ij,ij->i", span, span).max())
+        bound = gain2 * self._level_bound(end)
         if bound <= FRAME or energy <= 0.0:
             return 0.0
         return min(1.0, bound / energy)
 
+    def _level_bound(self, end: int) -> float:
+        """The energy of the loudest 20 ms block of agent audio in the delay range, for the frame ending at `end`.
+
+        Asked on every frame before the lock and in the agent's pauses, and the ranges of consecutive frames
+        share all but their newest blocks: the blocks' energies are kept, and only blocks not seen yet are read
+        (each block's energy is the same sum as before, so the bound is the same to the bit). The kept ones are
+        dropped when the frames are not a whole number of blocks apart, or the agent's audio changed under them
+        (written late or cut by a clear: `SampleRing.changed_from`), or the ring holds too little history.
+        """
+        ring, kept = self._ref, self._level_e
+        nb = len(kept)
+        start = end - self._level_dmax - FRAME  # the range: nb blocks from here
+        fresh = nb
+        at = self._level_at
+        if at is not None and ring.changed_from >= at + nb * FRAME and ring.end - RING <= start:
+            moved = start - at
+            if 0 <= moved < nb * FRAME and moved % FRAME == 0:
+                fresh = moved // FRAME
+                if fresh:
+                    kept[: nb - fresh] = kept[fresh:]
+        if fresh == 1:  # the usual case: one new block. The agent's audio is whole numbers, so a block's sum of
+            # squares (under 2^38) is exact in float64 in any order of additions: dot and einsum agree to the bit.
+            block = ring.read(start + (nb - 1) * FRAME, FRAME)
+            kept[nb - 1] = np.dot(block, block)
+        elif fresh:
+            span = ring.read(start + (nb - fresh) * FRAME, fresh * FRAME).reshape(fresh, FRAME)
+            kept[nb - fresh :] = np.einsum("ij,ij->i", span, span)
+        # Kept only while no block of the range is older than the ring holds (reads of those come back zeros).
+        self._level_at = start if ring.end - RING <= start else None
+        ring.changed_from = UNCHANGED
+        return float(np.maximum.reduce(kept))
 
     def _cancel(self, mic: F64, end: int) -> tuple[F64, float, float, float]:
         c = self.config
         assert self.delay is not None
         p = c.partitions
-        start = end - FRAME - self.delay + round(c.lead_ms * SAMPLE_RATE / 1000)
+        start = end - FRAME - self.delay + self._lead
         f = self._filter
         # Applies the last frame's update to the background, then any adoption by the foreground.
         ref2 = f.push_reference(self._ref, start)
@@ -362,7 +416,8 @@ class EchoGuard:
         y_e = float(np.dot(y, y))
         e_e = float(np.dot(e, e))
         bg_e = e_e if e_bg is e else float(np.dot(e_bg, e_bg))
-        trusted = f.judge(mic_e, bg_e, e_e, ref_e, self.double_talk, self._erle())
+        erle = self._erle_in / max(self._erle_out, 1e-3)  # _erle(), once: it changes only where set again below
+        trusted = f.judge(mic_e, bg_e, e_e, ref_e, self.double_talk, erle)
         if not trusted:  # the background was put back: its residual is the foreground's
             e_bg = e
         # The echo in this frame can come from any block in the filter's span (room tail, drift within the
@@ -379,7 +434,7 @@ class EchoGuard:
         # The price: a caller near the echo's level is adapted on, ERLE collapses and the caller is
         # reported as echo and attenuated until the caller is clearly louder (see the module's limits).
         bound = max(y_e, self._gain2 * ref_span_e)
-        expected = bound / max(self._erle(), 1.0)  # the residual echo alone would leave
+        expected = bound / max(erle, 1.0)  # the residual echo alone would leave
         if mic_e > c.dt_ratio * bound + FRAME:
             self._dt_left = c.dt_hangover_frames
         else:
@@ -391,10 +446,11 @@ class EchoGuard:
             # than the foreground is adapting on something that is not echo (a caller under the double-talk
             # test), and that caller must not be counted as residual echo. After a change of the echo path
             # the background does better, and the ERLE the foreground falls to is measured.
-            if y_e > FRAME and f.echo_dominated(mic_e, e_e, mic, y, y_e, self._converged, self._erle()):
+            if y_e > FRAME and f.echo_dominated(mic_e, e_e, mic, y, y_e, self._converged, erle):
                 self._erle_in = 0.9 * self._erle_in + 0.1 * mic_e
                 self._erle_out = 0.9 * self._erle_out + 0.1 * e_e
-                if self._erle() > 4.0:  # converged enough (6 dB) that y measures the echo path
+                erle = self._erle_in / max(self._erle_out, 1e-3)
+                if erle > 4.0:  # converged enough (6 dB) that y measures the echo path
                     self._gain2 = 0.95 * self._gain2 + 0.05 * min(1.0, y_e / ref_e)
         # The residual estimate leans on ERLE, which a caller near the echo's level drags down (see above).
         # Whatever ERLE says, a frame cannot hold more echo than `echo_bound_margin` x the most the echo
@@ -424,7 +480,7 @@ class EchoGuard:
             keep = (c.suppress_full - fraction) / (c.suppress_full - c.suppress_from)
             gain = max(c.suppress_floor, min(1.0, keep), math.sqrt(max(0.0, 1.0 - most / max(e_e, 1e-3))))
         if not self._converged:
-            if self._erle() >= c.converged_erle:
+            if erle >= c.converged_erle:
                 self._converged = True
             else:
                 # (Re)locked, not cancelling yet: a wrong first lock also makes the double-talk test fire on
@@ -453,8 +509,8 @@ class EchoGuard:
         c = self.config
         assert self.delay is not None
         n = c.coherence_lags
-        ref = self._ref.read(end - (n + 1) * FRAME - self.delay, (n + 1) * FRAME)
-        share = self._coherence.update(ref, self._mic.read(end - 2 * FRAME, 2 * FRAME))
+        ref = self._ref.read(end - (n + 1) * FRAME - self.delay, (n + 1) * FRAME, self._coh_ref)
+        share = self._coherence.update(ref, self._mic.read(end - 2 * FRAME, 2 * FRAME, self._coh_mic))
         if not (self._lock_clear or self._coherence.best >= c.coherence_valid):
             return 1.0
         return min(1.0, share / c.coherence_full)

@@ -5,11 +5,15 @@ One filter
 Block = one 20 ms caller frame, `partitions` blocks: 80 ms of taps (direct path, early reflections, most of
 the room's tail), starting `lead_ms` before the bulk delay (`echo_delay`); drift between delay estimates is
 absorbed by adaptation, a jump moves the taps (`shift`). The reference spectra (2-frame, 320-point, overlap-
-save) sit in a doubled ring, each block written twice, so the newest `partitions` are always one contiguous
-view: no roll, no copy. The gradient is constrained every `constrain_every` frames on the weights, not on
-every update. A frame's weight update waits for the next frame: its error spectrum is computed in the same
-FFT call as the next reference block's, so a frame costs two FFT calls (that one, and one inverse for both
-filters' outputs) plus ~30 small numpy calls; numpy's per-call overhead, not arithmetic, is the cost.
+save) sit newest first in a buffer with room before them, so the newest `partitions` are always one
+contiguous view and the FFT writes each new block straight into the row before it: no roll, and a copy
+only every few frames, when the view reaches the top (`_make_room`). The gradient is constrained every
+`constrain_every` frames on the weights, not on every update. A frame's weight update waits for the next
+frame: its error spectrum is computed in the same FFT call as the next reference block's, so a frame costs
+two FFT calls (that one, and one inverse for both filters' outputs) plus ~15 small numpy calls; numpy's
+per-call overhead, not arithmetic, is the cost, so every call writes into a buffer it owns (`echo_fft`: the
+FFTs without numpy.fft's wrapper). Each of those rewrites gives the same numbers to the bit as the plain
+expressions they replace (tests/bargein/test_echo_fingerprint.py).
 
 Two paths (issue 12)
 --------------------
@@ -39,9 +43,11 @@ from __future__ import annotations
 import numpy as np
 
 from app.bargein.echo_config import C128, F64, FRAME, EchoConfig
+from app.bargein.echo_fft import irfft, rfft
 from app.bargein.echo_ring import SampleRing
 
 _QUIET = 1.0  # mean square (RMS 1 LSB): a reference block this quiet contributes no echo worth modelling
+_ROOM = 9  # rows before the filter's view: the new block's and the error's, and 7 more: the view moves every 8 frames
 
 
 class TwoPathFilter:
@@ -62,12 +68,14 @@ class TwoPathFilter:
         # The foreground IS the background (it adopted it and nothing has cast doubt since): one filter is
         # computed, not two (the common case: echo alone). `_wf` is only written when the two part.
         self.same = c.follow or not c.two_path
-        # Reference spectra, newest first, in p + 1 slots each written twice (rows h and h + p + 1), so rows
-        # h..h+p-1 are always one contiguous view: the filter's input.
-        self._xbuf: C128 = np.zeros((2 * (p + 1), bins), np.complex128)
-        self._pbuf: F64 = np.zeros((2 * (p + 1), bins))  # |X|^2 of the same rows
+        # Reference spectra, newest first: rows h..h+p-1 are the filter's input, one contiguous view. Each new
+        # block goes in the row before (h - 1), the FFT writing it there and the last frame's error spectrum in
+        # the row before that, so nothing is copied; when h reaches the top the view moves to the bottom rows
+        # (`_make_room`: two copies every `_ROOM - 1` frames, where a doubled ring wrote every row twice).
+        self._xbuf: C128 = np.zeros((p + _ROOM, bins), np.complex128)
+        self._pbuf: F64 = np.zeros((p + _ROOM, bins))  # |X|^2 of the same rows
         self._power: F64 = np.full(bins, 1e-3)  # sum of |X|^2 over the filter's rows, kept incrementally, + _reg
-        self._h = 0
+        self._h = _ROOM
         self._reg = 1e-3
         self._prod: C128 = np.zeros((p, bins), np.complex128)  # scratch: W * X, then the gradient
         self.quiet_blocks = p + 2  # consecutive quiet reference blocks: >= p means the filter's input is silent
@@ -75,8 +83,19 @@ class TwoPathFilter:
         # Row 0: [zeros, last error] (the error's overlap-save input); row 1: the next reference block pair.
         self._pair: F64 = np.zeros((2, 2 * FRAME))
         self._pad = self._pair[0]
+        self._err = self._pad[FRAME:]  # where queue_update puts the error
         self._pending = False  # a weight update waits for the next frame's FFT
         self._frames = 0
+        # Scratch for the per-frame numpy calls, written in place (outputs allocated per call were ~1 us each):
+        self._sq: F64 = np.zeros(2 * bins)  # re^2, im^2 of a block's spectrum, interleaved
+        self._dpw: F64 = np.zeros(bins)  # a block's |X|^2 less the leaving block's
+        self._acc: C128 = np.zeros((2, bins), np.complex128)  # per filter: sum over partitions of W * X
+        self._yy: F64 = np.zeros((2, 2 * FRAME))  # per filter: the overlap-save output, echo estimate last
+        self._ys: F64 = self._yy[:, FRAME:]
+        self._es: F64 = np.zeros((2, FRAME))  # per filter: the residual
+        # The gradient constraint's taps (every `constrain_every` frames), in `_prod2`'s memory: that is scratch
+        # for `estimate` only, never alive at the same time, and a call's state is what 100 calls keep in cache.
+        self._taps: F64 = self._prod2.view(np.float64).reshape(-1)[: 2 * p * 2 * FRAME].reshape(2, p, 2 * FRAME)
 
     # -- the reference ---------------------------------------------------------------------------
     def push_reference(self, ref: SampleRing, start: int) -> F64:
@@ -98,25 +117,31 @@ class TwoPathFilter:
             self._xbuf[:] = 0.0
             self._pbuf[:] = 0.0
             self._power[:] = self._reg
+            self._h = _ROOM
             self.quiet_blocks = 0
             for back in range(p - 1, 0, -1):
                 older = ref.read(start - (back + 1) * FRAME, 2 * FRAME)
-                self._push_one(None if self._quiet(older) else np.fft.rfft(older))
-        ref2 = ref.read(start - FRAME, 2 * FRAME)
+                self._make_room()
+                h = self._h
+                self._push_one(None if self._quiet(older) else rfft(older, 2 * FRAME, self._xbuf[h - 1]))
+        # Read straight into the pair's second row: the pair's FFT wants it there, and a quiet block wants
+        # nothing of it (`_pair[1]` is read by nothing else).
+        ref2 = ref.read(start - FRAME, 2 * FRAME, self._pair[1])
         self._x_start = start
-        quiet = self._quiet(ref2)
+        quiet = float(np.dot(ref2, ref2)) <= _QUIET * 2 * FRAME  # `_quiet`, inline: once a frame
         x: C128 | None = None
+        self._make_room()
+        h = self._h
         if self._pending:
             self._pending = False
             if quiet:
-                self._update(np.fft.rfft(self._pad))
+                self._update(rfft(self._pad, 2 * FRAME, self._xbuf[h - 2]))
             else:
-                self._pair[1] = ref2
-                spec = np.fft.rfft(self._pair, axis=1)
+                spec = rfft(self._pair, 2 * FRAME, self._xbuf[h - 2 : h])  # the error, then the new block
                 self._update(spec[0])
                 x = spec[1]
         elif not quiet:
-            x = np.fft.rfft(ref2)
+            x = rfft(ref2, 2 * FRAME, self._xbuf[h - 1])
         self._push_one(x)
         if self._adopt:
             self.same = True
@@ -127,28 +152,36 @@ class TwoPathFilter:
     def _quiet(ref2: F64) -> bool:
         return float(np.dot(ref2, ref2)) <= _QUIET * 2 * FRAME
 
+    def _make_room(self) -> None:
+        """Two free rows before the view (the new block's and the error's): move the view to the bottom rows."""
+        h = self._h
+        if h < 2:
+            p = self.config.partitions
+            self._xbuf[_ROOM:] = self._xbuf[h : h + p]
+            self._pbuf[_ROOM:] = self._pbuf[h : h + p]
+            self._h = _ROOM
+
     def _push_one(self, x: C128 | None) -> None:
-        """Make `x` (None: a quiet block, all zeros) the newest row; the oldest row leaves the filter's view."""
+        """The newest row, already in row h - 1 (None: a quiet block, all zeros), joins the filter's view; the
+        oldest row (h + p - 1) leaves it. The last frame's pending update has used the old view by then."""
         p = self.config.partitions
-        slots = p + 1
-        h = self._h = (self._h - 1) % slots
-        # p + 1 slots, each doubled: rows h..h+p-1 are the filter's input, h+1..h+p the last frame's (for
-        # its pending update). The row leaving the view is h + p, still intact.
+        h = self._h - 1
         dropped = self._pbuf[h + p]
         if x is None:
             self.quiet_blocks += 1
-            if self.quiet_blocks > slots:  # every row is zeros already
+            if self.quiet_blocks > p:  # every row of the view is zeros already (and so is `dropped`)
                 return
+            self._h = h
             self._power -= dropped
-            self._xbuf[h] = self._xbuf[h + slots] = 0.0
-            self._pbuf[h] = self._pbuf[h + slots] = 0.0
+            self._xbuf[h] = 0.0
+            self._pbuf[h] = 0.0
             return
+        self._h = h
         self.quiet_blocks = 0
-        sq = np.square(x.view(np.float64))  # re^2, im^2 interleaved: two numpy calls for |X|^2, not three
-        pw = np.add.reduce(sq.reshape(-1, 2), axis=1)
-        self._power += pw - dropped
-        self._xbuf[h] = self._xbuf[h + slots] = x
-        self._pbuf[h] = self._pbuf[h + slots] = pw
+        # |X|^2: re^2 and im^2 interleaved, then the pairs added (what add.reduce over them gave, bit for bit)
+        sq = np.square(x.view(np.float64), out=self._sq)
+        pw = np.add(sq[0::2], sq[1::2], out=self._pbuf[h])
+        self._power += np.subtract(pw, dropped, out=self._dpw)
 
     def span_power(self) -> F64:
         """Per bin of a 20 ms frame, the loudest reference block in the filter's span (2-frame spectra: their
@@ -167,20 +200,23 @@ class TwoPathFilter:
         if self.same:  # one filter: the foreground is the background
             np.multiply(self._w, x, out=self._prod)
             # np.add.reduce, not .sum(): the method's Python wrapper costs as much as the addition here.
-            y = np.fft.irfft(np.add.reduce(self._prod, axis=0), 2 * FRAME)[FRAME:]
-            e = e_bg = mic - y
+            acc = np.add.reduce(self._prod, axis=0, out=self._acc[0])
+            irfft(acc, self._yy[0])
+            y = self._ys[0]
+            e = e_bg = np.subtract(mic, y, out=self._es[0])
         else:
             np.multiply(self._ws, x, out=self._prod2)  # both filters, one call each: x is shared
-            ys = np.fft.irfft(np.add.reduce(self._prod2, axis=1), 2 * FRAME, axis=1)[:, FRAME:]
-            es = mic - ys  # row 0 the background's residual (it adapts on it), row 1 the foreground's (used)
-            y, e, e_bg = ys[1], es[1], es[0]
+            irfft(np.add.reduce(self._prod2, axis=1, out=self._acc), self._yy)
+            # row 0 the background's residual (it adapts on it), row 1 the foreground's (used)
+            es = np.subtract(mic, self._ys, out=self._es)
+            y, e, e_bg = self._ys[1], es[1], es[0]
         return y, e, e_bg
 
     def queue_update(self, e_bg: F64) -> None:
         """Adapt the background on its residual `e_bg`: applied next frame, its FFT batched with the next
         reference block's."""
         self._pending = True
-        np.multiply(e_bg, self.config.mu, out=self._pair[0, FRAME:])  # the step size, folded into the error
+        np.multiply(e_bg, self.config.mu, out=self._err)  # the step size, folded into the error
 
     def _update(self, err: C128) -> None:
         """NLMS step with the last frame's error spectrum `err`; called before the new block is pushed."""
@@ -196,9 +232,12 @@ class TwoPathFilter:
         # between wrap only a little, and the two FFTs are a third of the frame's cost (numpy per-call cost).
         self._frames += 1
         if self._frames % c.constrain_every == 0:
-            taps = np.fft.irfft(self._ws, 2 * FRAME, axis=2)  # both filters (the foreground: copies of it)
+            # Both filters; while they are the same only the background: the foreground's row is not read
+            # then, and is overwritten with the background's when the two part (`judge`).
+            rows = 1 if self.same else 2
+            taps = irfft(self._ws[:rows], self._taps[:rows])
             taps[:, :, FRAME:] = 0.0
-            self._ws[...] = np.fft.rfft(taps, axis=2)
+            rfft(taps, 2 * FRAME, self._ws[:rows])
             # No drift from the running sum; and the NLMS regulariser, a thousandth of the mean bin power,
             # refreshed here rather than every frame and kept inside _power (one numpy call less a frame).
             np.add.reduce(self._pbuf[h : h + p], axis=0, out=self._power)
