@@ -180,6 +180,7 @@ class EchoGuard:
         # `_level_bound`'s kept block energies, and the sample their range starts at (None: none kept)
         self._level_e: F64 = np.zeros((self._level_dmax - self._level_dmin) // FRAME + 1)
         self._level_at: int | None = None
+        self._cap_attenuation = c.coherence and c.coherence_attenuation  # step 4c (EchoConfig)
 
     @property
     def trusted(self) -> bool:
@@ -473,29 +474,34 @@ class EchoGuard:
             fraction = self._bin_fraction(y, e if e_e <= mic_e else mic, expected / max(bound, 1e-3))
         else:
             fraction = min(1.0, c.residual_margin * expected / max(judged, 1e-3), most / max(judged, 1e-3))
-        gain = 1.0
-        if c.suppress and fraction > c.suppress_from:
-            # Frames that are (nearly) all leftover echo go down to the floor; frames where the caller
-            # carries half or more of the energy pass untouched, so the caller's onset is heard at once.
-            keep = (c.suppress_full - fraction) / (c.suppress_full - c.suppress_from)
-            gain = max(c.suppress_floor, min(1.0, keep), math.sqrt(max(0.0, 1.0 - most / max(e_e, 1e-3))))
+        filtered = fraction  # what the filter's residual says: the attenuation's measure
         if not self._converged:
             if erle >= c.converged_erle:
                 self._converged = True
             else:
                 # (Re)locked, not cancelling yet: a wrong first lock also makes the double-talk test fire on
                 # echo. Report at least what the levels alone say, as before the lock; the attenuation
-                # above stays the filter's, so a caller is not cut meanwhile. (Not once converged: ERLE
+                # below stays the filter's, so a caller is not cut meanwhile. (Not once converged: ERLE
                 # also falls when a caller near the echo's level is adapted on, and that is the caller.)
                 fraction = max(fraction, self._unconverged_fraction(y, e if e_e <= mic_e else mic, judged, end))
+        cap = 1.0
         if c.coherence and (c.coherence_always or not self._converged):
             # Step 4b: until the filter converges, the caller leg's coherence with the agent's audio at the delay
             # caps the fraction reported (see echo_coherence): a caller near the echo's level is no longer taken
-            # for echo on levels. Not the attenuation above: a frame of echo under noise, capped there too, was
-            # passed whole, its echo's speech raised candidates that the noise's share then let through
-            # (echo_eval --noise-echo 48 --noise-at 0.3, the bench's timing: false clears 3 -> 14/48, against 4/48
-            # capping the report only; double talk 57/60 against 55/60).
-            fraction = min(fraction, self._coherent_fraction(end))
+            # for echo on levels. Not the attenuation below unless `coherence_attenuation` (step 4c): a frame
+            # of echo under noise, capped there too, was passed whole, its echo's speech raised candidates that
+            # the noise's share then let through (echo_eval --noise-echo 48 --noise-at 0.3, the bench's timing:
+            # false clears 3 -> 14/48, against 4/48 capping the report only; double talk 57/60 against 55/60).
+            cap = self._coherent_fraction(end)
+            fraction = min(fraction, cap)
+        if self._cap_attenuation:
+            filtered = min(filtered, cap)  # step 4c
+        gain = 1.0
+        if c.suppress and filtered > c.suppress_from and (self._converged or c.suppress_unconverged):
+            # Frames that are (nearly) all leftover echo go down to the floor; frames where the caller
+            # carries half or more of the energy pass untouched, so the caller's onset is heard at once.
+            keep = (c.suppress_full - filtered) / (c.suppress_full - c.suppress_from)
+            gain = max(c.suppress_floor, min(1.0, keep), math.sqrt(max(0.0, 1.0 - most / max(e_e, 1e-3))))
         return e, e_e, fraction, gain
 
     def _coherent_fraction(self, end: int) -> float:

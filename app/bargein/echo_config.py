@@ -83,6 +83,16 @@ class EchoConfig:
     # Also once converged (a caller over a converged filter: echo_eval --live-checks --caller-at 3.0 46/60 ->
     # 56/60, echo-only 0/108) but the guard costs +65% (45 -> 75 us a frame, echo_eval --bench): off.
     coherence_always: bool = False
+    # The coherence also caps the fraction the attenuation reads (step 4c; issue 12's double-talk tail: live, a
+    # caller ~5 dB under the echo was turned down 30 dB for seconds by an unconverged filter). Tried with the
+    # speakerphone preset's coherence_always, off: pool (echo_eval --live-checks --caller-at 0.3, 20 callers x 3
+    # ERL, 36 echo-only, 40 noise clips from 0.3 s) double talk 18/20 -> 19/20 at -6 dB, p95 390 -> 307 ms, but
+    # noise over the echo cleared in 14/40 calls against 5/40 (the echo under noise passes whole, as in 4b).
+    coherence_attenuation: bool = False
+    # Attenuate before the filter has converged (False: those frames pass whole, only the fraction reported
+    # tells echo). Tried for the double-talk tail, kept on: pool, the bench's reply ("Sure.", then the rest; echo_trace
+    # --short-first 0.1 --false 40) -6 dB p50 297 -> 295 ms, p95 606 -> 554 ms, noise over echo 5/40 -> 14/40 calls.
+    suppress_unconverged: bool = True
     per_bin: bool = False  # echo fraction bin by bin: tried, off (see `EchoGuard._bin_fraction`); broadband as before
     residual_margin: float = 4.0  # residual estimate x this for echo_fraction: the non-linear residual varies a lot
     echo_bound_margin: float = 2.0  # ... but never more echo than 2 x the most the uncancelled echo could be

@@ -46,6 +46,10 @@ the echo at -6 dB from `--noise-at` through the same checks (any clear is a fals
 `--set FIELD=VALUE` (repeatable) overrides an EchoConfig field for every run: A/B runs in one tree, e.g.
 `--set two_path=false` (one filter) against the default two-path guard.
 
+`--live-checks` counts a candidate the second look calls noise as never cleared; the session holds it and clears
+once it outlasts `doubt_max_ms`. For per-call latency and its reason, the policy itself run over the same calls,
+see `python -m app.offline.echo_trace`.
+
     python -m app.offline.echo_eval [--limit N] [--caller-at S] [--echo-seeds N] [--shares] [--reject-share X]
                                     [--steady] [--live-checks [--clear-share X ...] [--noise-checks N]]
                                     [--noise-echo N] [--set FIELD=VALUE ...]
