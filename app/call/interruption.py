@@ -19,7 +19,8 @@ own echo), its growing length, the end of a span.
   heard; the caller's turn opens;
 - RESUME: the candidate was not the caller taking the turn: the agent goes on from the start of the word the
   caller stopped hearing; short speech is still transcribed (`_late_words`), and its words may stop the agent
-  after all ("stop" sounds like "okay" for half a second);
+  after all ("stop" sounds like "okay" for half a second), also when the second look called it a noise
+  (`LATE_WORDS_AFTER`: a bare "stop" opens on hiss and a burst);
 - REARM, CALLER_TURN, END_CALLER_TURN: the VAD listens afresh, the caller's turn opens or ends.
 Each barge-in goes on the call's event stream (BargeInDecided, ClearSent, AudioDropped, BargeInHandled) after
 its steps are done, so recording never delays the clear.
@@ -69,6 +70,10 @@ if TYPE_CHECKING:
     from app.clock import Clock
     from app.transcript import CallRecord, Turn
     from providers.telephony.base import TelephonyProtocol
+
+# The resumes after which the utterance's words are still heard (`_late_words`): a short sound the policy let the
+# agent talk over. Not "echo" (the agent's own voice) nor "turn_end" / "span_end" (the caller's turn is settled).
+LATE_WORDS_AFTER = frozenset({"backchannel", "short", "repeated", "noise"})
 
 # The session's log lines keep the session's logger name: this is a part of CallSession, and log filters (and
 # tests' caplog) select its lines by that name.
@@ -340,8 +345,12 @@ class BargeInMixin:
         logger.info("barge-in resumed (%s) after %.0f ms", reason, ms(t1), extra=self._log_extra)
         start, self._utt_start = self._utt_start, None
         # Speech too short to be a turn: the agent went on at once, and the words may still stop it ("stop" and
-        # "okay" sound alike for half a second).
-        if self.hearing is not None and start is not None and reason in ("backchannel", "short", "repeated"):
+        # "okay" sound alike for half a second). Also when the second look called it a noise ("noise": a short
+        # sound that Silero held as speech, then paused): a bare "stop" opens on /s/ and /t/, hiss and a burst,
+        # and the first 160 ms the second look reads are noise-like (three of the four tuning voices' low-pitched
+        # "stop" resumed as "noise", so its words were never asked). The recognizer's own tests (no-speech
+        # probability, the hint's word test) and the words' kind decide; an echo is not asked about.
+        if self.hearing is not None and start is not None and reason in LATE_WORDS_AFTER:
             self._spawn(self._late_words(start, t1, self._candidate_gen))
 
     async def _late_words(self, start: float, end: float, gen: int) -> None:
