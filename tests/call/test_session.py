@@ -185,12 +185,13 @@ def test_caller_speaks_during_greeting_clear_goes_out_first_and_the_turn_is_cut_
         h = Harness(provider, greeting=greeting)
         await h.start()
         markers = h.markers()
-        assert len(markers) >= 4  # 160 ms chunks of a 0.5 s greeting
-        # The edge plays the first two chunks (320 ms), then 100 ms more of real time pass.
+        assert len(markers) >= 6  # 40 ms chunks until three markers are out, then 160 ms chunks
+        # The edge plays the first sentence (three 40 ms chunks) and the second's first 160 ms chunk (280 ms
+        # in all), then 120 ms more of real time pass.
         h.clock.advance(0.16)
-        await h.ack(markers[0])
+        await h.ack(markers[2])
         h.clock.advance(0.16)
-        await h.ack(markers[1])
+        await h.ack(markers[3])
         h.clock.advance(0.04)
         sent_before = len(h.sent)
         await h.frames(3, loud=True, probability=0.99)  # 60 ms of speech: 64 ms guard not yet reached
@@ -203,10 +204,10 @@ def test_caller_speaks_during_greeting_clear_goes_out_first_and_the_turn_is_cut_
         assert record is not None
         agent = record.turns[0]
         assert agent.interrupted
-        # Each sentence is chunked on its own: "Hello there." is one 120 ms chunk, then 160 ms chunks, so
-        # the second marker sits at 280 ms. The barge-in decision comes with the second Silero window
-        # (t = 0.44 s, 120 ms after that ack): 280 + 120 = 400 ms, i.e. 12 + 1 characters of the first
-        # sentence and 28 of the second at 10 ms per character.
+        # Each sentence is chunked on its own: "Hello there." is 120 ms (three 40 ms chunks: the call's first
+        # markers follow short chunks), then 160 ms chunks, so the fourth marker sits at 280 ms. The barge-in
+        # decision comes with the second Silero window (t = 0.44 s, 120 ms after that ack): 280 + 120 = 400 ms,
+        # i.e. 12 + 1 characters of the first sentence and 28 of the second at 10 ms per character.
         assert agent.heard_audio_ms == pytest.approx(400.0, abs=0.5)
         assert agent.heard_chars == 41
         assert agent.heard_text == greeting[:41]
@@ -214,7 +215,7 @@ def test_caller_speaks_during_greeting_clear_goes_out_first_and_the_turn_is_cut_
         [event] = record.bargeins
         assert event.cut_char_offset == 41 and event.turn_id == agent.id
         # A late echo of a cleared mark does not move anything.
-        await h.ack(markers[3])
+        await h.ack(markers[5])
         assert record.turns[0].heard_chars == 41
         await h.session.close("test")
 
