@@ -193,6 +193,21 @@ class Settings(BaseSettings):
     turn_unfinished_silence_ms: float = Field(
         1500.0, gt=0, le=10_000, description="progressive: silence that ends a turn whose words stop mid-clause."
     )
+    turn_draft_lead_ms: float = Field(
+        600.0, ge=0, le=5000, description="progressive: how long before the turn's deadline its held reply starts."
+    )
+    # Off by default: on the report set's turns bench (28 calls a cell) 0.4 moved talk-over by nothing measurable
+    # and raised strict's paused p95 (more turns wait the unfinished-clause extra); on the held-out pool it flagged
+    # 18/78 cut sentences but also 13/80 whole ones (confidence alone: AUC 0.64).
+    turn_unsure_confidence: float = Field(
+        0.0, ge=0, le=1, description="Words whose last word the recognizer is less sure of than this count as "
+                                     "unfinished (Whisper's word probability; 0 = off)."
+    )
+    turn_hear_early: bool = Field(
+        False, description="strict: transcribe the caller's turn at the short pause (TURN_SPECULATE_SILENCE_MS), so "
+                           "its words are in when the turn-end silence ends it: the answer comes a recognizer's time "
+                           "sooner, and a caller who pauses mid-sentence is talked over more often (so off by default)."
+    )
     # End-of-turn model (app/call/end_of_turn.py): asked at the short pause, it hears whether the caller's
     # voice finished; thresholds picked on the tuning pool at phone quality (python -m app.offline.eot_eval).
     turn_end_model: Literal["off", "smart_turn", "prosody"] = Field(

@@ -62,7 +62,7 @@ from app.call.events import (
 from app.edge.emulator import EdgeEmulator
 from app.edge.llm_server import ScriptedLlmServer
 from app.edge.network import Network
-from app.offline.corpus import load_clip, read_manifest
+from app.offline.corpus import corpus_root, dev_overlap, load_clip, read_manifest
 from app.record.format import RecordingError, read_recording
 from app.settings import Settings
 from providers.llm.scripted import scripted_reply
@@ -167,8 +167,10 @@ class TurnParts:
     before_end_ms: float  # of the answer's LLM + synthesis, how much was done before the turn's end
 
 
-def turn_parts(events: list[CallEvent], call_id: str, progressive: bool) -> TurnParts | None:
-    """The last answered caller turn of a call's events (the one the edge's gap is about), taken apart."""
+def turn_parts(events: list[CallEvent], call_id: str, progressive: bool, heard_early: bool = False) -> TurnParts | None:
+    """The last answered caller turn of a call's events (the one the edge's gap is about), taken apart.
+    `heard_early`: strict with TURN_HEAR_EARLY, whose turns go on record when they end (their words were heard
+    at the pause: the recognizer is inside the silence, and a turn whose words came later ended later)."""
     answered: tuple[TurnEnded, TurnStarted] | None = None
     last_user: TurnEnded | None = None
     for e in events:
@@ -197,7 +199,7 @@ def turn_parts(events: list[CallEvent], call_id: str, progressive: bool) -> Turn
     speech_end = user.speech_end_t - offset
     # strict: the turn is on record once its words are in, so it ended (the VAD's silence) a recognizer's time
     # before; progressive: it ended when the policy said so, its words long in.
-    end = user.t if progressive else user.t - heard.stt_ms / 1000.0
+    end = user.t if progressive or heard_early else user.t - heard.stt_ms / 1000.0
     wait_ms = 0.0 if progressive else max(0.0, agent.t - user.t) * 1000.0
     llm_ms = (token.t - opened.t) * 1000.0 if opened is not None else math.nan
     tts_ms = (tts_off.t - tts_on.t) * 1000.0 if tts_on is not None and tts_off is not None else math.nan
@@ -210,7 +212,7 @@ def turn_parts(events: list[CallEvent], call_id: str, progressive: bool) -> Turn
     )
 
 
-def read_parts(record_dir: Path, progressive: bool) -> dict[str, TurnParts]:
+def read_parts(record_dir: Path, progressive: bool, heard_early: bool = False) -> dict[str, TurnParts]:
     parts: dict[str, TurnParts] = {}
     for path in record_dir.rglob("*.jsonl*"):
         try:
@@ -219,7 +221,7 @@ def read_parts(record_dir: Path, progressive: bool) -> dict[str, TurnParts]:
             continue
         call_id = str(rec.header.get("call_id") or (rec.record or {}).get("call_id") or path.name.split(".")[0])
         events = [e for e in map(from_dict, rec.lines) if e is not None]
-        got = turn_parts(events, call_id, progressive)
+        got = turn_parts(events, call_id, progressive, heard_early)
         if got is not None:
             parts[call_id] = got
     return parts
@@ -295,7 +297,10 @@ async def run_policy(policy: str, clips: list[tuple[str, Pcm16]], providers: Seq
             drafts = count_drafts(log, results)
             asks = model_asks(log)
             server.cleanup()
-        return results, read_parts(Path(record_dir), policy == "progressive"), drafts, asks
+        merged = Settings.model_fields["turn_hear_early"].default if "TURN_HEAR_EARLY" not in env \
+            else env["TURN_HEAR_EARLY"].strip().lower() in ("1", "true", "yes", "on")
+        heard_early = policy == "strict" and merged and env.get("TURN_END_MODEL", "off") == "off"
+        return results, read_parts(Path(record_dir), policy == "progressive", heard_early), drafts, asks
 
 
 def _mean(values: list[float]) -> float:
@@ -385,7 +390,7 @@ def _setting(env: dict[str, str], name: str) -> float:
 
 async def measure(calls: int, providers: Sequence[str], network: bool, policies: Sequence[str],
                   conditions: Sequence[Condition], env: dict[str, str], silence_s: float, external_llm: bool,
-                  end_models: Sequence[str] = ("off",)) -> int:
+                  end_models: Sequence[str] = ("off",), corpus: Path | None = None, skip: int = 0) -> int:
     if external_llm:
         # The scripted LLM's own replies and pace, served from here: with LLM_BASE_URL set the server registers
         # no demo tools, so progressive turn taking drafts its replies (it never drafts with tools: a
@@ -393,9 +398,14 @@ async def measure(calls: int, providers: Sequence[str], network: bool, policies:
         pace = Settings.model_fields["embedded_llm_token_delay_ms"].default / 1000.0
         async with ScriptedLlmServer(scripted_reply, token_delay_s=pace) as llm:
             return await measure(calls, providers, network, policies, conditions,
-                                 env | {"LLM_BASE_URL": llm.base_url}, silence_s, False, end_models)
-    rows = [c for c in read_manifest() if c.kind == "speech" and c.category == "read"][:calls]
-    clips = [(c.name, load_clip(c)) for c in rows]
+                                 env | {"LLM_BASE_URL": llm.base_url}, silence_s, False, end_models, corpus, skip)
+    # The report set by default (BARGEIN_CORPUS); `corpus` the tuning pool, less its clips that share a recording
+    # with the report set (dev_overlap.csv). `skip` leaves the first clips out: a held-out part.
+    root = corpus or corpus_root()
+    overlap = dev_overlap(root)
+    rows = [c for c in read_manifest(root) if c.kind == "speech" and c.category == "read"
+            and c.path not in overlap][skip:skip + calls]
+    clips = [(c.name, load_clip(c, root)) for c in rows]
     for spec in policies:
         for model in end_models:
             # "progressive:TURN_COMPLETE_SILENCE_MS=1000,..." runs a policy with settings of its own
@@ -429,12 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server setting (repeatable)")
     p.add_argument("--end-model", default="off",
                    help="comma-separated TURN_END_MODEL values to run each policy with: off, smart_turn, prosody")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="corpus directory (default: BARGEIN_CORPUS, the report set); tune on ../shared/corpus-pool")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first SKIP read sentences (a held-out part)")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     conditions = [cast(Condition, c) for c in args.conditions.split(",") if c in CONDITIONS]
     return asyncio.run(measure(args.calls, args.providers.split(","), not args.no_network,
                                args.policies.split(";"), conditions, env, args.silence, args.external_llm,
-                               args.end_model.split(",")))
+                               args.end_model.split(","), args.corpus, args.skip))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ started and held (`_start_reply`, app/call/draft.py), and once the silence the w
 turn ends (`_confirm_turn`) and its end speaks the held reply (`_speak_draft`); when the caller goes on, the
 held reply and the hearing are dropped (`_drop_draft`).
 
+Under strict turn taking with TURN_HEAR_EARLY the same table hears the turn at the short pause and keeps the
+words: the VAD's turn end then takes them (`_turn_over`: KEEP) instead of hearing the turn again, or, when the
+recognizer is not done yet, waits for that hearing (`_hear_taken`) rather than starting a second one.
+
 When the call ends, the turn still open is heard too and what is being heard gets HEARING_AT_CLOSE_S to finish
 (`_hear_before_close`); none of it is answered.
 
@@ -34,14 +38,13 @@ from typing import TYPE_CHECKING, Any, assert_never
 from app.audio import ulaw_to_pcm16
 from app.bargein.detector import Keypress, State, TurnEnd
 from app.bargein.vad import VadState
-from app.bargein.words import unfinished
 from app.call.draft import DRAFT_TURN_ID, Draft, EventGate
 from app.call.end_of_turn import EndOfTurn
 from app.call.events import KeyPressed, Transcribed, TurnStarted
 from app.call.hearing import Heard
 from app.call.turn import AgentTurn
 from app.call.turn_taking import Action as TurnAction
-from app.call.turn_taking import ModelVerdict, Silence, Speech, Step, TurnOver, WordsIn
+from app.call.turn_taking import ModelVerdict, Silence, Speech, Step, TurnOver, WordsIn, looks_unfinished
 from app.call.turn_taking import State as TurnState
 from app.transcript import Turn
 
@@ -66,10 +69,20 @@ logger = logging.getLogger("app.call.session")
 # How long a call's end waits for the caller's last words (the recognizer takes 0.1-0.5 s a turn): past it
 # they go on record without words, as before.
 HEARING_AT_CLOSE_S = 3.0
+# strict, heard early: the kept words are the turn's when their end of speech is the VAD's (the same frames, up
+# to a frame or two of its smoothing); a later one means speech the words do not hold.
+KEPT_WORDS_SLACK_S = 0.06
 
 
 class CallerTurnMixin:
     """The caller's turns of `CallSession`: open, end, hear, answer; speculation and held replies."""
+
+    # The hearing of the pause in hand (its end of speech, the recognizer's task), apart from the speculation
+    # that waits on it: strict, hearing early, a turn that ends before its words are in takes it over instead
+    # of hearing the turn again (a second recognizer's time in the gap). Set per call; None until the first pause.
+    _early: tuple[float, asyncio.Task[Heard]] | None = None
+    # ... taken over by the turn's end (`_turn_over`), for `_end_user_turn`.
+    _early_taken: asyncio.Task[Heard] | None = None
 
     if TYPE_CHECKING:
         # Held here: the caller's open turn and its timing, its keys, the turns being heard, the answer due,
@@ -155,7 +168,17 @@ class CallerTurnMixin:
         start, self._utt_start = self._utt_start, None
         late, self._late_heard = self._late_heard, None
         prefix = self._acknowledgement(interrupted is not None)
-        spoken = self._turn_over()
+        spoken = self._turn_over(speech_end)
+        if spoken is not None and spoken.turn is None and self.turn_taker is not None \
+                and self.turn_taker.config.hears_early:
+            # strict, heard early: the words of the turn, in before its end; answered as if heard now
+            self._words_in(rec, spoken.heard, ended_at, prefix)
+            return
+        taken, self._early_taken = self._early_taken, None
+        if taken is not None and self.hearing is not None:  # strict, heard early: the words are on their way
+            self._hearing_turns.append(rec)
+            self._hear(self._hear_taken(rec, taken, ended_at, prefix))
+            return
         if spoken is not None:  # progressive: the words are in, and the reply to them is ready or coming
             self._turn_heard(rec, spoken.heard, ended_at)
             self._speak_draft(spoken, prefix)
@@ -181,6 +204,18 @@ class CallerTurnMixin:
         self._hearing_turns.remove(rec)
         self._words_in(rec, heard, ended_at, prefix)
 
+    async def _hear_taken(self, rec: Turn, hearing: asyncio.Task[Heard], ended_at: float,
+                          prefix: str | None) -> None:
+        """A caller turn's words from the hearing started at its pause (strict, heard early)."""
+        try:
+            heard = await hearing
+        except asyncio.CancelledError:
+            if not hearing.cancelled():
+                raise  # this task itself is being cancelled
+            heard = Heard("", 0.0, 0.0, "cancelled")
+        self._hearing_turns.remove(rec)
+        self._words_in(rec, heard, ended_at, prefix)
+
     def _hear(self, work: Coroutine[Any, Any, None]) -> None:
         task = self._spawn(work)
         self._hear_tasks.add(task)
@@ -191,8 +226,10 @@ class CallerTurnMixin:
         self._turn_heard(rec, heard, ended_at)
         if self._closing:  # the caller hung up: their words are kept, nobody is left to answer
             return
-        wait_s = self.deps.settings.turn_unfinished_wait_ms / 1000.0
-        if wait_s > 0 and unfinished(heard.text):  # "... a table for": the caller is likely to go on
+        s = self.deps.settings
+        wait_s = s.turn_unfinished_wait_ms / 1000.0
+        # "... a table for": the caller is likely to go on (the same reading of the words as progressive's)
+        if wait_s > 0 and looks_unfinished(heard.text, heard.last_confidence, s.turn_unsure_confidence):
             self._answer_due = (self._clock.now() + wait_s, prefix)
             return
         self._answer(prefix)
@@ -234,7 +271,10 @@ class CallerTurnMixin:
                 assert self._utt_start is not None and self.turn_taker is not None
                 speech_end = self.turn_taker.speech_end
                 assert speech_end is not None
-                task = asyncio.create_task(self._speculate(self._utt_start, now, speech_end))
+                assert self.hearing is not None
+                heard = asyncio.ensure_future(self.hearing.hear(self._utt_start, now))
+                self._early = (speech_end, heard)
+                task = asyncio.create_task(self._speculate(heard, speech_end))
                 self._tasks.append(task)
                 task.add_done_callback(self._forget_task)
                 self._speculation = task
@@ -255,7 +295,7 @@ class CallerTurnMixin:
                 self._speech_end = step.speech_end
                 self.vad.rearm(now)
                 await self._decide(TurnEnd(now))
-            case TurnAction.NONE | TurnAction.WAIT:
+            case TurnAction.NONE | TurnAction.WAIT | TurnAction.KEEP:
                 pass
             case _:
                 assert_never(step.action)
@@ -283,12 +323,15 @@ class CallerTurnMixin:
                     step.observation.value, extra=self._log_extra)
         await self._turn_step(step, now)
 
-    async def _speculate(self, start: float, end: float, speech_end: float) -> None:
+    async def _speculate(self, hearing: asyncio.Future[Heard], speech_end: float) -> None:
         """The words of the turn so far; on them, the held reply (the table says whether)."""
-        assert self.hearing is not None and self.turn_taker is not None
-        heard = await self.hearing.hear(start, end)
+        assert self.turn_taker is not None
+        heard = await asyncio.shield(hearing)  # dropping the speculation leaves the hearing to `_drop_draft`
         self._speculation = None
-        step = self.turn_taker.feed(WordsIn(self._clock.now(), speech_end, heard.text, heard.error is None))
+        if self._early is not None and self._early[1] is hearing:
+            self._early = None
+        step = self.turn_taker.feed(WordsIn(self._clock.now(), speech_end, heard.text, heard.error is None,
+                                            heard.last_confidence))
         if step.action in (TurnAction.DRAFT, TurnAction.WAIT):
             self._draft = draft = Draft(None, None, heard, speech_end)
             if step.action is TurnAction.DRAFT:
@@ -346,8 +389,9 @@ class CallerTurnMixin:
             spoken, self._spoken = self._spoken, None
             self._discard(spoken)
 
-    def _turn_over(self) -> Draft | None:
-        """The caller's turn ends: the confirmed draft, if there is one; anything speculative is dropped."""
+    def _turn_over(self, speech_end: float | None = None) -> Draft | None:
+        """The caller's turn ends (its speech at `speech_end`): the confirmed draft, or the words heard early
+        for it, if there are; anything speculative is dropped."""
         spoken, self._spoken = self._spoken, None
         taker = self.turn_taker
         if taker is None:
@@ -356,6 +400,15 @@ class CallerTurnMixin:
             step = taker.feed(TurnOver(self._clock.now()))
             if step.action is TurnAction.SPEAK:  # the VAD's backstop came first: the turn is over all the same
                 spoken, self._draft = self._draft, None
+            elif step.action is TurnAction.KEEP:  # strict, heard early: the words, if for this turn's speech
+                kept, self._draft = self._draft, None
+                if kept is not None and speech_end is not None \
+                        and abs(kept.speech_end - speech_end) <= KEPT_WORDS_SLACK_S:
+                    spoken = kept
+            elif step.action is TurnAction.END and taker.config.hears_early and self._early is not None \
+                    and speech_end is not None and abs(self._early[0] - speech_end) <= KEPT_WORDS_SLACK_S:
+                # strict, heard early, the words not in yet: the turn's end waits for them, not for a new hearing
+                self._early_taken, self._early = self._early[1], None
         self._drop_draft(restart=False)
         taker.reset()
         return spoken
@@ -391,6 +444,9 @@ class CallerTurnMixin:
         task, self._speculation = self._speculation, None
         if task is not None:
             task.cancel()
+        early, self._early = self._early, None
+        if early is not None:
+            early[1].cancel()
         asking, self._asking = self._asking, None
         if asking is not None:  # its verdict would be stale: not waited for (the model's run itself finishes)
             asking.cancel()

@@ -36,6 +36,9 @@ class Heard:
     audio_ms: float
     stt_ms: float  # from the request to the words (queue wait included)
     error: str | None = None
+    # The recognizer's confidence in the last word (Whisper: its probability, the punctuation after it
+    # included); None when the engine gives no words. Low on a stretch cut mid-sentence (turn_taking.py).
+    last_confidence: float | None = None
 
 
 class Hearing:
@@ -67,4 +70,5 @@ class Hearing:
             logger.warning("speech recognition failed after %.0f ms (%s): the turn goes on without words",
                            stt_ms, reason)
             return Heard("", audio_ms, stt_ms, reason)
-        return Heard(final.text.strip(), audio_ms, (self._now() - t0) * 1000.0)
+        last = final.words[-1].confidence if final.words else None
+        return Heard(final.text.strip(), audio_ms, (self._now() - t0) * 1000.0, None, last)

@@ -327,3 +327,74 @@ def test_strict_with_the_prosody_thresholds_a_low_probability_still_ends_a_turn_
     nan = TurnTaker(taker.config)  # a NaN (too little voice) is no verdict: the strict silence
     nan.feed(Silence(END + 0.25, END))
     assert nan.feed(ModelVerdict(END + 0.3, END, float("nan"))).observation is Obs.SAYS_UNSURE
+
+
+# --- strict, hearing early (TURN_HEAR_EARLY) and the recognizer's confidence -----------------------------
+STRICT_EARLY = TurnTakingConfig("strict", speculate_silence_ms=250, complete_silence_ms=450,
+                                unfinished_silence_ms=1500, hear_early=True)
+
+
+def test_strict_hearing_early_keeps_the_words_for_the_vads_turn_end() -> None:
+    taker = TurnTaker(STRICT_EARLY)
+    steps = run(taker, [
+        Silence(END + 0.10, END),
+        Silence(END + 0.25, END),  # the short pause: hear the turn so far
+        WordsIn(END + 0.40, END, "What time do you open?"),
+        Silence(END + 0.45, END),  # no deadline of its own: the complete silence does not end a strict turn
+        Silence(END + 0.69, END),
+        TurnOver(END + 0.70),  # the VAD's turn end: the kept words are the turn's
+    ])
+    assert steps == [
+        (Action.NONE, State.LISTENING), (Action.HEAR, State.HEARING), (Action.WAIT, State.HEARD),
+        (Action.NONE, State.HEARD), (Action.NONE, State.HEARD), (Action.KEEP, State.LISTENING),
+    ]
+    assert taker.text == "What time do you open?"
+    assert taker.drafts == 0  # nothing is drafted under strict
+
+
+def test_strict_hearing_early_drops_the_words_when_the_caller_goes_on() -> None:
+    taker = TurnTaker(STRICT_EARLY)
+    taker.feed(Silence(END + 0.25, END))
+    taker.feed(WordsIn(END + 0.40, END, "He took a resolve after this."))
+    step = taker.feed(Speech(END + 0.6))
+    assert (step.action, step.state) == (Action.CANCEL, State.LISTENING)
+    assert taker.text == "" and taker.hearings_dropped == 1
+    # the next pause is heard afresh; the VAD's turn end before its words hears the turn again (END)
+    assert taker.feed(Silence(END + 1.5, END + 1.25)).action is Action.HEAR
+    assert taker.feed(TurnOver(END + 1.95)).action is Action.END
+
+
+def test_strict_hearing_early_keeps_the_vads_turn_end_where_it_was() -> None:
+    assert STRICT_EARLY.takes_turns and STRICT_EARLY.hears_early
+    assert STRICT_EARLY.vad_turn_end_ms(700) == 700  # not moved out to the unfinished silence
+    assert TurnTakingConfig("strict").vad_turn_end_ms(700) == 700
+    assert not TurnTakingConfig("strict").takes_turns
+    assert TurnTakingConfig("progressive", hear_early=True).vad_turn_end_ms(700) == 1500
+    assert not TurnTakingConfig("progressive", hear_early=True).hears_early
+
+
+@pytest.mark.parametrize(("text", "confidence", "expected"), [
+    ("What time do you open?", 0.95, False),
+    ("What time do you open?", None, False),
+    ("During the night, the undertakers had executed their melancholy office.", 0.31, True),  # unsure
+    ("This meant detention until", 0.9, True),  # a subordinator opens a clause
+    ("The steep upgrades it took at a", 0.9, True),  # words.py's list
+    ("I would like that.", 0.9, False),
+    ("", 0.1, False),
+])
+def test_looks_unfinished_reads_the_last_word_and_the_recognizers_doubt(
+        text: str, confidence: float | None, expected: bool) -> None:
+    from app.call.turn_taking import looks_unfinished
+    assert looks_unfinished(text, confidence, 0.4) is expected
+
+
+def test_an_unsure_last_word_waits_the_unfinished_silence() -> None:
+    taker = TurnTaker(PROGRESSIVE)
+    taker.feed(Silence(END + 0.25, END))
+    step = taker.feed(WordsIn(END + 0.4, END, "They had executed their melancholy office.", last_confidence=0.2))
+    assert (step.action, step.state) == (Action.WAIT, State.WAITING)
+    assert step.deadline == pytest.approx(END + 1.5)
+    sure = TurnTaker(PROGRESSIVE)
+    sure.feed(Silence(END + 0.25, END))
+    assert sure.feed(WordsIn(END + 0.4, END, "They had executed their melancholy office.",
+                             last_confidence=0.9)).deadline == pytest.approx(END + 0.45)

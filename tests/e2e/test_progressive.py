@@ -94,8 +94,10 @@ def test_a_complete_turn_is_answered_sooner_than_under_strict(server_factory: An
 
     async def gap(policy: str) -> float:
         async with ScriptedLlmServer(words_reply, token_delay_s=0.01) as llm:
+            # strict as it hears the turn after its silence (TURN_HEAR_EARLY off): the recognizer in the gap
+            # (hearing early takes it out too: tests/e2e/test_turn_hear_early.py)
             srv = server_factory(llm_base_url=llm.base_url, agent_greeting="Hello.", stt_engine="whisper",
-                                 turn_policy=policy)
+                                 turn_policy=policy, turn_hear_early=False)
             end, audio, _ = await one_call(srv, "plivo", pcm)
             return min(audio) - end
 
