@@ -380,6 +380,25 @@ class Checked:
         return self.raised_at if self.vouched(clear_share) else self.at
 
 
+def guarded_frames(guards: Sequence[EchoGuard], mics: Sequence[I16], agent: I16, sent: list[int],
+                   live: Sequence[int], k: int, t: float) -> list[I16]:
+    """Frame `k` of each live call (index into `mics`) at time `t`, through its guard while the guard is active.
+
+    Each guard is first told of the agent's audio due by then: 160 ms chunks `SEND_AHEAD_S` before they play,
+    from `LEAD_IN_S` on, as the outbox sends them; `sent[i]` counts the samples call `i` has been told of.
+    """
+    lead, chunk = int(LEAD_IN_S * SAMPLE_RATE), int(CHUNK_S * SAMPLE_RATE)
+    cleaned = []
+    for i in live:
+        guard = guards[i]
+        while sent[i] < len(agent) and (lead + sent[i]) / SAMPLE_RATE <= t + SEND_AHEAD_S:
+            guard.played(agent[sent[i] : sent[i] + chunk], (lead + sent[i]) / SAMPLE_RATE)
+            sent[i] += chunk
+        frame = mics[i][k * FRAME : (k + 1) * FRAME]
+        cleaned.append(guard.process(frame, t)[0] if guard.active(t) else frame)
+    return cleaned
+
+
 async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> list[list[Checked]]:
     """Each call as the session runs it (app/call/session.py, speakerphone preset): every caller frame through
     the guard, then CallVad; once a candidate's second-look window is in, the echo check (`echo_share` over the
@@ -404,20 +423,12 @@ async def _session_checks(mics: Sequence[I16], agent: I16, reject: float) -> lis
     pending: list[float | None] = [None] * len(mics)
     raised: list[tuple[float, float | None]] = [(0.0, None)] * len(mics)
     sent = [0] * len(mics)
-    lead, chunk = int(LEAD_IN_S * SAMPLE_RATE), int(CHUNK_S * SAMPLE_RATE)
     steps = max(len(m) for m in mics) // FRAME
     times = arrivals(steps, JITTER_SEED)
     for k in range(steps):
         t = float(times[k])
         live = [i for i, m in enumerate(mics) if (k + 1) * FRAME <= len(m)]
-        cleaned = []
-        for i in live:
-            guard = guards[i]
-            while sent[i] < len(agent) and (lead + sent[i]) / SAMPLE_RATE <= t + SEND_AHEAD_S:
-                guard.played(agent[sent[i] : sent[i] + chunk], (lead + sent[i]) / SAMPLE_RATE)
-                sent[i] += chunk
-            frame = mics[i][k * FRAME : (k + 1) * FRAME]
-            cleaned.append(guard.process(frame, t)[0] if guard.active(t) else frame)
+        cleaned = guarded_frames(guards, mics, agent, sent, live, k, t)
         results = await asyncio.gather(*(vads[i].feed(c, t) for i, c in zip(live, cleaned, strict=True)))
         for i, evs in zip(live, results, strict=True):
             for e in evs:

@@ -88,7 +88,6 @@ async def _run(mics: Sequence[ev.I16], agent: ev.I16, policy: PolicyConfig, reje
         vad_.on_pause = told.append
     traces = [Trace() for _ in mics]
     sent = [0] * len(mics)
-    lead, chunk = int(ev.LEAD_IN_S * SAMPLE_RATE), int(ev.CHUNK_S * SAMPLE_RATE)
     agent_end = ev.LEAD_IN_S + len(agent) / SAMPLE_RATE
     steps = max(len(m) for m in mics) // FRAME
     times = ev.arrivals(steps, ev.JITTER_SEED)
@@ -116,14 +115,7 @@ async def _run(mics: Sequence[ev.I16], agent: ev.I16, policy: PolicyConfig, reje
         live = [i for i, m in enumerate(mics) if (k + 1) * FRAME <= len(m) and traces[i].clear_at is None]
         if not live:
             break
-        cleaned = []
-        for i in live:
-            guard = guards[i]
-            while sent[i] < len(agent) and (lead + sent[i]) / SAMPLE_RATE <= t + ev.SEND_AHEAD_S:
-                guard.played(agent[sent[i] : sent[i] + chunk], (lead + sent[i]) / SAMPLE_RATE)
-                sent[i] += chunk
-            frame = mics[i][k * FRAME : (k + 1) * FRAME]
-            cleaned.append(guard.process(frame, t)[0] if guard.active(t) else frame)
+        cleaned = ev.guarded_frames(guards, mics, agent, sent, live, k, t)
         results = await asyncio.gather(*(vads[i].feed(c, t) for i, c in zip(live, cleaned, strict=True)))
         for i, evs in zip(live, results, strict=True):
             guard, vad = guards[i], vads[i]

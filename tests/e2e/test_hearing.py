@@ -20,21 +20,9 @@ from app.edge.deepgram_server import DeepgramServer, ScriptWord, script_words
 from app.edge.emulator import EmulatedCall, Provider
 from app.edge.llm_server import ScriptedLlmServer
 from tests.e2e.records import record_when
+from tests.e2e.speech import GREETING, trimmed
 
 JFK = Path(__file__).resolve().parents[1] / "corpus" / "speech" / "oration_01_jfk.wav"  # "and so my fellow ..."
-GREETING = (
-    "Thanks for calling. This is a long announcement that keeps the agent talking for a while. "
-    "Our opening hours are nine to five on weekdays, and ten to two on Saturdays. "
-    "You can ask about an order, a delivery or a refund, and I will do my best to help you with it."
-)
-
-
-def trimmed(pcm: Any) -> Any:
-    """Speech without the synthesiser's leading and trailing silence (so a pause is as long as the test says)."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
-    return pcm[loud[0]:loud[-1] + 1] if len(loud) else pcm
-
-
 def heard_user_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in record["turns"] if t["role"] == "user" and t["ended_at"]]
 

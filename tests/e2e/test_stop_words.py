@@ -19,18 +19,7 @@ from app.bench.words_tuning import spoken_by
 from app.call.events import Transcribed
 from app.edge.emulator import EmulatedCall
 from tests.e2e.records import record_when
-
-GREETING = (
-    "Thanks for calling. This is a long announcement that keeps the agent talking for a while. "
-    "Our opening hours are nine to five on weekdays, and ten to two on Saturdays. "
-    "You can ask about an order, a delivery or a refund, and I will do my best to help you with it."
-)
-
-
-def trimmed(pcm: Any) -> Any:
-    """The word without the synthesiser's leading and trailing silence."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
-    return pcm[loud[0]:loud[-1] + 1] if len(loud) else pcm
+from tests.e2e.speech import GREETING, trimmed
 
 
 def test_a_low_pitched_bare_stop_stops_the_agent_and_it_stays_stopped(server_factory: Any) -> None:
