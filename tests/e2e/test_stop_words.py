@@ -29,7 +29,7 @@ def test_a_low_pitched_bare_stop_stops_the_agent_and_it_stays_stopped(server_fac
         session.events.subscribe(lambda e: heard.append(e.text) if isinstance(e, Transcribed) else None,
                                  frames=False)
 
-    async def scenario() -> tuple[dict[str, Any], int, int]:
+    async def scenario() -> dict[str, Any]:
         [stop] = await spoken_by(["stop"], "en-us", 170, 1.2)
         srv = server_factory([observe], agent_greeting=GREETING, stt_engine="whisper")
         async with EmulatedCall.start("twilio", srv.url) as call:
@@ -37,26 +37,29 @@ def test_a_low_pitched_bare_stop_stops_the_agent_and_it_stays_stopped(server_fac
             # Whether the VAD fires on this word depends on where it falls in Silero's 32 ms windows (it fires at
             # about half of the offsets: see the report on issue 12; VAD_SECOND_PHASE widens that). A caller who
             # is not heard says it again: each try is a fresh candidate, none was resumed over, so no escalation.
-            for _attempt in range(4):
+            # Each try also starts 4 ms later within its first frame, so the tries meet the windows at different
+            # phases (a fixed re-send can meet the same phase again; it failed once so in CI, 4 tries, no clear).
+            for attempt in range(8):
                 clears = len(call.clears)
-                await call.send_audio(np.concatenate([trimmed(stop), np.zeros(1600, np.int16)]))
+                lead = np.zeros(32 * attempt, np.int16)
+                await call.send_audio(np.concatenate([lead, trimmed(stop), np.zeros(1600, np.int16)]))
                 await asyncio.sleep(0.5)
                 if len(call.clears) > clears:
                     break
                 await asyncio.sleep(0.5)
             try:
-                record = await record_when(srv.url, call.call_id, lambda r: any(
+                await record_when(srv.url, call.call_id, lambda r: any(
                     b["outcome"] == "stopped" for b in r["bargeins"]), timeout_s=15)
             except AssertionError:
                 raise AssertionError(f"never stopped; the recognizer heard {heard}") from None
-            await asyncio.sleep(1.0)
-            at_end = call.received_samples
-            await asyncio.sleep(1.0)
-            return record, at_end, call.received_samples
+            await asyncio.sleep(1.0)  # a resume would have sent the greeting's rest by now
+            return await record_when(srv.url, call.call_id, lambda r: True, timeout_s=5)
 
-    record, at_end, later = asyncio.run(scenario())
+    record = asyncio.run(scenario())
     outcomes = [(b["outcome"], b["reason"]) for b in record["bargeins"]]
     assert outcomes[-1] == ("stopped", "stop"), (outcomes, heard)
-    assert later == at_end, "the agent went on talking after 'stop'"
+    # The greeting stayed cut where the caller stopped hearing it: it never went on. (The agent may answer the
+    # caller's "Stop." with a turn of its own: that is a new turn, not the greeting resumed.)
     agent = record["turns"][0]
-    assert agent["interrupted"] and agent["heard_text"] != agent["intended_text"]
+    assert agent["role"] == "agent" and agent["interrupted"], record["turns"]
+    assert agent["heard_text"] != agent["intended_text"], agent
