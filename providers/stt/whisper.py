@@ -39,7 +39,7 @@ hears "wait" as "way" and "hang on" as "Hanyong"; told what callers say over an 
 tuning data (app/bench/words_tuning.py) it took interruption kinds right from 124 to 151 of 244 clips with no
 more noise, backchannels or digits stopping the agent; what it costs and what it does to word error elsewhere
 is measured by `python -m app.bench.stt --hint on|off`. A plain decode that is a bare vowel ("Oh" for a
-low-pitched "stop") is asked again up to a no-speech probability of its own (`hint_wanted`, BARE_VOWELS).
+low-pitched "stop") is asked again up to a no-speech probability of its own (whisper_hint.py: `hint_wanted`).
 
 On non-speech, Whisper writes words anyway (on the pool's noise clips: "Yes! Yes! Yes! ..." for a dog bark,
 "Mm-hmm" for a car horn, a looping sentence for an alarm). A segment that fails Whisper's own repetition test
@@ -55,7 +55,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +69,7 @@ from providers.errors import ProviderError, map_vendor_errors
 from providers.mulaw import Pcm16
 from providers.resample import resample
 from providers.stt.base import SAMPLE_RATE, AudioEncoding, Final, Partial, SttError, SttResult, Word, to_pcm16
-from providers.stt.whisper_hint import COMMAND_HINT, Hint
+from providers.stt.whisper_hint import COMMAND_HINT, Hint, hint_taken, hint_wanted
 from providers.stt.whisper_window import MAX_COMPRESSION_RATIO, ShortWindow, is_suspect
 
 logger = logging.getLogger(__name__)
@@ -227,47 +226,6 @@ def _short_window_segments(
                 no_speech_prob=no_speech, words=words, temperature=temperature,
             ))
     return segments
-
-
-# What tiny.en writes for a one-syllable command whose consonants it missed: the vowel alone. A low-pitched "stop"
-# over a phone line (the /s/ above the band, the /t/ and /p/ unreleased) came back "Oh" from three of the four
-# tuning voices (app/bench/tuning_phrases.py's TUNING_VOICES saying the bare word, pitch lowered by 1.2), with a
-# no-speech probability of 0.52-0.64: over the hint's gate, and "oh" also reads as the digit zero, so the hint
-# was never asked and "Oh" (a backchannel) resumed the agent. A spoken "oh" keeps its word when asked again
-# (hinted "Oh." on every tuning voice, "oh" and "oh okay" at both pitches), and the word test still stands.
-# The answer is taken only if it opens with one of the hint's words (`hint_taken`): a pool cough, plain "Oh" at
-# 0.63, came back "No." (word probability 0.018), the word the hint leaves out for that reason. With both
-# (`python -m app.bench.words_tuning`): tuning kinds right 151 -> 153 of 244 ("stop now" and "hold it", heard
-# "Oh", now stop), and as before 1 of 72 backchannels, 2 of 158 pool noise clips and 1 of 73 pool digits would
-# stop the agent, the digits' word error 11.0% either way.
-BARE_VOWELS = frozenset({"oh", "o", "uh", "u", "ah"})
-BARE_VOWEL_GATE = 0.7  # the plain decode's no-speech probability, under this (the pool's noise: mostly above)
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
-
-
-def bare_vowel(plain_text: str) -> bool:
-    """The plain decode wrote one bare vowel ("Oh", "uh")."""
-    words = _words(plain_text)
-    return len(words) == 1 and words[0] in BARE_VOWELS
-
-
-def hint_wanted(hint: Hint, plain_text: str, no_speech_prob: float) -> bool:
-    """Ask the hint about this short clip? `Hint.wanted`, and a bare vowel (see BARE_VOWELS) up to its own gate."""
-    if bare_vowel(plain_text):
-        return no_speech_prob < max(hint.gate, BARE_VOWEL_GATE)
-    return hint.wanted(plain_text, no_speech_prob)
-
-
-def hint_taken(hint: Hint, plain_text: str, hinted_text: str) -> bool:
-    """May the hinted text replace the plain one (besides the hint's word and loop tests)? After a bare vowel,
-    only if it opens with one of the hint's own words or the vowel ("Stop now.", "Hold it.", not "No.")."""
-    if not bare_vowel(plain_text):
-        return True
-    words = _words(hinted_text)
-    return bool(words) and words[0] in set(_words(hint.text)) | BARE_VOWELS
 
 
 def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:

@@ -1,11 +1,15 @@
 """A bare vowel from the plain decode ("Oh" for a low-pitched "stop") still gets the command hint's second opinion
-(providers/stt/whisper.py, `hint_wanted`), taken only if it opens with one of the hint's words (`hint_taken`);
+(providers/stt/whisper_hint.py, `hint_wanted`), taken only if it opens with one of the hint's words (`hint_taken`);
 everything else is asked and taken as before."""
 
 from __future__ import annotations
 
-from providers.stt.whisper import BARE_VOWEL_GATE, hint_taken, hint_wanted
-from providers.stt.whisper_hint import Hint
+from providers.stt.whisper_hint import (
+    BARE_VOWEL_GATE,
+    Hint,
+    hint_taken,
+    hint_wanted,
+)
 
 
 def test_a_bare_vowel_is_asked_again_past_the_hints_gate_and_the_number_rule() -> None:
