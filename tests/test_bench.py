@@ -262,3 +262,7 @@ def test_first_words_judges_the_callers_turns_after_the_interrupted_one() -> Non
     assert (item.kind, item.category, item.reference, item.offline_text) == (
         "speech", "phrase", "stop please", "Stop, please.")
     assert item.speech_onset_s == pytest.approx(0.1, abs=0.021) and item.stand_in and "SYNTHETIC" in item.stand_in
+    # The read sentences without a transcript are referenced by the recognizer's own text and reported apart.
+    [selfref] = cond.items(cond.CONDITIONS["first_words"], [], [], {}, {}, 0,
+                           labelled=[("selfref/speech/read_01.wav", "The house", pcm, "The house")])
+    assert (selfref.category, selfref.reference) == ("self-referenced", "The house")

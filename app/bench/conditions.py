@@ -98,8 +98,10 @@ CONDITIONS: dict[str, Condition] = {
                   stand_in="SYNTHETIC: espeak-ng en-gb voice, pitch lowered, unlike the agent's en-us voice"),
         Condition("first_words", "speech with a known transcript over the agent (its first word in the turn text?)",
                   "labelled", ("detection", "onset_to_clear", "first_words"),
-                  stand_in="the report set's JFK clips (real speech, transcripts known) and the held-out phrases "
-                           "that stop the agent (SYNTHETIC: espeak-ng en-gb, unlike the agent's voice)"),
+                  stand_in="the report set's JFK clips (real speech, transcripts known), the held-out phrases "
+                           "that stop the agent (SYNTHETIC: espeak-ng en-gb, unlike the agent's voice), and the "
+                           "read sentences referenced by the recognizer's own text on the whole clip "
+                           "(self-referenced: the call path alone)"),
         Condition("line_step", f"line hiss {HISS_LOW_DBFS:g} -> {HISS_HIGH_DBFS:g} dBFS mid-call, no speech",
                   "line_step", ("false_clears", "lost_turns"), calls=10),
         Condition("line_step_speech", f"the same hiss step, corpus speech {SPEECH_AFTER_STEP_S:g} s after it",
@@ -238,7 +240,7 @@ def items(
         case "labelled":
             for name, reference, pcm, offline in (labelled or [])[: count or None]:
                 onset = _onset_s(pcm)
-                category = "phrase" if name.startswith("synthetic/") else "recorded"
+                category = {"synthetic": "phrase", "selfref": "self-referenced"}.get(name.split("/")[0], "recorded")
                 add(name, "speech", category, pcm, onset, speech_end_s(pcm, onset), reference, offline)
         case "line_step":
             for i in range(count):

@@ -299,22 +299,31 @@ async def labelled_speech() -> list[tuple[str, str, I16, str]]:
     one word is a backchannel stand-in, resumed over), then the held-out phrases that stop the agent, spoken by
     a synthetic voice unlike the agent's; each with the embedded recognizer's text on the whole clip, outside
     any call: the ceiling the call path is measured against (a first word the recognizer mishears even there
-    is the recognizer's miss, not the pre-roll's)."""
+    is the recognizer's miss, not the pre-roll's).
+
+    Last, the report set's read sentences, whose transcripts we do not have, referenced by that same offline
+    text (`selfref/`, reported apart): real voices, and a figure of the call path alone (pre-roll, cut,
+    windowing), since a word the recognizer cannot hear on the clean clip is not in the reference either."""
     from app.bench.phrases import PHRASES
-    from app.bench.stt import load_labelled, phone_leg, synthesise_phrases
+    from app.bench.stt import load_labelled, phone_leg, read_clips, synthesise_phrases
     from providers.stt.whisper import WhisperStt
 
-    recorded = [(f"recorded/{name}", ref, pcm) for name, ref, pcm in load_labelled(corpus_root())
+    root = corpus_root()
+    recorded = [(f"recorded/{name}", ref, pcm) for name, ref, pcm in load_labelled(root)
                 if len(ref.split()) >= 2]
     texts = [text for text, kind in PHRASES if kind != "backchannel"]
     spoken = await synthesise_phrases(texts)
     items = recorded + [(f"synthetic/{t.replace(' ', '_')}", t, pcm) for t, pcm in zip(texts, spoken, strict=True)]
+    unlabelled = [(f"selfref/{name}", pcm) for name, _, pcm in read_clips(root)]
     stt = WhisperStt(workers=1)
     try:
         offline = [(await stt.transcribe(phone_leg(pcm), "mulaw")).text for _, _, pcm in items]
+        heard = [(await stt.transcribe(phone_leg(pcm), "mulaw")).text for _, pcm in unlabelled]
     finally:
         await stt.aclose()
-    return [(name, ref, pcm, text) for (name, ref, pcm), text in zip(items, offline, strict=True)]
+    out = [(name, ref, pcm, text) for (name, ref, pcm), text in zip(items, offline, strict=True)]
+    return out + [(name, text, pcm, text) for (name, pcm), text in zip(unlabelled, heard, strict=True)
+                  if len(text.split()) >= 2]
 
 
 async def run_conditions(
