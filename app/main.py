@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -384,6 +385,7 @@ def create_app(
             "loop_stall_ms": loop_watch.summary(),
             "loop_held_ms": loop_watch.held_summary(),
             "silero_batches": _batch_stats(state.get("batcher")),
+            "tts_cache": _tts_cache_stats(state.get("deps")),
             "cpu_s": cpu.user + cpu.system,
             "rss_bytes": proc.memory_info().rss,
             "event_loop": type(asyncio.get_running_loop()).__module__,
@@ -411,6 +413,12 @@ def _batch_stats(batcher: SileroBatcher | None) -> dict[str, float]:
     stats = batcher.stats
     return {"runs": stats.runs, "windows": stats.windows, "mean_batch": round(stats.mean_batch, 2),
             "max_batch": stats.max_batch, "model_cpu_s": round(stats.model_cpu_s, 3)}
+
+
+def _tts_cache_stats(deps: CallDeps | None) -> dict[str, int]:
+    """The fixed lines' cache (greeting, fallback): a burst of calls should show one miss per sentence."""
+    tts = deps.tts if deps is not None else None
+    return dataclasses.asdict(tts.cache.stats) if isinstance(tts, CachedTts) else {}
 
 
 def _no_secrets(url: str) -> str:

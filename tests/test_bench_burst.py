@@ -57,3 +57,41 @@ def test_default_runs_both_sizes_of_the_issue() -> None:
     assert variants(argparse.Namespace(calls=None, workers=None)) == [(100, 1), (200, 2)]
     assert variants(argparse.Namespace(calls=None, workers=2)) == [(200, 2)]
     assert variants(argparse.Namespace(calls=30, workers=None)) == [(30, 1)]
+
+
+def test_a_probes_latency_is_split_at_the_server_and_its_own_sending_is_told_apart() -> None:
+    options = BurstOptions(calls=1, probe_every=1)
+    # Frames on the 20 ms grid from t = 10.0, except that the generator sent the 5th (10.08) 30 ms late, and the
+    # 8th 90 ms late, after the clear: that one did not delay it.
+    sent = [10.0 + 0.02 * k for k in range(10)]
+    sent[4] += 0.03
+    sent[7] += 0.09
+    # The server read the deciding frame at 10.12 (handled at 10.30: settled 150 ms + cleanup 30 ms after it) and
+    # wrote the clear 2 ms after reading it; the edge had the clear at 10.125.
+    # A later barge-in (after the edge's clear) is not the one that cleared.
+    bargeins = [{"at": 10.30, "settled_ms": 150.0, "total_ms": 30.0, "clear_sent_ms": 2.0},
+                {"at": 11.30, "settled_ms": 0.0, "total_ms": 1.0, "clear_sent_ms": 0.5}]
+    call = CallOutcome(probe=True, onset=10.04, clears=[10.125], received_samples=ALL, answer_s=0.25,
+                       probe_sent=sent, bargeins=bargeins)
+    result = summarize(options, [call], GREETING_S)
+    assert [round(ms) for ms in result.onset_to_clear_ms] == [85]
+    assert [tuple(round(x) for x in split) for split in result.probe_split_ms] == [(80, 2, 3)]
+    assert [round(ms) for ms in result.probe_send_late_ms] == [30]
+    assert result.answer_ms == (250.0,)
+
+
+def test_a_probe_without_a_server_record_has_no_split() -> None:
+    options = BurstOptions(calls=1, probe_every=1)
+    call = CallOutcome(probe=True, onset=1.0, clears=[1.1], received_samples=ALL)
+    result = summarize(options, [call], GREETING_S)
+    assert result.detected == 1 and result.probe_split_ms == () and result.probe_send_late_ms == (0.0,)
+
+
+def test_a_split_whose_deciding_frame_comes_before_the_probe_spoke_is_left_out() -> None:
+    options = BurstOptions(calls=1, probe_every=1)
+    # The record puts the deciding frame at 9.5, before the probe's first frame went out (10.0): not believable.
+    bargeins = [{"at": 9.7, "settled_ms": 100.0, "total_ms": 100.0, "clear_sent_ms": 2.0}]
+    call = CallOutcome(probe=True, onset=10.04, clears=[10.2], received_samples=ALL,
+                       probe_sent=[10.0 + 0.02 * k for k in range(10)], bargeins=bargeins)
+    result = summarize(options, [call], GREETING_S)
+    assert result.detected == 1 and result.probe_split_ms == ()

@@ -201,6 +201,10 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
         # the stream id, so it cannot prove ownership.
         self._stream_key = uuid.uuid4().hex
         self.opened_at = self.last_frame_at  # the start deadline runs from here; frames do not move it
+        # Called once the `start` is found valid (token claimed, audio format known), before the store is read:
+        # the route frees the stream's slot among the unstarted ones there (call/admission.py), so a store slowed
+        # by a burst of calls does not keep valid streams counted against MAX_UNSTARTED_STREAMS_PER_ADDRESS.
+        self.on_valid_start: Callable[[], None] | None = None
         self._invalid_log = LogBudget(INVALID_LOG_BURST, INVALID_LOG_INTERVAL_S)
         self.closed = False
         self.stream_id: str | None = None
@@ -309,6 +313,8 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
             logger.warning("stream refused: unsupported audio %s/%s", safe(event.encoding), event.sample_rate,
                            extra=self._log_extra)
             raise StreamRefused("unsupported audio format")
+        if self.on_valid_start is not None:
+            self.on_valid_start()  # from here MAX_CALLS bounds the stream (checked below, at `open`)
         registry = self.deps.registry
         await registry.prefetch(event.call_id)  # a call that moved here from another replica carries on
         known = registry.get(event.call_id)

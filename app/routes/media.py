@@ -149,7 +149,10 @@ async def pump(
     side_tasks: list[asyncio.Task[None]] = [asyncio.create_task(helper(session)) for helper in helpers]
     receive = websocket.receive
     reason = "socket closed"
-    unstarted: Slot | None = slot  # held until the session has a record: then it counts against MAX_CALLS
+    # Held until the `start` is found valid (the session calls back before it reads the store; MAX_CALLS bounds
+    # the stream from there), or failing that until the session has a record, or the socket closes.
+    session.on_valid_start = slot.release
+    unstarted: Slot | None = slot
     faults = LogBudget(burst=1, interval_s=LOG_SUMMARY_INTERVAL_S)  # a fault a peer can repeat: one traceback
     try:
         if start is not None:
