@@ -10,7 +10,6 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.audio import pcm16_to_ulaw
 from app.call.events import (
     AudioQueued,
     CallEvents,
@@ -524,7 +523,7 @@ class AgentTurn:
         if self.text:
             self.text += " "
         start_ms = self.segments[-1].audio_end_ms if self.segments else 0.0
-        ulaw = pcm16_to_ulaw(synthesis.pcm)
+        ulaw = synthesis.ulaw  # shared with every other call speaking the same cached line
         self.segments.append(
             Segment(len(self.text), start_ms, synthesis.text, synthesis.words, synthesis.duration_ms, ulaw)
         )

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from math import floor
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from providers.mulaw import pcm16_to_ulaw
 
 # Guards the floor() in char_offset_at against 0.99999.. when a time produced by audio_ms_at is mapped back.
 _EPS = 1e-6
@@ -48,10 +50,14 @@ class Synthesis:
     pcm: npt.NDArray[np.int16]
     sample_rate: int
     words: tuple[WordTiming, ...]
+    # The audio as the providers carry it (8-bit mu-law), made once here: a line every call speaks (the
+    # greeting, the fallback, from the TTS cache) is then one buffer shared by all of them, not a copy a call.
+    ulaw: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Frozen: the word ends found in the audio are filled in once, here.
         object.__setattr__(self, "words", word_ends(self.words, self.pcm, self.sample_rate))
+        object.__setattr__(self, "ulaw", pcm16_to_ulaw(self.pcm))
 
     @property
     def duration_ms(self) -> float:

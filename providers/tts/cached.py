@@ -65,6 +65,7 @@ def entry_bytes(synthesis: Synthesis) -> int:
     """What keeping `synthesis` costs, in bytes (audio plus an estimate for the rest)."""
     return (
         int(synthesis.pcm.nbytes)
+        + len(synthesis.ulaw)
         + _CHAR_BYTES * len(synthesis.text)
         + _WORD_BYTES * len(synthesis.words)
         + _ENTRY_BYTES
