@@ -293,6 +293,20 @@ class Settings(BaseSettings):
     vad_second_phase_warmup_ms: float = Field(
         96.0, ge=0, le=1400, description="Audio the second phase's cold stream is warmed on when it starts."
     )
+    # Near misses (app/bargein/near_miss.py): a short sound over the agent that came close to starting speech and
+    # never did (a bare "stop" Silero holds at 0.6-0.87) is transcribed anyway, off the loop, and its stop or
+    # cancellation words stop the agent as the late words do (app/call/interruption.py). Per call: one decode at a time,
+    # NEAR_MISS_SPACING_S apart, not on a line with the agent's echo, not while the recognizer's pool is busy.
+    near_miss_words: bool = Field(True, description="Transcribe near-miss sounds over the agent (on|off).")
+    near_miss_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Silero probability at which a window (cheap layers passed) counts."
+    )
+    near_miss_min_windows: int = Field(2, ge=1, le=40, description="Counted windows a near miss needs.")
+    near_miss_min_ms: float = Field(200.0, ge=0, description="A near miss lasts at least this long (ms).")
+    near_miss_max_ms: float = Field(1200.0, ge=0, description="... and at most this long (ms).")
+    near_miss_spacing_s: float = Field(
+        2.0, ge=0, description="Per call, near-miss decodes start at least this many seconds apart."
+    )
 
     # --- barge-in policy (app/bargein/detector.py; presets in app/bargein/presets.py) ------------------
     bargein_preset: Literal["phone", "speakerphone", "noisy", "browser"] = Field(
@@ -473,6 +487,13 @@ class Settings(BaseSettings):
         # Signatures are computed over the URL the provider called; headers a client sends cannot stand in.
         if self.auth_enabled and not self.public_url:
             raise ValueError(_PUBLIC_URL_REQUIRED)
+        return self
+
+    @model_validator(mode="after")
+    def _near_miss_bounds_ordered(self) -> Self:
+        # Checked here, at start-up, not when the first call builds its tracker (app/bargein/near_miss.py).
+        if self.near_miss_min_ms > self.near_miss_max_ms:
+            raise ValueError("NEAR_MISS_MIN_MS must not exceed NEAR_MISS_MAX_MS")
         return self
 
     @field_validator("record_redact")

@@ -56,6 +56,9 @@ Hooks for the decision layer that sits after this one:
   timers, with one difference: speech time (`speech_ms`, SpeechPaused.speech_ms) runs to the last window
   with speech evidence (>= `evidence_threshold`), silence from the last window above release: a WEAK tail
   keeps a turn open without making it longer.
+- `near_miss` / `on_near_miss`: off unless set; then each main-phase window also goes to the tracker
+  (near_miss.py), and a short sound that came close to starting speech but never did is told as `NearMiss`
+  (a callback too, so VadEvent's consumers are unchanged): a bare "stop" Silero held just under the bar.
 
 The only time source is the `now` passed in; nothing here reads a clock. `feed` awaits only the batcher,
 and, on a frame longer than WINDOWS_PER_TURN windows, the loop itself now and then: the work of one frame is
@@ -74,14 +77,16 @@ import numpy.typing as npt
 import webrtcvad
 
 from app.bargein import onset
+from app.bargein.near_miss import NearMissTracker
 from app.bargein.noise_floor import NoiseFloor, dbfs_of_energy, energy_of_dbfs
 from app.bargein.phases import Run, SecondPhase, Step
 from app.bargein.silero import CONTEXT, WINDOW, Settles, SileroStream, WindowScorer
 from app.bargein.vad_config import SAMPLE_RATE, WINDOW_S, VadConfig
-from app.bargein.vad_events import SpeechPaused, SpeechStarted, SpeechStopped
+from app.bargein.vad_events import NearMiss, SpeechPaused, SpeechStarted, SpeechStopped
 
 __all__ = [  # the config and the events live in their own modules; importers keep importing them from here
-    "FRAME", "SAMPLE_RATE", "CallVad", "PauseObserver", "SpeechPaused", "SpeechStarted", "SpeechStopped",
+    "FRAME", "SAMPLE_RATE", "CallVad", "NearMiss", "NearMissObserver", "PauseObserver", "SpeechPaused",
+    "SpeechStarted", "SpeechStopped",
     "VadConfig", "VadEvent", "VadState",
 ]
 
@@ -99,6 +104,7 @@ _RING_UNIT = FRAME * WINDOW // math.gcd(FRAME, WINDOW)  # 1280 samples: frames a
 
 VadEvent = SpeechStarted | SpeechStopped
 PauseObserver = typing.Callable[[SpeechPaused], None]
+NearMissObserver = typing.Callable[[NearMiss], None]
 
 
 class VadState(Enum):
@@ -246,6 +252,9 @@ class CallVad:
         self.on_change: StateObserver | None = None
         # Told SpeechPaused once per pause in a turn.
         self.on_pause: PauseObserver | None = None
+        # Near misses (near_miss.py): off (None) unless the session sets both; told through on_near_miss.
+        self.near_miss: NearMissTracker | None = None
+        self.on_near_miss: NearMissObserver | None = None
 
     @property
     def speaking(self) -> bool:
@@ -549,7 +558,15 @@ class CallVad:
         self._win_peak_energy = 0.0
         self._probs[self._windows % len(self._probs)] = prob
         self._windows += 1
-        return self._classify(0, prob, now, gate, webrtc_ok, above_floor, peak)
+        event = self._classify(0, prob, now, gate, webrtc_ok, above_floor, peak)
+        tracker = self.near_miss
+        if tracker is not None:  # a few comparisons a window, nothing a frame
+            sound = gate and prob >= self.config.silero_release
+            onset_possible = self.state is VadState.QUIET or self.state is VadState.STARTING
+            miss = tracker.window(now, prob, gate and webrtc_ok and above_floor, sound, onset_possible)
+            if miss is not None and self.on_near_miss is not None:
+                self.on_near_miss(miss)
+        return event
 
     def _classify(
         self, phase: int, prob: float, now: float, gate: bool, webrtc_ok: bool, above_floor: bool, peak: float

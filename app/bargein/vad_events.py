@@ -34,3 +34,15 @@ class SpeechPaused:
 
     at: float
     speech_ms: float  # from the turn's speech start to its last window with speech evidence
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    """A short sound that came close to starting speech and never did (app/bargein/near_miss.py), told through
+    CallVad.on_near_miss once its silence has lasted: a word like a bare "stop" Silero held just under the bar."""
+
+    at: float  # arrival of the window whose silence completed it
+    start_at: float  # arrival-clock start of its first counted window
+    end_at: float  # arrival of its last window above the VAD's release
+    windows: int  # windows that passed the cheap layers at the near-miss threshold
+    peak: float  # its highest such probability

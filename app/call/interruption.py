@@ -22,6 +22,10 @@ own echo), its growing length, the end of a span.
   after all ("stop" sounds like "okay" for half a second), also when the second look called it a noise
   (`LATE_WORDS_AFTER`: a bare "stop" opens on hiss and a burst);
 - REARM, CALLER_TURN, END_CALLER_TURN: the VAD listens afresh, the caller's turn opens or ends.
+A sound that never became a candidate can still stop the agent by its words: a near miss (a bare "stop" that
+Silero held just under the bar, app/bargein/near_miss.py) is told by the VAD (`_on_near_miss`) and, within the
+call's bounds, its words go down the late words' path (`_late_words`): the clear goes out only once they say stop
+(stop and cancellation words only: `NEAR_MISS_KINDS`).
 Each barge-in goes on the call's event stream (BargeInDecided, ClearSent, AudioDropped, BargeInHandled) after
 its steps are done, so recording never delays the clear.
 
@@ -31,6 +35,7 @@ This is a mixin of `CallSession` (app/call/session.py says why); the session sta
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -49,8 +54,10 @@ from app.bargein.detector import (
     Verdict,
     Words,
 )
+from app.bargein.near_miss import NearMissConfig, NearMissTracker
 from app.bargein.playback import HeardPosition
-from app.bargein.vad import SpeechStarted, SpeechStopped, VadEvent
+from app.bargein.vad import NearMiss, SpeechStarted, SpeechStopped, VadEvent
+from app.bargein.words import Kind, interruption
 from app.call.events import AudioDropped, BargeInDecided, BargeInHandled, ClearSent, PolicyChanged, Transcribed
 from app.call.turn import AgentTurn
 
@@ -74,10 +81,26 @@ if TYPE_CHECKING:
 # The resumes after which the utterance's words are still heard (`_late_words`): a short sound the policy let the
 # agent talk over. Not "echo" (the agent's own voice) nor "turn_end" / "span_end" (the caller's turn is settled).
 LATE_WORDS_AFTER = frozenset({"backchannel", "short", "repeated", "noise"})
+# The kinds of words (app/bargein/words.py) a near miss may stop the agent with: the stop and cancellation
+# commands only. Decoded, the corpus pool's noise near misses (55 in 158 clips x 5 line conditions) came out as
+# "You", "Oh.", "And..." or nothing, and 4 times as "What?" (a cough, a dog's bark): a clarification, which
+# stops the agent when a candidate's words say it, but from a sound that was never a candidate it is a guess.
+NEAR_MISS_KINDS: frozenset[Kind | None] = frozenset({"stop", "cancellation"})
 
 # The session's log lines keep the session's logger name: this is a part of CallSession, and log filters (and
 # tests' caplog) select its lines by that name.
 logger = logging.getLogger("app.call.session")
+
+
+def _pool_busy(stt: object) -> bool:
+    """An embedded recognizer's pool (whisper: `pending` jobs on `workers` threads) has a job waiting for every
+    worker already. One job ahead is let through: with the default single worker, "idle only" would skip nearly
+    every near miss on a server with a few calls talking (measured: 4 of 15 tuning-voice near misses at two calls
+    at a time), and one short decode ahead delays the words by about 0.1-0.3 s. A hosted recognizer has no pool."""
+    pending, workers = getattr(stt, "pending", None), getattr(stt, "workers", None)
+    if not isinstance(pending, int) or not isinstance(workers, int):
+        return False
+    return pending >= 2 * workers
 
 
 @dataclass(slots=True)
@@ -94,6 +117,11 @@ class Held:
 
 class BargeInMixin:
     """The barge-in handling of `CallSession`: policy inputs from the VAD, and the policy's actions carried out."""
+
+    # Near-miss decodes (`_on_near_miss`): one in flight at a time, and when the latest started. Class defaults:
+    # the session sets them only once a near miss is heard.
+    _near_miss_busy: bool = False
+    _near_miss_last_at: float = -math.inf
 
     if TYPE_CHECKING:
         # Held here: the provisional stop, the VAD's latest onset and a count of onsets, the caller's pauses
@@ -358,10 +386,17 @@ class BargeInMixin:
                 reason == "noise" and echo_line):
             self._spawn(self._late_words(start, t1, self._candidate_gen))
 
-    async def _late_words(self, start: float, end: float, gen: int) -> None:
+    async def _late_words(self, start: float, end: float, gen: int,
+                          kinds: frozenset[Kind | None] | None = None) -> None:
+        """The words of a short utterance the agent talked over; they may stop it (only words of `kinds`, if
+        given) while nothing newer happened."""
         assert self.hearing is not None
         heard = await self.hearing.hear(start, end)
         now = self._clock.now()
+        if kinds is not None and interruption(heard.text) not in kinds:
+            # A near miss's words that could not stop the agent are a guess at a sound ("You", "What?" from a
+            # cough): kept off the record and away from the tools (a "correction" there cancels mutations).
+            return
         self.events.emit(Transcribed(now, None, heard.text, round(heard.audio_ms, 1), round(heard.stt_ms, 1),
                                      heard.error))
         # Only while nothing newer happened: no later candidate, the agent still talking, no caller turn open.
@@ -373,6 +408,46 @@ class BargeInMixin:
             self._utt_start = start
             self._turn_due = now + self.deps.settings.stt_wait_after_stop_s
             self._late_heard = (start, end, heard)
+
+    def _watch_near_misses(self) -> None:
+        """Have the VAD tell near misses (NEAR_MISS_WORDS, with a recognizer): called once, at the session's start."""
+        s = self.deps.settings
+        if not s.near_miss_words or self.deps.stt is None:
+            return
+        self.vad.near_miss = NearMissTracker(NearMissConfig(
+            threshold=s.near_miss_threshold, min_windows=s.near_miss_min_windows, min_ms=s.near_miss_min_ms,
+            max_ms=s.near_miss_max_ms, release=min(self.vad.config.silero_release, s.near_miss_threshold),
+        ))
+        self.vad.on_near_miss = self._on_near_miss
+
+    def _on_near_miss(self, miss: NearMiss) -> None:
+        """A short sound over the agent came close to being a candidate: hear its words, within the call's bounds.
+
+        Called inside the VAD's feed (nothing awaits here): the decode runs as its own task, off the loop on the
+        recognizer's pool, and its words go through `_late_words` exactly as a resumed utterance's do."""
+        now = miss.at
+        guard = self.guard
+        if (self.hearing is None or self._near_miss_busy
+                or now - self._near_miss_last_at < self.deps.settings.near_miss_spacing_s
+                # only a sound said over the agent, with nothing else going on
+                or self.policy.state is not State.IDLE or self._user_record is not None
+                or not self.agent_active(now) or self._in_span(now)
+                # the agent's own words would be heard under it (as for a "noise" resume's late words)
+                or (guard is not None and guard.echo_seen)):
+            return
+        if _pool_busy(self.hearing.stt):
+            return  # a queue has formed: a near miss is a guess, and the turns' words come first
+        self._near_miss_busy, self._near_miss_last_at = True, now
+        self._spawn(self._near_miss_words(miss, self._candidate_gen))
+
+    async def _near_miss_words(self, miss: NearMiss, gen: int) -> None:
+        logger.info("near miss heard (%d windows, peak %.2f, %.0f ms): asking its words", miss.windows, miss.peak,
+                    (miss.end_at - miss.start_at) * 1000.0, extra=self._log_extra)
+        try:
+            # to `at`, not `end_at`: the stretch keeps the word's soft tail, under the release
+            await self._late_words(miss.start_at, miss.at, gen, NEAR_MISS_KINDS)
+        finally:
+            self._near_miss_busy = False
 
     def _stop_held_at_hangup(self, now: float) -> bool:
         """The call ended during a provisional stop: the agent's turn is cut where the caller stopped hearing

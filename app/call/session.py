@@ -164,6 +164,7 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
         self.policy = BargeInPolicy(PolicyConfig.from_settings(s))
         self._pauses: list[SpeechPaused] = []
         self.vad.on_pause = self._pauses.append
+        self._watch_near_misses()  # near misses over the agent (app/call/interruption.py)
         # The agent's own voice on the caller's leg (speakerphones): cleaned before the VAD hears the frame.
         self.guard = EchoGuard(EchoConfig(coherence_always=s.echo_coherence_always)) if s.echo_guard else None
         if self.guard is not None:
