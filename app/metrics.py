@@ -50,7 +50,9 @@ class Metrics:
                                       ["provider"], registry=r)
         self.bargein_resumed_total = Counter(
             "bargein_bargein_resumed_total",
-            "Provisional stops after which the agent resumed (noise, echo, a backchannel): false barge-ins",
+            "Provisional stops after which the agent resumed (noise, echo, a backchannel), and stops after which it "
+            "went on with the rest of its turn (no_words, listener_words: the caller's turn held no words): "
+            "false barge-ins",
             ["provider", "reason"], registry=r)
         self.invalid_frames_total = Counter("bargein_invalid_frames_total", "Inbound frames logged and ignored",
                                             ["provider", "kind"], registry=r)

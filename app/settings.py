@@ -335,6 +335,10 @@ class Settings(BaseSettings):
     bargein_hard_silence_ms: int = Field(
         300, ge=0, le=5000, description="After a barge-in the agent says nothing for at least this long."
     )
+    bargein_go_on_without_words: bool = Field(
+        True, description="A caller turn that stopped the agent mid-turn and held no words (a cough, a bark) or "
+                          "only listener words ('mm-hmm') is not answered: the agent says the rest of its cut turn.",
+    )
     bargein_ack_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of long interruptions the agent answers with BARGEIN_ACK_TEXT first."
     )

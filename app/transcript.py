@@ -25,6 +25,10 @@ class Turn:
     audio_ms: float | None = None  # agent turns: how much audio was synthesised
     fallback: bool = False  # agent turns: a provider failed and the fallback was spoken
     keys: str = ""  # caller turns: the DTMF keys pressed in it, in order
+    # Caller turns: it stopped the agent mid-turn and held no words, or only listener words ("mm-hmm"), so the
+    # agent went on with the rest of its cut turn instead of answering it (app/call/going_on.py).
+    went_on: bool = False
+    continues: int | None = None  # agent turns: the id of the cut agent turn whose rest this one says
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,9 @@ class CallRecord:
         return turn
 
     def history(self) -> list[Turn]:
-        """Turns as the caller experienced them, for the next LLM request."""
-        return [t for t in self.turns if t.role == "user" or t.text]
+        """Turns as the caller experienced them, for the next LLM request: a caller turn without words that the
+        agent went on over (a cough that stopped it) is a pause in the agent's talk, not a turn."""
+        return [t for t in self.turns if (t.role == "user" and not (t.went_on and not t.text)) or t.text]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -21,7 +21,9 @@ an echo of the agent's own audio on the caller leg and a network, and after the 
 the clip) the call stays up `observe_s` longer, so whether the agent's turn came back is seen: the time
 from the clear to the first agent audio after it (`resume_ms`, from the playout log), and, from the
 server's record, a `resumed` flag on the barge-in when the server writes one, and whether a new agent turn
-started after the interrupted one (`new_agent_turn`).
+started after the interrupted one (`new_agent_turn`), and whether a caller turn held no words so that the agent
+went on with the rest of its cut turn (`went_on_later`, app/call/going_on.py: later than a resume, so a lost
+turn still; counted apart).
 
 Onset->clear uses the emulator's receive time of the clear. Onset->audio stopped uses the emulator's
 playout log: the end of the last span of agent audio the caller heard; audio that resumed after a clear, or
@@ -133,6 +135,7 @@ class ClipRun:
     outcomes: list[str] = field(default_factory=list)  # the record's `outcome` of every barge-in, in order
     new_agent_turn: bool | None = None  # the record shows an agent turn after the interrupted one
     lost_turn: bool | None = None  # noise: some clear not followed by the same turn within RESUME_WINDOW_S
+    went_on_later: bool | None = None  # the record: a caller turn without words, then the rest of the cut turn
     turn_ended: bool | None = None  # short/stop words: a clear and no same-turn audio within the window
     resumed_fast: bool | None = None  # short words: agent audio within BACKCHANNEL_RESUME_S of the word's end
     yielded: bool | None = None  # speech: after some clear past the onset the agent's turn did not go on
@@ -421,6 +424,8 @@ class AccuracyRunner:
             run.new_agent_turn = any(
                 t.get("role") == "agent" and int(t.get("id", 0)) > first_turn for t in record.get("turns", [])
             )
+        if record is not None:
+            run.went_on_later = any(t.get("went_on") for t in record.get("turns", []) if t.get("role") == "user")
         hangup = call.closed_at if call.closed_at is not None else float("inf")
 
         def went_on(i: int) -> bool:

@@ -347,9 +347,10 @@ async def run_conditions(
             runner = AccuracyRunner(server, edge, audio, prime, opts)
             for c in chosen:
                 # Stop words are heard by the recognizer after the agent resumed over them: stay long enough to
-                # see their words stop it.
+                # see their words stop it; and a noise's caller turn long enough to see the agent go on after it
+                # (a turn without words: app/call/going_on.py).
                 runner.options = (replace(opts, observe_s=cond.STOP_OBSERVE_S)
-                                  if c.caller in ("stop_word", "labelled") else opts)
+                                  if c.caller in ("stop_word", "labelled", "noise") else opts)
                 sp = {"short_word": words, "line_step_speech": step_speech}.get(c.caller, speech)
                 items = cond.items(c, sp, noise, audio, stop_words, args.limit, labelled=labelled)
                 for concurrency in args.concurrency:

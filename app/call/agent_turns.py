@@ -126,11 +126,15 @@ class AgentTurnMixin:
                 break
         return self.deps.tts
 
-    def _start_agent_turn(self, text: str | None = None, prefix: str | None = None) -> None:
+    def _start_agent_turn(self, text: str | None = None, prefix: str | None = None,
+                          continues: int | None = None) -> None:
+        """A new agent turn: the LLM's reply, or a fixed `text` (the greeting, a goodbye, or the rest of the cut
+        turn `continues` after a caller turn without words)."""
         assert self.record is not None
         self._finalize_agent_turn()
         tts = self._reply_tts() if text is None else self.deps.tts  # a fixed line (greeting) is never a reply
         rec = self.record.new_turn("agent", self.deps.wall())
+        rec.continues = continues
         self.events.emit(TurnStarted(self._clock.now(), rec.id, "agent"))
         s = self.deps.settings
         fallback = self.deps.fallback[0] if self.deps.fallback else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.call.events import BargeInDecided, BargeInHandled, CallEvent
+from app.call.events import AgentWentOn, BargeInDecided, BargeInHandled, CallEvent
 from app.metrics import Metrics
 from app.transcript import BargeInEvent, CallRecord
 
@@ -22,7 +22,9 @@ class CallBookkeeper:
         self._decided: BargeInDecided | None = None
 
     def __call__(self, event: CallEvent) -> None:
-        if isinstance(event, BargeInDecided):
+        if isinstance(event, AgentWentOn):  # a stop found false once the caller's turn was heard
+            self._metrics.bargein_resumed_total.labels(self._provider, event.reason).inc()
+        elif isinstance(event, BargeInDecided):
             self._decided = event
         elif isinstance(event, BargeInHandled):
             decided, self._decided = self._decided, None

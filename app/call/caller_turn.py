@@ -40,7 +40,8 @@ from app.bargein.detector import Keypress, State, TurnEnd
 from app.bargein.vad import VadState
 from app.call.draft import DRAFT_TURN_ID, Draft, EventGate
 from app.call.end_of_turn import EndOfTurn
-from app.call.events import KeyPressed, Transcribed, TurnStarted
+from app.call.events import AgentWentOn, KeyPressed, Transcribed, TurnStarted
+from app.call.going_on import go_on
 from app.call.hearing import Heard
 from app.call.turn import AgentTurn
 from app.call.turn_taking import Action as TurnAction
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from app.bargein.detector import BargeInPolicy, Input
     from app.bargein.vad import CallVad
     from app.call.events import CallEvents
+    from app.call.going_on import CutRest
     from app.call.hearing import Hearing
     from app.call.outbox import Outbox
     from app.call.session import CallDeps
@@ -116,6 +118,8 @@ class CallerTurnMixin:
         _agent_record: Turn | None
         _interrupted_at: float | None
         _late_heard: tuple[float, float, Heard] | None
+        _cut_rest: CutRest | None
+        _rests: dict[int, CutRest]
         _tasks: list[asyncio.Task[None]]
         _clock: Clock
         _metrics: Metrics
@@ -126,7 +130,8 @@ class CallerTurnMixin:
         async def _decide(self, event: Input) -> None: ...
         def _in_span(self, now: float) -> bool: ...
         def agent_active(self, now: float) -> bool: ...
-        def _start_agent_turn(self, text: str | None = None, prefix: str | None = None) -> None: ...
+        def _start_agent_turn(self, text: str | None = None, prefix: str | None = None,
+                              continues: int | None = None) -> None: ...
         def _finalize_agent_turn(self) -> None: ...
         def _turn_ended(self, rec: Turn, audio_ms: float | None) -> None: ...
         def _reply_tts(self) -> TtsEngine: ...
@@ -165,6 +170,9 @@ class CallerTurnMixin:
         rec.keys += self._keys
         self._keys, self._turn_due = "", None
         interrupted, self._interrupted_at = self._interrupted_at, None
+        rest, self._cut_rest = self._cut_rest, None
+        if interrupted is not None and rest is not None and self.hearing is not None:
+            self._rests[rec.id] = rest  # said instead of an answer if the turn holds no words (_words_in)
         start, self._utt_start = self._utt_start, None
         late, self._late_heard = self._late_heard, None
         prefix = self._acknowledgement(interrupted is not None)
@@ -222,11 +230,26 @@ class CallerTurnMixin:
         task.add_done_callback(self._hear_tasks.discard)
 
     def _words_in(self, rec: Turn, heard: Heard, ended_at: float, prefix: str | None) -> None:
-        """A caller turn's words are in: on record; the agent answers (later if the words sound unfinished)."""
+        """A caller turn's words are in: on record; the agent answers (later if the words sound unfinished), or,
+        when the turn stopped the agent and holds no words, goes on with what it was saying (going_on.py)."""
+        s = self.deps.settings
+        rest = self._rests.pop(rec.id, None)
+        reason = None
+        if s.bargein_go_on_without_words and not self._closing and self._user_record is None \
+                and not self._hearing_turns and not self.agent_active(self._clock.now()):
+            reason = go_on(rest, heard.text, heard.error, rec.keys)
+        rec.went_on = reason is not None
         self._turn_heard(rec, heard, ended_at)
         if self._closing:  # the caller hung up: their words are kept, nobody is left to answer
             return
-        s = self.deps.settings
+        if reason is not None and rest is not None:
+            self.events.emit(AgentWentOn(self._clock.now(), rest.bargein_id, rec.id, rest.turn_id, reason,
+                                         len(rest.rest)))
+            logger.info("the caller's turn held %s: the agent goes on with the rest of its turn (%d characters)",
+                        "no words" if reason == "no_words" else "only listener words", len(rest.rest),
+                        extra=self._log_extra)
+            self._start_agent_turn(text=rest.rest, continues=rest.turn_id)
+            return
         wait_s = s.turn_unfinished_wait_ms / 1000.0
         # "... a table for": the caller is likely to go on (the same reading of the words as progressive's)
         if wait_s > 0 and looks_unfinished(heard.text, heard.last_confidence, s.turn_unsure_confidence):
@@ -236,6 +259,7 @@ class CallerTurnMixin:
 
     def _turn_heard(self, rec: Turn, heard: Heard, ended_at: float) -> None:
         """A caller turn's words are in: on record, and the turn ends."""
+        self._rests.pop(rec.id, None)
         rec.text, rec.ended_at = heard.text, ended_at
         self.events.emit(Transcribed(self._clock.now(), rec.id, heard.text, round(heard.audio_ms, 1),
                                      round(heard.stt_ms, 1), heard.error))

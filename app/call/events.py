@@ -244,6 +244,19 @@ class Transcribed(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentWentOn(CallEvent):
+    """A caller turn that stopped the agent held no words (or only listener words): instead of answering it,
+    the agent goes on with the rest of its cut turn (app/call/going_on.py), a false barge-in found late."""
+
+    kind: ClassVar[str] = "went_on"
+    bargein_id: str  # the barge-in that cut the turn
+    user_turn_id: int
+    cut_turn_id: int
+    reason: str  # "no_words" or "listener_words"
+    rest_chars: int  # how much of the cut turn is said again
+
+
+@dataclass(frozen=True, slots=True)
 class KeyPressed(CallEvent):
     """A DTMF key from the caller."""
 
@@ -262,7 +275,7 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
     for cls in (
         WireReceived, WireSent, VadChanged, BargeInDecided, ClearSent, BargeInHandled, AudioQueued, MarkSent,
         MarkAcked, AudioDropped, LlmOpened, LlmToken, LlmClosed, TtsStarted, TtsFinished, TurnStarted,
-        TurnEnded, CallClosed, PolicyChanged, KeyPressed, Transcribed,
+        TurnEnded, CallClosed, PolicyChanged, KeyPressed, Transcribed, AgentWentOn,
     )
 }
 

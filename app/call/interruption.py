@@ -59,6 +59,7 @@ from app.bargein.playback import HeardPosition
 from app.bargein.vad import NearMiss, SpeechStarted, SpeechStopped, VadEvent
 from app.bargein.words import Kind, interruption
 from app.call.events import AudioDropped, BargeInDecided, BargeInHandled, ClearSent, PolicyChanged, Transcribed
+from app.call.going_on import CutRest, rest_from
 from app.call.turn import AgentTurn
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class BargeInMixin:
         _pauses: list[SpeechPaused]
         _interrupted_at: float | None
         _late_heard: tuple[float, float, Heard] | None
+        _cut_rest: CutRest | None
         # The session's (app/call/session.py) and the other parts'.
         deps: CallDeps
         protocol: TelephonyProtocol
@@ -322,6 +324,14 @@ class BargeInMixin:
         # 4. Cut the agent's turn at the last character the caller heard.
         cut = self._cut_agent_turn(turn, rec, heard, interrupted=True)
         t_end = clock.now()
+        bargein_id = held.id if held is not None else uuid.uuid4().hex[:12]
+        # What the caller did not hear, said after all if their turn turns out to hold no words (going_on.py):
+        # known only for a turn that had said everything it would (the LLM done, every sentence synthesised).
+        self._cut_rest = None
+        if turn is not None and cut is not None and turn.spoken_all and not turn.used_fallback and not turn.spans:
+            rest = rest_from(turn.text, cut.char_offset)
+            if rest:
+                self._cut_rest = CutRest(bargein_id, turn.turn_id, cut.heard_text, rest)
         self.outbox.not_before = t_end + self.deps.settings.bargein_hard_silence_ms / 1000.0
         self._interrupted_at = t0
         if self.record is not None:
@@ -331,7 +341,6 @@ class BargeInMixin:
         def ms(t: float, since: float) -> float:
             return round((t - since) * 1000.0, 3)
 
-        bargein_id = held.id if held is not None else uuid.uuid4().hex[:12]
         if held is None:
             self._emit_decided(bargein_id, t0, t_clear, t_tts, heard, turn, dropped)
         self.events.emit(BargeInHandled(

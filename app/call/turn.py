@@ -237,6 +237,8 @@ class AgentTurn:
         self.tts_stopped = False
         self.first_token_at: float | None = None  # the LLM's first token (call clock)
         self.finished = False  # all audio handed to the outbox (or the turn failed)
+        # Every sentence of the reply was synthesised (the LLM had ended): the turn's text is all it would say.
+        self.spoken_all = False
         self.used_fallback = False
         self._task: asyncio.Task[None] | None = None
         self._prefix = prefix
@@ -484,6 +486,7 @@ class AgentTurn:
             self._add_segment(synthesis)
             for a, b in spans:
                 self.spans.append((start_ms + synthesis.audio_ms_at(a), start_ms + synthesis.audio_ms_at(b)))
+        self.spoken_all = True
 
     def _unmark(self, sentence: str) -> tuple[str, list[tuple[int, int]]]:
         """The sentence without span markers, and the character ranges of it that are uninterruptible."""

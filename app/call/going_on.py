@@ -1,0 +1,69 @@
+"""Going on after a false barge-in found late: the caller's turn held no words, so the agent says the rest.
+
+Theory of operation
+-------------------
+The barge-in policy (app/bargein/detector.py) settles a candidate within about a second, from the sound alone:
+a sound that goes on and looks like speech is the caller taking the turn, and the agent's turn is stopped (the
+LLM stream closed, the turn cut on record at the heard position). Some such sounds are not the caller taking the
+turn at all: a dog barking for a second, a cough fit, a long "mmm-hmm", a television. The recognizer tells, once
+the caller's turn has ended: it hears no words, or only a listener's words ("mm-hmm", "yeah", "okay").
+Answering such a turn answers nothing (the demo agent moves on to its next line, a hosted LLM is asked about
+"[the caller spoke]"), and the rest of what the agent was saying is lost. So the agent goes on instead: the
+unheard rest of its cut turn, from the start of the word the caller stopped hearing (at most one word back,
+as a resume does), said as a new agent turn that continues the cut one (`Turn.continues`). The caller hears a
+longer pause than a resume gives, not a lost turn.
+
+Only what the agent's turn had fully produced can be said: the rest is known when the LLM had finished and
+every sentence of it was synthesised before the stop (`AgentTurn.spoken_all`); a reply cut while the LLM
+was still streaming goes the old way (answered, with the cut turn in the context as heard). Nor does the agent
+go on when the heard part already asked the caller something ("...would you like to book?" then "yeah": an
+answer, not a backchannel), when keys were pressed, or when the recognizer failed (no words because it could
+not hear, not because nothing was said). BARGEIN_GO_ON_WITHOUT_WORDS turns it off.
+
+This module holds the decision and what it needs; the session (app/call/caller_turn.py) acts on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from app.bargein.words import interruption
+
+GoOnReason = Literal["no_words", "listener_words"]
+
+_WORD_CHAR = re.compile(r"[\w']")
+
+
+@dataclass(frozen=True, slots=True)
+class CutRest:
+    """What a stop left unsaid of the agent's turn."""
+
+    bargein_id: str
+    turn_id: int  # the cut agent turn
+    heard_text: str  # what the caller heard of it
+    rest: str  # the unheard rest, from the start of the word the caller stopped hearing
+
+
+def rest_from(text: str, char_offset: int) -> str:
+    """The rest of `text` after a cut at `char_offset`, from the start of the word being said there.
+
+    A cut inside a word starts at that word (said again whole); a cut between words starts at the next word.
+    """
+    start = max(0, min(char_offset, len(text)))
+    while start > 0 and start < len(text) and _WORD_CHAR.match(text[start]) and _WORD_CHAR.match(text[start - 1]):
+        start -= 1
+    return text[start:].strip()
+
+
+def go_on(rest: CutRest | None, words: str, recognizer_error: str | None, keys: str) -> GoOnReason | None:
+    """Why the agent goes on with `rest` instead of answering a caller turn heard as `words`; None: it answers."""
+    if rest is None or not rest.rest or recognizer_error is not None or keys:
+        return None
+    kind = interruption(words)
+    if kind is None:
+        return "no_words"
+    if kind == "backchannel" and "?" not in rest.heard_text:
+        return "listener_words"
+    return None

@@ -1,0 +1,69 @@
+"""Going on after a caller turn without words: the decision, the rest of the cut turn, and what the LLM reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.call.going_on import CutRest, go_on, rest_from
+from app.call.llm_context import CUT_MARK, NO_TRANSCRIPT, llm_messages
+from app.call.tools import ToolLedger
+from app.transcript import CallRecord
+
+TEXT = "Our opening hours are nine to five on weekdays."
+
+
+@pytest.mark.parametrize(("offset", "rest"), [
+    (0, TEXT),
+    (4, "opening hours are nine to five on weekdays."),  # at a word's first letter
+    (8, "opening hours are nine to five on weekdays."),  # inside "opening": said again whole
+    (11, "hours are nine to five on weekdays."),  # in the space after "opening": the next word
+    (len(TEXT) - 3, "weekdays."),
+    (len(TEXT), ""),  # heard to the end: nothing left
+])
+def test_the_rest_starts_at_the_word_being_said(offset: int, rest: str) -> None:
+    assert rest_from(TEXT, offset) == rest
+
+
+def _rest(heard: str = "Our opening") -> CutRest:
+    return CutRest("b1", 1, heard, rest_from(TEXT, len(heard)))
+
+
+@pytest.mark.parametrize(("words", "error", "keys", "reason"), [
+    ("", None, "", "no_words"),
+    ("...", None, "", "no_words"),  # punctuation is no words
+    ("Mm-hmm.", None, "", "listener_words"),
+    ("Yeah, okay.", None, "", "listener_words"),
+    ("What time do you open?", None, "", None),  # a question: answered
+    ("Wait.", None, "", None),  # a stop word: answered
+    ("", "timeout", "", None),  # the recognizer failed: it does not know that nothing was said
+    ("", None, "12", None),  # keys are a turn
+])
+def test_only_a_turn_without_words_or_with_listener_words_goes_on(
+        words: str, error: str | None, keys: str, reason: str | None) -> None:
+    assert go_on(_rest(), words, error, keys) == reason
+
+
+def test_no_rest_no_going_on_and_a_question_heard_makes_yeah_an_answer() -> None:
+    assert go_on(None, "", None, "") is None
+    assert go_on(CutRest("b1", 1, TEXT, ""), "", None, "") is None  # heard to the end
+    asked = CutRest("b1", 1, "Would you like to book? I", "can also")
+    assert go_on(asked, "Yeah.", None, "") is None
+    assert go_on(asked, "", None, "") == "no_words"
+
+
+def test_the_llm_reads_a_continued_turn_uncut_and_not_the_wordless_turn_between() -> None:
+    record = CallRecord("c", "twilio", 0.0)
+    cut = record.new_turn("agent", 0.0)
+    cut.text, cut.interrupted = "Our opening", True
+    noise = record.new_turn("user", 0.0)
+    noise.went_on, noise.ended_at = True, 1.0
+    rest = record.new_turn("agent", 0.0)
+    rest.text, rest.continues = "opening hours are nine to five.", cut.id
+    asked = record.new_turn("user", 0.0)
+    asked.text = "Thanks."
+    messages = llm_messages("sys", record.history(), ToolLedger(), None)
+    assert [m["content"] for m in messages[1:]] == ["Our opening", "opening hours are nine to five.", "Thanks."]
+    # without the continuation the cut is marked and the turn without words says so
+    rest.continues, noise.went_on = None, False
+    contents = [m["content"] for m in llm_messages("sys", record.history(), ToolLedger(), None)[1:]]
+    assert contents[:2] == [f"Our opening{CUT_MARK}", NO_TRANSCRIPT]

@@ -1,0 +1,89 @@
+"""A caller turn that stopped the agent but held no words: the agent goes on with the rest of what it was saying.
+
+Over real sockets: the real app under uvicorn, the provider-edge emulator, a loopback LLM speaking OpenAI's
+streaming protocol (it keeps every request), and the Deepgram client against the loopback Deepgram server, whose
+words are scripted: the behaviour under test is what the agent does with a turn's words (none, "mm-hmm", a
+question), not the recognizer's accuracy. The caller's audio is a real read sentence (1.7 s), long enough to be
+taken as the caller's turn by the barge-in policy, so the agent's turn is stopped, not resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.bench.stt import read_wav
+from app.call.going_on import rest_from
+from app.edge.deepgram_server import DeepgramServer, script_words
+from app.edge.emulator import EmulatedCall
+from app.edge.llm_server import ScriptedLlmServer
+from tests.e2e.records import record_when
+from tests.e2e.speech import GREETING
+
+CLIP = Path(__file__).resolve().parents[1] / "corpus" / "speech" / "read_01_libri3982F.wav"  # one utterance
+ANSWER = "We open at nine."
+
+
+def _third_turn_over(record: dict[str, Any]) -> bool:
+    turns = record["turns"]
+    return len(turns) >= 3 and turns[2]["role"] == "agent" and bool(turns[2]["ended_at"])
+
+
+async def _call(server_factory: Any, provider: str, words: str, starting: asyncio.Lock) -> dict[str, Any]:
+    script = script_words(words, start_s=0.3, word_s=0.25) if words else ()
+    async with DeepgramServer(script) as dg, ScriptedLlmServer([ANSWER], token_delay_s=0.005) as llm:
+        async with starting:  # started from a thread, as this loop runs the loopbacks; one at a time
+            srv = await asyncio.to_thread(
+                server_factory, agent_greeting=GREETING, stt_engine="deepgram", deepgram_url=dg.url,
+                deepgram_api_key="test-key", llm_base_url=llm.base_url)
+        async with EmulatedCall.start(provider, srv.url) as call:
+            # into the third sentence of the greeting: the rest is a few seconds long
+            await call.wait_until(lambda: call.played_samples > 7.5 * 8000, 20)
+            await call.send_audio(read_wav(CLIP))
+            sent = call.played_samples
+            await call.send_silence(1.2)
+            record = await record_when(srv.url, call.call_id, _third_turn_over, timeout_s=30)
+            played = call.played_samples - sent  # the third turn's audio at the edge (the second is the caller's)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            metrics = (await client.get(f"{srv.url}/metrics")).text
+    return {"record": record, "asked": len(llm.chat_requests), "played": played, "metrics": metrics}
+
+
+def _went_on_metric(metrics: str, reason: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("bargein_bargein_resumed_total{") and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# One provider: the decision is the session's; each wire's clear and audio are tested in test_bargein.py.
+@pytest.mark.parametrize("provider", ["twilio"])
+def test_a_turn_without_words_gets_the_rest_of_the_cut_turn_and_a_question_gets_an_answer(
+        provider: str, server_factory: Any) -> None:
+    async def all_three() -> list[dict[str, Any]]:
+        starting = asyncio.Lock()
+        return list(await asyncio.gather(*(
+            _call(server_factory, provider, words, starting)
+            for words in ("", "Mm-hmm.", "What time do you open?"))))
+
+    silent, listener, question = asyncio.run(all_three())
+    for outcome, reason in ((silent, "no_words"), (listener, "listener_words")):
+        greeting, user, rest = outcome["record"]["turns"][:3]
+        assert greeting["interrupted"] and greeting["heard_chars"] < len(GREETING), greeting
+        assert user["went_on"] and rest["continues"] == greeting["id"], outcome["record"]["turns"]
+        # the unheard rest, from the start of the word the caller stopped hearing: nothing heard in full is lost
+        assert rest["text"] == rest_from(greeting["intended_text"], greeting["heard_chars"]), rest
+        assert GREETING.endswith(rest["text"]) and len(rest["text"]) > 20, rest
+        assert outcome["asked"] == 0, "the LLM was asked about a turn without words"
+        assert outcome["played"] > 0.5 * 8000, "the rest was not heard at the edge"
+        assert _went_on_metric(outcome["metrics"], reason) == 1.0, reason
+    assert silent["record"]["turns"][1]["text"] == "" and listener["record"]["turns"][1]["text"] == "Mm-hmm."
+    # words that are not a listener's: answered as ever, the cut turn left cut
+    greeting, user, answer = question["record"]["turns"][:3]
+    assert greeting["interrupted"] and not user["went_on"] and user["text"] == "What time do you open?"
+    assert answer["continues"] is None and answer["text"] == ANSWER, answer
+    assert question["asked"] >= 1 and _went_on_metric(question["metrics"], "no_words") == 0.0
