@@ -239,12 +239,13 @@ class CallerTurnMixin:
                 and not self._hearing_turns and not self.agent_active(self._clock.now()):
             reason = go_on(rest, heard.text, heard.error, rec.keys)
         rec.went_on = reason is not None
+        if reason is not None and rest is not None:  # told before the turn ends: its span and record carry it
+            self.events.emit(AgentWentOn(self._clock.now(), rest.bargein_id, rec.id, rest.turn_id, reason,
+                                         len(rest.rest)))
         self._turn_heard(rec, heard, ended_at)
         if self._closing:  # the caller hung up: their words are kept, nobody is left to answer
             return
         if reason is not None and rest is not None:
-            self.events.emit(AgentWentOn(self._clock.now(), rest.bargein_id, rec.id, rest.turn_id, reason,
-                                         len(rest.rest)))
             logger.info("the caller's turn held %s: the agent goes on with the rest of its turn (%d characters)",
                         "no words" if reason == "no_words" else "only listener words", len(rest.rest),
                         extra=self._log_extra)

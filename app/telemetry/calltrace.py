@@ -20,7 +20,8 @@ vad_duration_ms, energy_dbfs (the decision); clear_sent_ms, tts_flush_ms, llm_ca
 settled_ms (the handling, as in the call record: clear_sent_ms from the deciding frame, the rest from the
 decision that settled it); agent_utterance_truncated_at (the character offset the agent's turn was cut at),
 cut_word_index, heard_audio_ms, heard_turn_id, audio_chunks_dropped; outcome, reason and false_barge_in (true
-when the agent resumed: a backchannel, a noise, its own echo); in_flight_tools_canceled and
+when the agent resumed: a backchannel, a noise, its own echo; a caller turn after which the agent went on with
+the rest of its cut turn carries went_on and false_barge_in instead); in_flight_tools_canceled and
 in_flight_tools_completed (the mutations it cancelled, the reads it let finish: app/call/tools.py).
 
 An agent turn that answers the caller carries turn_gap_ms (app/telemetry/turngap.py) and every agent turn
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.call.events import (
+    AgentWentOn,
     AudioDropped,
     AudioQueued,
     BargeInDecided,
@@ -115,7 +117,7 @@ class CallTrace:
             LlmOpened: self._llm_open, LlmToken: self._llm_token, LlmClosed: self._llm_close,
             TtsStarted: self._tts_start, TtsFinished: self._tts_done, AudioQueued: self._audio_queued,
             BargeInDecided: self._bargein, ClearSent: self._clear, AudioDropped: self._dropped,
-            BargeInHandled: self._bargein_done, CallClosed: self._call_end,
+            BargeInHandled: self._bargein_done, AgentWentOn: self._went_on, CallClosed: self._call_end,
         }
         self._handlers = handlers
 
@@ -263,6 +265,15 @@ class CallTrace:
             heard_audio_ms=e.heard_audio_ms, resumed_from_ms=e.resumed_from_ms,
             in_flight_tools_canceled=e.in_flight_tools_canceled, in_flight_tools_completed=e.in_flight_tools_completed,
         )),)
+
+    def _went_on(self, e: AgentWentOn) -> tuple[SpanChange, ...]:
+        """A stop found false once the caller's turn was heard (no words): the caller turn's span says so, and the
+        call counts it with the resumed ones."""
+        self._resumed += 1
+        key = f"turn:{e.user_turn_id}"
+        if key in self._open:
+            self._extra.setdefault(key, {}).update(went_on=e.reason, false_barge_in=True)
+        return _NOTHING
 
     # -- the end ---------------------------------------------------------------------------------------
     def _call_end(self, e: CallClosed) -> tuple[SpanChange, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.call.events import (
+    AgentWentOn,
     AudioDropped,
     AudioQueued,
     BargeInDecided,
@@ -113,6 +114,15 @@ def test_barge_in_spans_carry_the_tuning_attributes_under_the_turn_they_interrup
     assert stopped["llm_cancel_ms"] == 40.0 and stopped["tts_flush_ms"] == 0.5 and stopped["total_handle_ms"] == 70.0
     assert stopped["agent_utterance_truncated_at"] == 12 and stopped["cut_word_index"] == 2
     assert stopped["audio_chunks_dropped"] == 12
+
+
+def test_a_caller_turn_without_words_that_the_agent_went_on_over_is_a_false_barge_in() -> None:
+    events = CALL[:-1] + [AgentWentOn(16.9, "b2", 3, 2, "no_words", 40), user_end(16.9, 3), CallClosed(17.0, "stop")]
+    _, changes = run(events)
+    ends = closed(changes)
+    assert ends["turn:3"].attributes["went_on"] == "no_words" and ends["turn:3"].attributes["false_barge_in"] is True
+    assert "went_on" not in ends["turn:1"].attributes
+    assert ends["call"].attributes["false_barge_ins"] == 2  # the resumed one and this one
 
 
 def test_turns_carry_their_cut_gap_and_first_audio_and_children_hang_under_them() -> None:
