@@ -136,6 +136,7 @@ class ClipRun:
     new_agent_turn: bool | None = None  # the record shows an agent turn after the interrupted one
     lost_turn: bool | None = None  # noise: some clear not followed by the same turn within RESUME_WINDOW_S
     went_on_later: bool | None = None  # the record: a caller turn without words, then the rest of the cut turn
+    caller_said: list[str] = field(default_factory=list)  # noise: the record's caller turns' words (what was lost to)
     turn_ended: bool | None = None  # short/stop words: a clear and no same-turn audio within the window
     resumed_fast: bool | None = None  # short words: agent audio within BACKCHANNEL_RESUME_S of the word's end
     yielded: bool | None = None  # speech: after some clear past the onset the agent's turn did not go on
@@ -425,7 +426,10 @@ class AccuracyRunner:
                 t.get("role") == "agent" and int(t.get("id", 0)) > first_turn for t in record.get("turns", [])
             )
         if record is not None:
-            run.went_on_later = any(t.get("went_on") for t in record.get("turns", []) if t.get("role") == "user")
+            users = [t for t in record.get("turns", []) if t.get("role") == "user"]
+            run.went_on_later = any(t.get("went_on") for t in users)
+            if clip.kind == "noise":
+                run.caller_said = [str(t.get("text") or "")[:60] for t in users]
         hangup = call.closed_at if call.closed_at is not None else float("inf")
 
         def went_on(i: int) -> bool:

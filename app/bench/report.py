@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.bench.accuracy import ClipRun, Phase
@@ -598,6 +599,9 @@ def condition_summary(p: Phase) -> dict[str, Any]:
         "clears": sum(r.all_clears for r in ok),
         "record_outcomes": _tally(o for r in ok for o in r.outcomes),
         "new_agent_turn": sum(bool(r.new_agent_turn) for r in ok),
+        # Each lost turn's clip and what the recognizer made of the caller turn(s) it was lost to.
+        "lost_to": [f"{Path(r.clip).name}: " + (" | ".join(repr(w) for w in r.caller_said) or "no caller turn")
+                    for r in quiet if r.lost_turn],
         "violations": sum(r.violations for r in p.runs),
     }
 
@@ -669,6 +673,8 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
             if s["record_outcomes"]:
                 out.append(f"    {_label(s)}: {s['clears']} clears; server record outcomes: "
                            + ", ".join(f"{k} {v}" for k, v in s["record_outcomes"].items()))
+            if s.get("lost_to"):
+                out.append(f"    {_label(s)}: lost turns (clip: the caller turns' words): " + "; ".join(s["lost_to"]))
             if s["errors"]:
                 out.append(f"    {_label(s)} errors: " + "; ".join(s["errors"]))
     return out, summaries
