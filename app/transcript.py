@@ -54,6 +54,9 @@ class BargeInEvent:
     resumed_from_ms: float | None = None
     in_flight_tools_canceled: int = 0  # mutations in flight the barge-in cancelled
     in_flight_tools_completed: int = 0  # reads in flight it let run to completion
+    # The kind of the caller's words that followed it, once heard (app/bargein/words.py: backchannel, stop,
+    # correction, cancellation, redirect, clarification); None: no words, or not heard (no recognizer).
+    kind: str | None = None
 
 
 @dataclass(slots=True)

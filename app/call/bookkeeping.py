@@ -6,9 +6,10 @@ record `GET /calls/{id}` serves, the Prometheus figures and a recording all come
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
-from app.call.events import AgentWentOn, BargeInDecided, BargeInHandled, CallEvent
+from app.call.events import AgentWentOn, BargeInDecided, BargeInHandled, CallEvent, InterruptionHeard
 from app.metrics import Metrics
 from app.transcript import BargeInEvent, CallRecord
 
@@ -24,6 +25,12 @@ class CallBookkeeper:
     def __call__(self, event: CallEvent) -> None:
         if isinstance(event, AgentWentOn):  # a stop found false once the caller's turn was heard
             self._metrics.bargein_resumed_total.labels(self._provider, event.reason).inc()
+        elif isinstance(event, InterruptionHeard):  # the words came after the barge-in was settled
+            bargeins = self._record.bargeins
+            for i in range(len(bargeins) - 1, -1, -1):
+                if bargeins[i].id == event.bargein_id:
+                    bargeins[i] = dataclasses.replace(bargeins[i], kind=event.words_kind)
+                    break
         elif isinstance(event, BargeInDecided):
             self._decided = event
         elif isinstance(event, BargeInHandled):

@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Any, assert_never
 from app.audio import ulaw_to_pcm16
 from app.bargein.detector import Keypress, State, TurnEnd
 from app.bargein.vad import VadState
+from app.bargein.words import interruption
 from app.call.draft import DRAFT_TURN_ID, Draft, EventGate
 from app.call.end_of_turn import EndOfTurn
-from app.call.events import AgentWentOn, KeyPressed, Transcribed, TurnStarted
+from app.call.events import AgentWentOn, InterruptionHeard, KeyPressed, Transcribed, TurnStarted
 from app.call.going_on import go_on
 from app.call.hearing import Heard
 from app.call.turn import AgentTurn
@@ -120,6 +121,8 @@ class CallerTurnMixin:
         _late_heard: tuple[float, float, Heard] | None
         _cut_rest: CutRest | None
         _rests: dict[int, CutRest]
+        _stopped_by: str | None
+        _turn_bargein: dict[int, str]
         _tasks: list[asyncio.Task[None]]
         _clock: Clock
         _metrics: Metrics
@@ -171,8 +174,12 @@ class CallerTurnMixin:
         self._keys, self._turn_due = "", None
         interrupted, self._interrupted_at = self._interrupted_at, None
         rest, self._cut_rest = self._cut_rest, None
-        if interrupted is not None and rest is not None and self.hearing is not None:
-            self._rests[rec.id] = rest  # said instead of an answer if the turn holds no words (_words_in)
+        stopped_by, self._stopped_by = self._stopped_by, None
+        if interrupted is not None and self.hearing is not None:
+            if rest is not None:
+                self._rests[rec.id] = rest  # said instead of an answer if the turn holds no words (_words_in)
+            if stopped_by is not None:
+                self._turn_bargein[rec.id] = stopped_by  # its record gets the kind of the words (_turn_heard)
         start, self._utt_start = self._utt_start, None
         late, self._late_heard = self._late_heard, None
         prefix = self._acknowledgement(interrupted is not None)
@@ -261,6 +268,9 @@ class CallerTurnMixin:
     def _turn_heard(self, rec: Turn, heard: Heard, ended_at: float) -> None:
         """A caller turn's words are in: on record, and the turn ends."""
         self._rests.pop(rec.id, None)
+        bargein_id = self._turn_bargein.pop(rec.id, None)
+        if bargein_id is not None and heard.error is None:
+            self.events.emit(InterruptionHeard(self._clock.now(), bargein_id, interruption(heard.text)))
         rec.text, rec.ended_at = heard.text, ended_at
         self.events.emit(Transcribed(self._clock.now(), rec.id, heard.text, round(heard.audio_ms, 1),
                                      round(heard.stt_ms, 1), heard.error))

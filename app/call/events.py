@@ -244,6 +244,17 @@ class Transcribed(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class InterruptionHeard(CallEvent):
+    """The caller's words that followed a barge-in are in: their interruption kind (app/bargein/words.py), or
+    None when they hold no words. The words of a short utterance the agent resumed over, or of the caller's
+    turn that a stop opened."""
+
+    kind: ClassVar[str] = "bargein_words"
+    bargein_id: str
+    words_kind: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class AgentWentOn(CallEvent):
     """A caller turn that stopped the agent held no words (or only listener words): instead of answering it,
     the agent goes on with the rest of its cut turn (app/call/going_on.py), a false barge-in found late."""
@@ -275,7 +286,7 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
     for cls in (
         WireReceived, WireSent, VadChanged, BargeInDecided, ClearSent, BargeInHandled, AudioQueued, MarkSent,
         MarkAcked, AudioDropped, LlmOpened, LlmToken, LlmClosed, TtsStarted, TtsFinished, TurnStarted,
-        TurnEnded, CallClosed, PolicyChanged, KeyPressed, Transcribed, AgentWentOn,
+        TurnEnded, CallClosed, PolicyChanged, KeyPressed, Transcribed, AgentWentOn, InterruptionHeard,
     )
 }
 

@@ -58,7 +58,15 @@ from app.bargein.near_miss import NearMissConfig, NearMissTracker
 from app.bargein.playback import HeardPosition
 from app.bargein.vad import NearMiss, SpeechStarted, SpeechStopped, VadEvent
 from app.bargein.words import Kind, interruption
-from app.call.events import AudioDropped, BargeInDecided, BargeInHandled, ClearSent, PolicyChanged, Transcribed
+from app.call.events import (
+    AudioDropped,
+    BargeInDecided,
+    BargeInHandled,
+    ClearSent,
+    InterruptionHeard,
+    PolicyChanged,
+    Transcribed,
+)
 from app.call.going_on import CutRest, rest_from
 from app.call.turn import AgentTurn
 
@@ -134,6 +142,7 @@ class BargeInMixin:
         _interrupted_at: float | None
         _late_heard: tuple[float, float, Heard] | None
         _cut_rest: CutRest | None
+        _stopped_by: str | None
         # The session's (app/call/session.py) and the other parts'.
         deps: CallDeps
         protocol: TelephonyProtocol
@@ -327,6 +336,7 @@ class BargeInMixin:
         bargein_id = held.id if held is not None else uuid.uuid4().hex[:12]
         # What the caller did not hear, said after all if their turn turns out to hold no words (going_on.py):
         # known only for a turn that had said everything it would (the LLM done, every sentence synthesised).
+        self._stopped_by = bargein_id  # the caller's turn this opens is this barge-in's words
         self._cut_rest = None
         if turn is not None and cut is not None and turn.spoken_all and not turn.used_fallback and not turn.spans:
             rest = rest_from(turn.text, cut.char_offset)
@@ -393,15 +403,17 @@ class BargeInMixin:
         echo_line = self.guard is not None and self.guard.echo_seen
         if self.hearing is not None and start is not None and reason in LATE_WORDS_AFTER and not (
                 reason == "noise" and echo_line):
-            self._spawn(self._late_words(start, t1, self._candidate_gen))
+            self._spawn(self._late_words(start, t1, self._candidate_gen, bargein_id=held.id))
 
     async def _late_words(self, start: float, end: float, gen: int,
-                          kinds: frozenset[Kind | None] | None = None) -> None:
+                          kinds: frozenset[Kind | None] | None = None, bargein_id: str | None = None) -> None:
         """The words of a short utterance the agent talked over; they may stop it (only words of `kinds`, if
-        given) while nothing newer happened."""
+        given) while nothing newer happened. `bargein_id`: the resumed barge-in they followed (its kind)."""
         assert self.hearing is not None
         heard = await self.hearing.hear(start, end)
         now = self._clock.now()
+        if bargein_id is not None and heard.error is None:
+            self.events.emit(InterruptionHeard(now, bargein_id, interruption(heard.text)))
         if kinds is not None and interruption(heard.text) not in kinds:
             # A near miss's words that could not stop the agent are a guess at a sound ("You", "What?" from a
             # cough): kept off the record and away from the tools (a "correction" there cancels mutations).

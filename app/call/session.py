@@ -180,6 +180,9 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
         # said if that turn holds no words; by caller turn id while the turn is being heard.
         self._cut_rest: CutRest | None = None
         self._rests: dict[int, CutRest] = {}
+        # ... and the barge-in itself: its record gets the kind of the caller turn's words (InterruptionHeard)
+        self._stopped_by: str | None = None
+        self._turn_bargein: dict[int, str] = {}
         self._last_user_speech_ms = 0.0
         self._ack_credit = 0.0
         self._keys = ""  # DTMF keys of the caller's open turn

@@ -64,6 +64,8 @@ class _Progress:
     first_open: int = 0  # turns before this index are all queued
     queued_turns: set[int] = field(default_factory=set)
     bargeins: int = 0
+    # The barge-ins as queued: one whose words came later is a new object in the record, queued again.
+    queued_bargeins: list[object] = field(default_factory=list)
     header: tuple[object, ...] = ()
 
 
@@ -144,8 +146,14 @@ class StoreWriter:
             queued.discard(turns[progress.first_open].id)
             progress.first_open += 1
         bargeins = record.bargeins
+        queued_b = progress.queued_bargeins
+        for seq, queued_one in enumerate(queued_b):
+            if bargeins[seq] is not queued_one:  # replaced (app/call/bookkeeping.py): its words' kind came
+                queued_b[seq] = bargeins[seq]
+                self.put(bargein_row(call_id, seq, bargeins[seq]))
         while progress.bargeins < len(bargeins):
             self.put(bargein_row(call_id, progress.bargeins, bargeins[progress.bargeins]))
+            queued_b.append(bargeins[progress.bargeins])
             progress.bargeins += 1
         header = _header(record)
         if final or header != progress.header:

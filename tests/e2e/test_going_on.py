@@ -81,9 +81,12 @@ def test_a_turn_without_words_gets_the_rest_of_the_cut_turn_and_a_question_gets_
         assert outcome["asked"] == 0, "the LLM was asked about a turn without words"
         assert outcome["played"] > 0.5 * 8000, "the rest was not heard at the edge"
         assert _went_on_metric(outcome["metrics"], reason) == 1.0, reason
+        # the barge-in's record carries the kind of the words that followed it (none: no kind)
+        assert outcome["record"]["bargeins"][0]["kind"] == (None if reason == "no_words" else "backchannel")
     assert silent["record"]["turns"][1]["text"] == "" and listener["record"]["turns"][1]["text"] == "Mm-hmm."
     # words that are not a listener's: answered as ever, the cut turn left cut
     greeting, user, answer = question["record"]["turns"][:3]
     assert greeting["interrupted"] and not user["went_on"] and user["text"] == "What time do you open?"
     assert answer["continues"] is None and answer["text"] == ANSWER, answer
     assert question["asked"] >= 1 and _went_on_metric(question["metrics"], "no_words") == 0.0
+    assert question["record"]["bargeins"][0]["kind"] == "redirect"

@@ -5,6 +5,7 @@ keeps a call going when the store fails."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -300,6 +301,28 @@ async def test_the_writer_queues_only_ended_turns_until_the_call_closes(tmp_path
         assert stored is not None and [t.text for t in stored.turns] == ["partial", "hi"]
         assert stored.end_reason == "stop"
         assert writer.written == 4  # the header, turn 2; at the close turn 1 and the header: each row once
+    finally:
+        await writer.aclose()
+
+
+@in_loop
+async def test_a_bargein_whose_words_came_later_is_written_again_with_their_kind(tmp_path: Any) -> None:
+    store = await opened(f"sqlite:///{tmp_path}/calls.db")
+    writer = writer_for(store)
+    try:
+        record = a_record()
+        writer.opened(record, fresh=True)
+        writer.sync(record)
+        assert await writer.flush(5.0)
+        written = writer.written
+        # the caller's turn after the stop is heard: the bookkeeper replaces the barge-in with its kind
+        record.bargeins[0] = dataclasses.replace(record.bargeins[0], kind="correction")
+        writer.sync(record)
+        writer.sync(record)  # nothing new: nothing written again
+        assert await writer.flush(5.0)
+        stored = await store.get_call(CALL)
+        assert stored is not None and [b.kind for b in stored.bargeins] == ["correction", None]
+        assert writer.written == written + 1
     finally:
         await writer.aclose()
 
