@@ -6,7 +6,10 @@ The barge-in policy (app/bargein/detector.py) settles a candidate within about a
 a sound that goes on and looks like speech is the caller taking the turn, and the agent's turn is stopped (the
 LLM stream closed, the turn cut on record at the heard position). Some such sounds are not the caller taking the
 turn at all: a dog barking for a second, a cough fit, a long "mmm-hmm", a television. The recognizer tells, once
-the caller's turn has ended: it hears no words, or only a listener's words ("mm-hmm", "yeah", "okay").
+the caller's turn has ended: it hears no words, or only a listener's words ("mm-hmm", "yeah", "okay"). Whisper
+writes something for most noises (on the pool's: "You" for a knock, "Ow!" for a cat, "Pup pup pup pup!" for a
+bark): a turn made only of such vocalisations, or of one syllable over and over, counts as no words; a digit
+is a word.
 Answering such a turn answers nothing (the demo agent moves on to its next line, a hosted LLM is asked about
 "[the caller spoke]"), and the rest of what the agent was saying is lost. So the agent goes on instead: the
 unheard rest of its cut turn, from the start of the word the caller stopped hearing (at most one word back,
@@ -29,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from app.bargein.words import interruption
+from app.bargein.words import interruption, normalize
 
 GoOnReason = Literal["no_words", "listener_words"]
 
@@ -57,12 +60,33 @@ def rest_from(text: str, char_offset: int) -> str:
     return text[start:].strip()
 
 
+# What Whisper writes, as a whole turn, for a sound that holds no words: on the pool's noise clips a knock, rain,
+# wind or a mouse click come out as "You" (or "I"), a cat, a baby or a laugh as "Ow!", "Ahh!", "Whoo-hoo!".
+# No caller's turn is made of these alone; within a sentence they are left alone.
+VOCALISATIONS = frozenset({"you", "i", "ow", "ouch", "ah", "ahh", "aw", "ha", "hah", "heh", "hee", "ho", "hoo",
+                           "whoo", "woo", "ooh", "ugh", "argh", "eek", "achoo"})
+_ELONGATED = re.compile(r"^(?:([a-z])\1{2,}h*|[aeiou]+h{2,})$")  # "aaaah", "ahhhhhh", "ohhh": a held vowel
+_DIGIT = re.compile(r"\d")
+
+
+def babble(tokens: list[str]) -> bool:
+    """One syllable over and over ("Pup pup pup pup!", "Buh-buh-buh-buh!"): what Whisper writes for a bark or a
+    sneeze, not what a caller says. Three or more of the same token and nothing else."""
+    return len(tokens) >= 3 and len(set(tokens)) == 1
+
+
 def go_on(rest: CutRest | None, words: str, recognizer_error: str | None, keys: str) -> GoOnReason | None:
     """Why the agent goes on with `rest` instead of answering a caller turn heard as `words`; None: it answers."""
-    if rest is None or not rest.rest or recognizer_error is not None or keys:
-        return None
-    kind = interruption(words)
-    if kind is None:
+    if rest is None or not rest.rest or recognizer_error is not None or keys or _DIGIT.search(words):
+        return None  # a number is words ("5.": the recognizer writes digits, which the word rules drop)
+    tokens = normalize(words).replace("-", " ").split()
+    lexical = [t for t in tokens if t not in VOCALISATIONS and not _ELONGATED.match(t)]
+    if not lexical:
+        return "no_words"
+    said = " ".join(lexical)
+    kind = interruption(said)
+    # Babble that is not a known word ("no no no" is a stop, "yeah yeah yeah" a listener's) is no words.
+    if kind is None or (kind == "redirect" and babble(lexical)):
         return "no_words"
     if kind == "backchannel" and "?" not in rest.heard_text:
         return "listener_words"

@@ -31,6 +31,17 @@ def _rest(heard: str = "Our opening") -> CutRest:
 @pytest.mark.parametrize(("words", "error", "keys", "reason"), [
     ("", None, "", "no_words"),
     ("...", None, "", "no_words"),  # punctuation is no words
+    ("Pup pup pup pup!", None, "", "no_words"),  # Whisper's babble for a bark or a sneeze
+    ("Buh-buh-buh-buh-buh!", None, "", "no_words"),
+    ("No, no, no.", None, "", None),  # a command said three times is words
+    ("Pup pup.", None, "", None),  # twice is not babble
+    ("You", None, "", "no_words"),  # a knock, rain, wind: Whisper's commonest guess at a sound
+    ("Ow! Ahhhhhh!", None, "", "no_words"),
+    ("Oh. Ow.", None, "", "listener_words"),
+    ("Thank you.", None, "", "listener_words"),
+    ("Are you there?", None, "", None),
+    ("5.", None, "", None),  # a number is words, though the word rules drop digits
+    ("2013.", None, "", None),
     ("Mm-hmm.", None, "", "listener_words"),
     ("Yeah, okay.", None, "", "listener_words"),
     ("What time do you open?", None, "", None),  # a question: answered
