@@ -62,9 +62,11 @@ def test_spoken_phrases_word_error_is_bounded(engine: WhisperStt, spoken: list[A
 
 
 # The short encoder window writes "and so am i fell america ask not" for this clip (4 errors in 7 words), the full
-# one gets it right: on single clips the window size moves tiny.en's words either way (over the corpus pool's
-# labelled digits the short window made fewer errors; see providers/stt/whisper.py).
-@pytest.mark.parametrize(("window", "max_wer"), [("full", 0.3), ("short", 0.6)])
+# one gets it right on some CPUs: on single clips the window size moves tiny.en's words either way (over the corpus
+# pool's labelled digits the short window made fewer errors; see providers/stt/whisper.py), and so do the CPU's
+# int8 kernels: on an AMD EPYC without AVX-512 the full window writes "And so am I fellow America. Ask not."
+# (3 errors in 7). A broken engine, silence or the wrong language gives about 100%.
+@pytest.mark.parametrize(("window", "max_wer"), [("full", 0.45), ("short", 0.6)])
 def test_recorded_speech_with_word_times(window: Literal["short", "full"], max_wer: float) -> None:
     pcm = read_wav(JFK)
 
