@@ -230,6 +230,11 @@ class Settings(BaseSettings):
     turn_model_max_pending: int = Field(
         4, ge=1, le=64, description="End-of-turn model: asks queued or running per process; past it, no verdict."
     )
+    stt_join_resumed_s: float = Field(
+        2.0, ge=0, le=10,
+        description="A caller turn a stop opens is heard from a short utterance the agent resumed over this soon "
+                    "before it (the caller's first words, split off by a pause); 0: from the stopping sound only.",
+    )
     stt_wait_after_stop_s: float = Field(
         2.0, ge=0, description="After words like 'wait' stopped the agent, how long it waits for the caller."
     )

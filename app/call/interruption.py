@@ -143,6 +143,7 @@ class BargeInMixin:
         _late_heard: tuple[float, float, Heard] | None
         _cut_rest: CutRest | None
         _stopped_by: str | None
+        _resumed_utt: tuple[float, float] | None
         # The session's (app/call/session.py) and the other parts'.
         deps: CallDeps
         protocol: TelephonyProtocol
@@ -181,6 +182,11 @@ class BargeInMixin:
             speech_start = arrival - event.sustained_ms / 1000.0 if start is None else start
             if self._utt_start is None:
                 self._utt_start = speech_start
+                # The caller's first words may be a short utterance the agent resumed over a moment ago ("I --
+                # I'd like to change my booking"): the turn this sound may open is heard from there.
+                resumed = self._resumed_utt
+                if resumed is not None and speech_start - resumed[1] <= self.deps.settings.stt_join_resumed_s:
+                    self._utt_start = min(resumed[0], speech_start)
             guard = self.guard
             echo_possible = guard is not None and guard.echo_seen and guard.active(arrival)
             await self._decide(Candidate(
@@ -391,6 +397,7 @@ class BargeInMixin:
         ))
         logger.info("barge-in resumed (%s) after %.0f ms", reason, ms(t1), extra=self._log_extra)
         start, self._utt_start = self._utt_start, None
+        self._resumed_utt = None if start is None else (start, t1)
         # Speech too short to be a turn: the agent went on at once, and the words may still stop it ("stop" and
         # "okay" sound alike for half a second). Also when the second look called it a noise ("noise": a short
         # sound that Silero held as speech, then paused): a bare "stop" opens on /s/ and /t/, hiss and a burst,

@@ -191,6 +191,9 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
         self.hearing = None if deps.stt is None else Hearing(
             deps.stt, deps.clock.now, s.stt_preroll_ms / 1000.0, s.stt_max_turn_s, s.stt_timeout_s)
         self._utt_start: float | None = None  # the onset of the caller's speech in the open turn
+        # The last utterance the agent resumed over (its onset, when it was resumed): a turn that soon after is
+        # heard from its onset (app/call/interruption.py, STT_JOIN_RESUMED_S).
+        self._resumed_utt: tuple[float, float] | None = None
         self._speech_end: float | None = None  # ... and its end (the turn gap runs from here)
         self._candidate_gen = 0  # counts candidates: late words apply only to the latest
         self._hearing_turns: list[Turn] = []  # caller turns over, waiting for their words
