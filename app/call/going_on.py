@@ -16,9 +16,10 @@ unheard rest of its cut turn, from the start of the word the caller stopped hear
 as a resume does), said as a new agent turn that continues the cut one (`Turn.continues`). The caller hears a
 longer pause than a resume gives, not a lost turn.
 
-Only what the agent's turn had fully produced can be said: the rest is known when the LLM had finished and
-every sentence of it was synthesised before the stop (`AgentTurn.spoken_all`); a reply cut while the LLM
-was still streaming goes the old way (answered, with the cut turn in the context as heard). Nor does the agent
+Only what the agent's turn had produced can be said: all of it when the LLM had finished and every sentence was
+synthesised before the stop (`AgentTurn.spoken_all`); of a reply cut while the LLM was still streaming (the stop
+closed the stream), the rest up to the last whole sentence synthesised (`whole_sentences`), so the agent ends
+on a full stop, not mid-clause; with no whole sentence left it answers as before. Nor does the agent
 go on when the heard part already asked the caller something ("...would you like to book?" then "yeah": an
 answer, not a backchannel), when keys were pressed, or when the recognizer failed (no words because it could
 not hear, not because nothing was said). BARGEIN_GO_ON_WITHOUT_WORDS turns it off.
@@ -67,6 +68,15 @@ VOCALISATIONS = frozenset({"you", "i", "ow", "ouch", "ah", "ahh", "aw", "ha", "h
                            "whoo", "woo", "ooh", "ugh", "argh", "eek", "achoo"})
 _ELONGATED = re.compile(r"^(?:([a-z])\1{2,}h*|[aeiou]+h{2,})$")  # "aaaah", "ahhhhhh", "ohhh": a held vowel
 _DIGIT = re.compile(r"\d")
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """`text` up to the end of its last whole sentence ("" if none ends in it)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
 
 
 def babble(tokens: list[str]) -> bool:

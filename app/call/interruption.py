@@ -67,7 +67,7 @@ from app.call.events import (
     PolicyChanged,
     Transcribed,
 )
-from app.call.going_on import CutRest, rest_from
+from app.call.going_on import CutRest, rest_from, whole_sentences
 from app.call.turn import AgentTurn
 
 if TYPE_CHECKING:
@@ -341,11 +341,14 @@ class BargeInMixin:
         t_end = clock.now()
         bargein_id = held.id if held is not None else uuid.uuid4().hex[:12]
         # What the caller did not hear, said after all if their turn turns out to hold no words (going_on.py):
-        # known only for a turn that had said everything it would (the LLM done, every sentence synthesised).
+        # all of it when the turn had said everything it would (the LLM done, every sentence synthesised), else
+        # up to the last whole sentence it had.
         self._stopped_by = bargein_id  # the caller's turn this opens is this barge-in's words
         self._cut_rest = None
-        if turn is not None and cut is not None and turn.spoken_all and not turn.used_fallback and not turn.spans:
+        if turn is not None and cut is not None and not turn.used_fallback and not turn.spans:
             rest = rest_from(turn.text, cut.char_offset)
+            if not turn.spoken_all:
+                rest = whole_sentences(rest)
             if rest:
                 self._cut_rest = CutRest(bargein_id, turn.turn_id, cut.heard_text, rest)
         self.outbox.not_before = t_end + self.deps.settings.bargein_hard_silence_ms / 1000.0

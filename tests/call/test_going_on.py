@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.call.going_on import CutRest, go_on, rest_from
+from app.call.going_on import CutRest, go_on, rest_from, whole_sentences
 from app.call.llm_context import CUT_MARK, NO_TRANSCRIPT, llm_messages
 from app.call.tools import ToolLedger
 from app.transcript import CallRecord
@@ -22,6 +22,17 @@ TEXT = "Our opening hours are nine to five on weekdays."
 ])
 def test_the_rest_starts_at_the_word_being_said(offset: int, rest: str) -> None:
     assert rest_from(TEXT, offset) == rest
+
+
+@pytest.mark.parametrize(("text", "whole"), [
+    ("hours are nine to five. We are closed on Sun", "hours are nine to five."),
+    ("hours are nine to five! Open on Saturdays? Yes. And", "hours are nine to five! Open on Saturdays? Yes."),
+    ('it says "closed." Then', 'it says "closed."'),
+    ("hours are nine to five", ""),  # no whole sentence: nothing to say
+    ("version 2.5 is out. And", "version 2.5 is out."),  # a decimal point is not a sentence's end
+])
+def test_a_reply_cut_while_streaming_goes_on_to_its_last_whole_sentence(text: str, whole: str) -> None:
+    assert whole_sentences(text) == whole
 
 
 def _rest(heard: str = "Our opening") -> CutRest:

@@ -90,3 +90,40 @@ def test_a_turn_without_words_gets_the_rest_of_the_cut_turn_and_a_question_gets_
     assert answer["continues"] is None and answer["text"] == ANSWER, answer
     assert question["asked"] >= 1 and _went_on_metric(question["metrics"], "no_words") == 0.0
     assert question["record"]["bargeins"][0]["kind"] == "redirect"
+
+
+LONG_REPLY = (
+    "Sure. Your order left our warehouse yesterday afternoon and it is on the delivery truck this morning. "
+    "The driver usually arrives between nine and eleven, and you will get a text message about an hour before. "
+    "If nobody is at home, the parcel goes to the pickup point on Main Street, next to the pharmacy. "
+    "You can also change the delivery address or the day until eight tonight, on the website or here with me."
+)
+
+
+def test_a_reply_cut_while_the_llm_streams_goes_on_to_its_last_whole_sentence(server_factory: Any) -> None:
+    async def scenario() -> tuple[dict[str, Any], int]:
+        # 50 ms a token: the reply streams for about 4 s, and the caller's sound comes 2 s into its audio
+        async with DeepgramServer(()) as dg, ScriptedLlmServer([LONG_REPLY], token_delay_s=0.05) as llm:
+            srv = await asyncio.to_thread(
+                server_factory, agent_greeting="Hello.", stt_engine="deepgram", deepgram_url=dg.url,
+                deepgram_api_key="test-key", llm_base_url=llm.base_url)
+            async with EmulatedCall.start("twilio", srv.url) as call:
+                await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 10)
+                await call.send_audio(read_wav(CLIP))  # a turn the LLM answers (with no words: as ever)
+                await call.send_silence(1.0)
+                await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 3, timeout_s=20)
+                start = call.played_samples
+                await call.wait_until(lambda: call.played_samples - start > 2.0 * 8000, 20)
+                await call.send_audio(read_wav(CLIP))  # a sound while the reply still streams: stopped
+                await call.send_silence(1.2)
+                record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 5 and bool(
+                    r["turns"][4]["ended_at"]), timeout_s=30)
+            return record, len(llm.chat_requests)
+
+    record, asked = asyncio.run(scenario())
+    reply, user, rest = record["turns"][2:5]
+    assert reply["interrupted"] and len(reply["intended_text"]) < len(LONG_REPLY), reply  # cut mid-stream
+    assert user["went_on"] and rest["continues"] == reply["id"], record["turns"]
+    # the unheard rest as far as whole sentences went, ending on a full stop, never beyond what the LLM said
+    assert rest["text"] and rest["text"][-1] in ".!?" and rest["text"] in LONG_REPLY, rest
+    assert asked == 1, "the LLM was asked about the turn without words"
