@@ -218,8 +218,11 @@ def test_hiss_and_hum_at_minus_45_dbfs_and_below_never_start(model: SileroModel)
     events = asyncio.run(run_calls(audio, vads))
     assert {case: evs for case, evs in zip(cases, events, strict=True) if evs} == {}
     # Hiss and hum never pass the floor's SNR once it has settled: their windows need no probability, so
-    # nearly all of them are only queued for the model, never awaited.
-    assert batcher.stats.deferred > 0.9 * (batcher.stats.deferred + batcher.stats.windows)
+    # nearly all of them are only queued for the model, never awaited. (Counted against the windows fed:
+    # `stats.windows` counts the windows the model ran, deferred ones included once their lazy flush came,
+    # which on a slow machine it does before the calls end.)
+    fed = sum(len(a) // 256 for a in audio)  # 32 ms windows at 8 kHz
+    assert batcher.stats.deferred > 0.9 * fed, (batcher.stats, fed)
     batcher.drain_deferred()  # ... and the model still sees every one of them, all calls sharing each run
     assert batcher.stats.max_batch == len(cases)
 
