@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from app.bargein.detector import BargeInPolicy, Input
     from app.bargein.vad import CallVad
     from app.call.events import CallEvents
-    from app.call.going_on import CutRest
+    from app.call.going_on import StopLeft
     from app.call.hearing import Hearing
     from app.call.outbox import Outbox
     from app.call.session import CallDeps
@@ -119,10 +119,8 @@ class CallerTurnMixin:
         _agent_record: Turn | None
         _interrupted_at: float | None
         _late_heard: tuple[float, float, Heard] | None
-        _cut_rest: CutRest | None
-        _rests: dict[int, CutRest]
-        _stopped_by: str | None
-        _turn_bargein: dict[int, str]
+        _stop_left: StopLeft | None
+        _left_for: dict[int, StopLeft]
         _tasks: list[asyncio.Task[None]]
         _clock: Clock
         _metrics: Metrics
@@ -173,13 +171,11 @@ class CallerTurnMixin:
         rec.keys += self._keys
         self._keys, self._turn_due = "", None
         interrupted, self._interrupted_at = self._interrupted_at, None
-        rest, self._cut_rest = self._cut_rest, None
-        stopped_by, self._stopped_by = self._stopped_by, None
-        if interrupted is not None and self.hearing is not None:
-            if rest is not None:
-                self._rests[rec.id] = rest  # said instead of an answer if the turn holds no words (_words_in)
-            if stopped_by is not None:
-                self._turn_bargein[rec.id] = stopped_by  # its record gets the kind of the words (_turn_heard)
+        left, self._stop_left = self._stop_left, None
+        if interrupted is not None and self.hearing is not None and left is not None:
+            # The rest is said instead of an answer if the turn holds no words (_words_in); the barge-in's record
+            # gets the kind of the words (_turn_heard).
+            self._left_for[rec.id] = left
         start, self._utt_start = self._utt_start, None
         late, self._late_heard = self._late_heard, None
         prefix = self._acknowledgement(interrupted is not None)
@@ -240,7 +236,7 @@ class CallerTurnMixin:
         """A caller turn's words are in: on record; the agent answers (later if the words sound unfinished), or,
         when the turn stopped the agent and holds no words, goes on with what it was saying (going_on.py)."""
         s = self.deps.settings
-        rest = self._rests.pop(rec.id, None)
+        rest = self._left_for.get(rec.id)  # _turn_heard, below, lets go of it
         reason = None
         if s.bargein_go_on_without_words and not self._closing and self._user_record is None \
                 and not self._hearing_turns and not self.agent_active(self._clock.now()):
@@ -267,10 +263,9 @@ class CallerTurnMixin:
 
     def _turn_heard(self, rec: Turn, heard: Heard, ended_at: float) -> None:
         """A caller turn's words are in: on record, and the turn ends."""
-        self._rests.pop(rec.id, None)
-        bargein_id = self._turn_bargein.pop(rec.id, None)
-        if bargein_id is not None and heard.error is None:
-            self.events.emit(InterruptionHeard(self._clock.now(), bargein_id, interruption(heard.text)))
+        left = self._left_for.pop(rec.id, None)
+        if left is not None and heard.error is None:
+            self.events.emit(InterruptionHeard(self._clock.now(), left.bargein_id, interruption(heard.text)))
         rec.text, rec.ended_at = heard.text, ended_at
         self.events.emit(Transcribed(self._clock.now(), rec.id, heard.text, round(heard.audio_ms, 1),
                                      round(heard.stt_ms, 1), heard.error))

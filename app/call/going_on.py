@@ -41,13 +41,14 @@ _WORD_CHAR = re.compile(r"[\w']")
 
 
 @dataclass(frozen=True, slots=True)
-class CutRest:
-    """What a stop left unsaid of the agent's turn."""
+class StopLeft:
+    """What a stop left behind for the caller's turn it opened: the barge-in (its record gets the kind of that
+    turn's words) and the agent's turn it cut, with what it left unsaid (said if that turn holds no words)."""
 
     bargein_id: str
-    turn_id: int  # the cut agent turn
+    turn_id: int  # the cut agent turn (-1: the agent had none)
     heard_text: str  # what the caller heard of it
-    rest: str  # the unheard rest, from the start of the word the caller stopped hearing
+    rest: str  # the unheard rest, from the start of the word the caller stopped hearing ("": none to go on with)
 
 
 def rest_from(text: str, char_offset: int) -> str:
@@ -85,7 +86,7 @@ def babble(tokens: list[str]) -> bool:
     return len(tokens) >= 3 and len(set(tokens)) == 1
 
 
-def go_on(rest: CutRest | None, words: str, recognizer_error: str | None, keys: str) -> GoOnReason | None:
+def go_on(rest: StopLeft | None, words: str, recognizer_error: str | None, keys: str) -> GoOnReason | None:
     """Why the agent goes on with `rest` instead of answering a caller turn heard as `words`; None: it answers."""
     if rest is None or not rest.rest or recognizer_error is not None or keys or _DIGIT.search(words):
         return None  # a number is words ("5.": the recognizer writes digits, which the word rules drop)

@@ -67,7 +67,7 @@ from app.call.events import (
     PolicyChanged,
     Transcribed,
 )
-from app.call.going_on import CutRest, rest_from, whole_sentences
+from app.call.going_on import StopLeft, rest_from, whole_sentences
 from app.call.turn import AgentTurn
 
 if TYPE_CHECKING:
@@ -141,8 +141,7 @@ class BargeInMixin:
         _pauses: list[SpeechPaused]
         _interrupted_at: float | None
         _late_heard: tuple[float, float, Heard] | None
-        _cut_rest: CutRest | None
-        _stopped_by: str | None
+        _stop_left: StopLeft | None
         _resumed_utt: tuple[float, float] | None
         # The session's (app/call/session.py) and the other parts'.
         deps: CallDeps
@@ -340,17 +339,16 @@ class BargeInMixin:
         cut = self._cut_agent_turn(turn, rec, heard, interrupted=True)
         t_end = clock.now()
         bargein_id = held.id if held is not None else uuid.uuid4().hex[:12]
-        # What the caller did not hear, said after all if their turn turns out to hold no words (going_on.py):
-        # all of it when the turn had said everything it would (the LLM done, every sentence synthesised), else
-        # up to the last whole sentence it had.
-        self._stopped_by = bargein_id  # the caller's turn this opens is this barge-in's words
-        self._cut_rest = None
+        # For the caller's turn this opens (its words are this barge-in's kind): what the caller did not hear,
+        # said after all if that turn holds no words (going_on.py): all of it when the agent's turn had said
+        # everything it would (the LLM done, every sentence synthesised), else up to its last whole sentence.
+        rest = ""
         if turn is not None and cut is not None and not turn.used_fallback and not turn.spans:
             rest = rest_from(turn.text, cut.char_offset)
             if not turn.spoken_all:
                 rest = whole_sentences(rest)
-            if rest:
-                self._cut_rest = CutRest(bargein_id, turn.turn_id, cut.heard_text, rest)
+        self._stop_left = StopLeft(bargein_id, turn.turn_id if turn is not None else -1,
+                                   cut.heard_text if cut is not None else "", rest)
         self.outbox.not_before = t_end + self.deps.settings.bargein_hard_silence_ms / 1000.0
         self._interrupted_at = t0
         if self.record is not None:

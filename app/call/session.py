@@ -54,7 +54,7 @@ from app.call.events import (
     WireReceived,
     WireSent,
 )
-from app.call.going_on import CutRest
+from app.call.going_on import StopLeft
 from app.call.hearing import Heard, Hearing
 from app.call.interruption import BargeInMixin, Held
 from app.call.llm_context import CUT_MARK as CUT_MARK  # re-exported: tests and callers import them from here
@@ -176,13 +176,11 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
         self.events.subscribe(self._words_for_tools, frames=False)
         self._candidate: SpeechStarted | None = None  # the VAD's latest onset: its confidence goes on record
         self._interrupted_at: float | None = None  # a barge-in ended the agent's turn; the caller's turn follows
-        # What that barge-in left unsaid (app/call/going_on.py): taken by the caller's turn that follows it, and
-        # said if that turn holds no words; by caller turn id while the turn is being heard.
-        self._cut_rest: CutRest | None = None
-        self._rests: dict[int, CutRest] = {}
-        # ... and the barge-in itself: its record gets the kind of the caller turn's words (InterruptionHeard)
-        self._stopped_by: str | None = None
-        self._turn_bargein: dict[int, str] = {}
+        # That barge-in and what it left unsaid (app/call/going_on.py): taken by the caller's turn that follows
+        # it (the barge-in's record gets the kind of its words; the rest is said if it holds no words); by
+        # caller turn id while the turn is being heard.
+        self._stop_left: StopLeft | None = None
+        self._left_for: dict[int, StopLeft] = {}
         self._last_user_speech_ms = 0.0
         self._ack_credit = 0.0
         self._keys = ""  # DTMF keys of the caller's open turn

@@ -26,10 +26,10 @@ from pathlib import Path
 from app.bargein.words import interruption
 from app.bench.stats import wilson
 from app.bench.stt import phone_leg, read_wav
-from app.call.going_on import CutRest, go_on
+from app.call.going_on import StopLeft, go_on
 
 POOL = Path(__file__).resolve().parents[3] / "shared" / "corpus-pool"
-REST = CutRest("b", 1, "Our opening", "opening hours are nine to five on weekdays.")
+REST = StopLeft("b", 1, "Our opening", "opening hours are nine to five on weekdays.")
 
 
 def pool_rows(pool: Path) -> list[dict[str, str]]:

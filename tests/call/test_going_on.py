@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.call.going_on import CutRest, go_on, rest_from, whole_sentences
+from app.call.going_on import StopLeft, go_on, rest_from, whole_sentences
 from app.call.llm_context import CUT_MARK, NO_TRANSCRIPT, llm_messages
 from app.call.tools import ToolLedger
 from app.transcript import CallRecord
@@ -35,8 +35,8 @@ def test_a_reply_cut_while_streaming_goes_on_to_its_last_whole_sentence(text: st
     assert whole_sentences(text) == whole
 
 
-def _rest(heard: str = "Our opening") -> CutRest:
-    return CutRest("b1", 1, heard, rest_from(TEXT, len(heard)))
+def _rest(heard: str = "Our opening") -> StopLeft:
+    return StopLeft("b1", 1, heard, rest_from(TEXT, len(heard)))
 
 
 @pytest.mark.parametrize(("words", "error", "keys", "reason"), [
@@ -67,8 +67,8 @@ def test_only_a_turn_without_words_or_with_listener_words_goes_on(
 
 def test_no_rest_no_going_on_and_a_question_heard_makes_yeah_an_answer() -> None:
     assert go_on(None, "", None, "") is None
-    assert go_on(CutRest("b1", 1, TEXT, ""), "", None, "") is None  # heard to the end
-    asked = CutRest("b1", 1, "Would you like to book? I", "can also")
+    assert go_on(StopLeft("b1", 1, TEXT, ""), "", None, "") is None  # heard to the end
+    asked = StopLeft("b1", 1, "Would you like to book? I", "can also")
     assert go_on(asked, "Yeah.", None, "") is None
     assert go_on(asked, "", None, "") == "no_words"
 
