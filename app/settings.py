@@ -235,12 +235,6 @@ class Settings(BaseSettings):
         description="A caller turn a stop opens is heard from a short utterance the agent resumed over this soon "
                     "before it (the caller's first words, split off by a pause); 0: from the stopping sound only.",
     )
-    stt_join_turn_s: float = Field(
-        2.0, ge=0, le=10,
-        description="A caller turn a stop opens joins the caller's previous turn when its speech began this soon "
-                    "after that turn's speech ended and the stop cut the agent's answer to it (a pause mid-sentence "
-                    "ended the turn): heard from the previous turn's start, which leaves the LLM's history; 0: off.",
-    )
     stt_wait_after_stop_s: float = Field(
         2.0, ge=0, description="After words like 'wait' stopped the agent, how long it waits for the caller."
     )

@@ -28,9 +28,6 @@ class Turn:
     # Caller turns: it stopped the agent mid-turn and held no words, or only listener words ("mm-hmm"), so the
     # agent went on with the rest of its cut turn instead of answering it (app/call/going_on.py).
     went_on: bool = False
-    # Caller turns: the caller went on with it after a pause, stopping the agent's answer to it, and the later
-    # caller turn with this id was heard from its start (the whole sentence, once): not a turn of its own.
-    joined_into: int | None = None
     continues: int | None = None  # agent turns: the id of the cut agent turn whose rest this one says
 
 
@@ -84,10 +81,8 @@ class CallRecord:
 
     def history(self) -> list[Turn]:
         """Turns as the caller experienced them, for the next LLM request: a caller turn without words that the
-        agent went on over (a cough that stopped it) is a pause in the agent's talk, not a turn, and a turn the
-        caller went on with is in the turn that joined it."""
-        return [t for t in self.turns if t.joined_into is None
-                and ((t.role == "user" and not (t.went_on and not t.text)) or t.text)]
+        agent went on over (a cough that stopped it) is a pause in the agent's talk, not a turn."""
+        return [t for t in self.turns if (t.role == "user" and not (t.went_on and not t.text)) or t.text]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -153,13 +153,11 @@ class ClipRun:
 
 
 def heard_after_bargein(record: dict[str, Any] | None) -> str:
-    """The caller's turns after the first interrupted agent turn, joined (a pause may split what they said), less
-    the turns the server heard again inside a later one (`joined_into`: their words are in it)."""
+    """The caller's turns after the first interrupted agent turn, joined (a pause may split what they said)."""
     bargeins = (record or {}).get("bargeins") or []
     after = int(bargeins[0].get("turn_id") or 0) if bargeins else 0
     return " ".join(str(t.get("text") or "") for t in (record or {}).get("turns", [])
-                    if t.get("role") == "user" and int(t.get("id", 0)) > after
-                    and t.get("joined_into") is None).strip()
+                    if t.get("role") == "user" and int(t.get("id", 0)) > after).strip()
 
 
 def first_word_in(reference: str, heard: str) -> bool:

@@ -100,7 +100,6 @@ class CallerTurnMixin:
         _hearing_turns: list[Turn]
         _hear_tasks: set[asyncio.Task[None]]
         _turn_speech_end: dict[int, float]
-        _last_turn: tuple[Turn, float, float] | None
         _ack_credit: float
         _closing: bool
         _draft: Draft | None
@@ -160,26 +159,6 @@ class CallerTurnMixin:
             self._user_record = self.record.new_turn("user", self.deps.wall())
             self.events.emit(TurnStarted(at, self._user_record.id, "user"))
 
-    def _join_previous_turn(self, cut: AgentTurn | None) -> None:
-        """The caller's turn a stop just opened may finish the sentence their previous turn began: a pause
-        mid-sentence ended that turn, the agent began its answer, and the caller went on, stopping it. When the
-        stop cut the agent's answer to the previous turn (an agent turn started after it) and this speech began
-        within STT_JOIN_TURN_S of that turn's end of speech, the two are one turn: this one is heard from the
-        previous one's start (the recognizer gets the whole sentence, once: a fragment alone is often misread),
-        and the previous one stays on record, `joined_into` this one, out of the LLM's history."""
-        last, self._last_turn = self._last_turn, None
-        join_s = self.deps.settings.stt_join_turn_s
-        rec, onset = self._user_record, self._utt_start
-        if last is None or join_s <= 0 or cut is None or rec is None or onset is None:
-            return
-        previous, start, speech_end = last
-        if cut.turn_id <= previous.id or onset - speech_end > join_s:
-            return
-        self._utt_start = min(start, onset)
-        previous.joined_into = rec.id
-        logger.info("the caller went on %.0f ms after their turn %d ended: heard with turn %d",
-                    (onset - speech_end) * 1000.0, previous.id, rec.id, extra=self._log_extra)
-
     def _end_user_turn(self) -> None:
         if self.record is None:
             return
@@ -198,8 +177,6 @@ class CallerTurnMixin:
             # gets the kind of the words (_turn_heard).
             self._left_for[rec.id] = left
         start, self._utt_start = self._utt_start, None
-        # The turn a later stop may join (_join_previous_turn): only one whose audio is known (a recognizer).
-        self._last_turn = None if start is None else (rec, start, self._turn_speech_end[rec.id])
         late, self._late_heard = self._late_heard, None
         prefix = self._acknowledgement(interrupted is not None)
         spoken = self._turn_over(speech_end)

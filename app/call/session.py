@@ -180,9 +180,6 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
         # it (the barge-in's record gets the kind of its words; the rest is said if it holds no words); by
         # caller turn id while the turn is being heard.
         self._stop_left: StopLeft | None = None
-        # The caller's last turn (its record, speech onset and end) while a stop may still join it to the next
-        # (app/call/caller_turn.py, STT_JOIN_TURN_S).
-        self._last_turn: tuple[Turn, float, float] | None = None
         self._left_for: dict[int, StopLeft] = {}
         self._last_user_speech_ms = 0.0
         self._ack_credit = 0.0
