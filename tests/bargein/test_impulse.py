@@ -91,11 +91,16 @@ def test_a_candidate_costs_well_under_a_millisecond() -> None:
     probs = [0.95] * WINDOWS
     for _ in range(20):  # warm-up
         impulse.speech_probability(pcm, probs)
-    calls = 500
-    started = time.perf_counter()
-    for _ in range(calls):
-        impulse.speech_probability(pcm, probs)
-    per_call_us = (time.perf_counter() - started) / calls * 1e6
+    # CPU time of this thread, the best of five rounds: a busy machine (the suite's other workers, a benchmark)
+    # must not make a stage that costs ~100 us look like one that costs a millisecond.
+    calls = 100
+    rounds = []
+    for _ in range(5):
+        started = time.thread_time()
+        for _ in range(calls):
+            impulse.speech_probability(pcm, probs)
+        rounds.append((time.thread_time() - started) / calls * 1e6)
+    per_call_us = min(rounds)
     print(f"\nimpulse stage: {per_call_us:.0f} us per candidate ({impulse.WINDOW_MS:.0f} ms of audio)")
     assert per_call_us < 1000
 
