@@ -28,7 +28,8 @@ Layers, cheapest first:
    the last few deferred windows of a long quiet run was tried: it cut CPU by a fifth on quiet lines, none on
    noisy ones, and the scored windows then ran in small batches: frame lag p99.9 doubled at 50 calls.)
    A window's cheap-layer verdict is the OR over the 20 ms frames that end inside it (those are exactly the
-   complete frames that overlap it).
+   complete frames that overlap it). A window of digital silence (every sample 0) reaches the model as a quiet
+   line's hiss (`_COMFORT`): zeros make its state slow to believe the next speech.
 4. Optionally (`second_phase`), a second Silero stream on windows ending half a window later, run only while
    an onset is possible and its window passes the cheap layers, warmed from the ring when it starts:
    `phases.py` says when it runs and how "sure twice" counts across the two phases.
@@ -76,6 +77,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
+from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from app.bargein import onset
 from app.bargein.near_miss import NearMissTracker
 from app.bargein.noise_floor import NoiseFloor, dbfs_of_energy, energy_of_dbfs
@@ -100,6 +102,27 @@ _TO_FLOAT = np.float32(1 / 32768)  # int16 -> [-1, 1): a power of two, so the sc
 # one long frame cannot hold the loop: 64 windows (2 s of audio) take about 0.5 ms here.
 WINDOWS_PER_TURN = 64
 _RING_UNIT = FRAME * WINDOW // math.gcd(FRAME, WINDOW)  # 1280 samples: frames and windows both tile it
+# What Silero hears for a window of digital silence (every sample 0: a muted leg, a carrier's silence frames,
+# a client without comfort noise). Fed zeros, the model's state drifts the longer they last, and it gets slow
+# to believe the next speech: on the pool (speech clips after 0.3 / 4.3 / 10 s of zeros, four window phases,
+# 892 onsets each) onsets were missed 7 / 13 / 21 times, p95 232 / 269 / 297 ms. A quiet line's hiss does not
+# do that (after -60 dBFS hiss: 1 / 1 missed at 0.3 / 10 s). So Silero hears digital silence as the quiet line
+# every threshold was fitted on: the evaluator's -70 dBFS white floor, through mu-law, cycling through eight
+# fixed windows. Then 1 / 3 / 6 missed, p95 220 / 249 / 247 ms, and noise after zeros fired as before (all 158
+# pool noise clips, two phases: 12 / 7 of 316 against 12 / 6). Only the model's input changes: the gates and
+# the floor still see the zeros.
+COMFORT_DBFS = -70.0
+
+
+def _comfort_windows(count: int = 8) -> list[npt.NDArray[np.float32]]:
+    rng = np.random.default_rng(20261201)
+    x = rng.standard_normal(count * WINDOW)
+    x *= 32768.0 * 10 ** (COMFORT_DBFS / 20) / np.sqrt(np.mean(x * x))
+    heard = ulaw_to_pcm16(pcm16_to_ulaw(np.clip(np.round(x), -32768, 32767).astype(np.int16)))
+    return [np.multiply(heard[k * WINDOW : (k + 1) * WINDOW], _TO_FLOAT) for k in range(count)]
+
+
+_COMFORT = _comfort_windows()
 
 
 VadEvent = SpeechStarted | SpeechStopped
@@ -399,6 +422,8 @@ class CallVad:
                     # window's verdict does not need the model. The batcher runs it later, in bulk, to keep the
                     # state warm, or after a long run of them keeps only the last few, to warm the state just
                     # before the stream's next scored window.
+                    if not window.any():  # digital silence: Silero hears the quiet line instead (_COMFORT)
+                        window = _COMFORT[self._windows % len(_COMFORT)]
                     self._batcher.defer(self._stream, window)
                     prob = 0.0
                     unyielded += 1

@@ -320,6 +320,31 @@ def test_evaluator_runs_clips_and_measures_cost(model: SileroModel) -> None:
     assert cost.mean_batch == pytest.approx(3.0) and cost.wall_us > 0
 
 
+def _onset_ms_after_zeros(model: SileroModel, windows_of_zeros: int) -> list[float]:
+    """Each test speech clip as a call after that many 32 ms windows of digital silence (every sample 0):
+    SpeechStarted's time after the clip's onset, in ms."""
+    clips = [c for c in corpus.read_manifest() if c.kind == "speech"]
+    lead = windows_of_zeros * 256  # whole windows: the clips meet Silero's windows at the same phase each time
+    audio = [np.concatenate([np.zeros(lead, np.int16), corpus.as_received(corpus.load_clip(c))]) for c in clips]
+    batcher = SileroBatcher(model)
+    events = asyncio.run(run_calls(audio, [CallVad(VadConfig(), batcher) for _ in clips]))
+    out = []
+    for clip, evs in zip(clips, events, strict=True):
+        starts = [e for e in evs if isinstance(e, SpeechStarted)]
+        assert starts and clip.speech_onset_s is not None, clip.path
+        out.append((starts[0].at - lead / 8000 - clip.speech_onset_s) * 1000)
+    return out
+
+
+@needs_corpus
+def test_long_digital_silence_does_not_make_the_next_speech_slow_to_start(model: SileroModel) -> None:
+    # Fed zeros, Silero's state drifts and the next speech needs longer to convince it (pool: p95 232 ms after
+    # 0.3 s of zeros, 297 ms after 10 s); the VAD gives it the quiet line's hiss instead (vad.py, _COMFORT).
+    short = _onset_ms_after_zeros(model, 8)  # 0.26 s
+    long = _onset_ms_after_zeros(model, 312)  # 10 s
+    assert np.mean(long) <= np.mean(short) + 20.0, (short, long)
+
+
 # --- the adaptive noise floor ---------------------------------------------------------------------
 
 
