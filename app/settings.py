@@ -277,6 +277,9 @@ class Settings(BaseSettings):
     )
     vad_floor_window_ms: float = Field(1000.0, ge=80, description="How far back the noise floor looks.")
     vad_pause_ms: float = Field(250.0, gt=0, description="Silence after which an utterance counts as paused.")
+    vad_hiss_for_digital_silence: bool = Field(
+        False, description="Silero hears a window of digital silence (all samples 0) as a quiet line's hiss: faster "
+                           "onsets after long digital silence, and more stops for noise after it (README).")
     # The slow onset path (app/bargein/onset.py; fitted by python -m app.offline.fit_onset on the pool).
     vad_onset_threshold: float = Field(
         0.0, ge=0, lt=1, description="A soft onset this sure for VAD_ONSET_WINDOWS windows starts speech; 0: off."

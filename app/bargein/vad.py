@@ -28,8 +28,8 @@ Layers, cheapest first:
    the last few deferred windows of a long quiet run was tried: it cut CPU by a fifth on quiet lines, none on
    noisy ones, and the scored windows then ran in small batches: frame lag p99.9 doubled at 50 calls.)
    A window's cheap-layer verdict is the OR over the 20 ms frames that end inside it (those are exactly the
-   complete frames that overlap it). A window of digital silence (every sample 0) reaches the model as a quiet
-   line's hiss (`_COMFORT`): zeros make its state slow to believe the next speech.
+   complete frames that overlap it). With `hiss_for_digital_silence`, a window of digital silence (every sample
+   0) reaches the model as a quiet line's hiss (`_COMFORT`): zeros make its state slow to believe what follows.
 4. Optionally (`second_phase`), a second Silero stream on windows ending half a window later, run only while
    an onset is possible and its window passes the cheap layers, warmed from the ring when it starts:
    `phases.py` says when it runs and how "sure twice" counts across the two phases.
@@ -106,11 +106,14 @@ _RING_UNIT = FRAME * WINDOW // math.gcd(FRAME, WINDOW)  # 1280 samples: frames a
 # a client without comfort noise). Fed zeros, the model's state drifts the longer they last, and it gets slow
 # to believe the next speech: on the pool (speech clips after 0.3 / 4.3 / 10 s of zeros, four window phases,
 # 892 onsets each) onsets were missed 7 / 13 / 21 times, p95 232 / 269 / 297 ms. A quiet line's hiss does not
-# do that (after -60 dBFS hiss: 1 / 1 missed at 0.3 / 10 s). So Silero hears digital silence as the quiet line
-# every threshold was fitted on: the evaluator's -70 dBFS white floor, through mu-law, cycling through eight
-# fixed windows. Then 1 / 3 / 6 missed, p95 220 / 249 / 247 ms, and noise after zeros fired as before (all 158
-# pool noise clips, two phases: 12 / 7 of 316 against 12 / 6). Only the model's input changes: the gates and
-# the floor still see the zeros.
+# do that (after -60 dBFS hiss: 1 / 1 missed at 0.3 / 10 s). With VAD_HISS_FOR_DIGITAL_SILENCE Silero hears
+# digital silence as the quiet line every threshold was fitted on: the evaluator's -70 dBFS white floor,
+# through mu-law, cycling through eight fixed windows. Then 1 / 3 / 6 missed, p95 220 / 249 / 247 ms. But the
+# drift also makes the model slower to believe a noise: the report set's bench at 20 calls (whose caller line
+# is digital silence between clips, for seconds when the reply waits on the recognizer), A/B alternating, two
+# runs a side: onset->clear p95 250-255 against 315-395 ms, and false clears 32/380 against 14/380, lost turns
+# 8/190 against 1/190. Off by default: a false stop is the worse failure. Only the model's input changes: the
+# gates and the floor still see the zeros.
 COMFORT_DBFS = -70.0
 
 
@@ -208,6 +211,7 @@ class CallVad:
         self._webrtc = webrtcvad.Vad(config.webrtc_mode) if config.use_webrtc else None
         # the gate as a frame's sum of squares, so the common below-gate frame needs no logarithm
         self._gate_energy = energy_of_dbfs(config.energy_gate_dbfs, FRAME)
+        self._hiss_for_zeros = config.hiss_for_digital_silence
         self._floor = NoiseFloor(
             max(4, round(config.floor_window_ms / (FRAME / SAMPLE_RATE * 1000))), initial=self._gate_energy
         )
@@ -422,7 +426,7 @@ class CallVad:
                     # window's verdict does not need the model. The batcher runs it later, in bulk, to keep the
                     # state warm, or after a long run of them keeps only the last few, to warm the state just
                     # before the stream's next scored window.
-                    if not window.any():  # digital silence: Silero hears the quiet line instead (_COMFORT)
+                    if self._hiss_for_zeros and not window.any():  # digital silence: the quiet line instead
                         window = _COMFORT[self._windows % len(_COMFORT)]
                     self._batcher.defer(self._stream, window)
                     prob = 0.0

@@ -67,6 +67,10 @@ class VadConfig:
     second_phase: bool = False
     second_phase_warmup_ms: float = 96.0
     second_phase_threshold: float = 0.0  # phase B's windows count as sure from this probability (0: silero_threshold)
+    # A window of digital silence (every sample 0) reaches Silero as a quiet line's hiss (vad.py, _COMFORT). Off:
+    # after seconds of zeros the model is slower to believe speech, and also to believe a noise (measured, see
+    # vad.py); on, a muted or silence-suppressed leg behaves as a quiet line does.
+    hiss_for_digital_silence: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silero_release <= self.silero_threshold < 1.0:
@@ -103,6 +107,9 @@ class VadConfig:
             onset_gate=float(getattr(settings, "vad_onset_gate", cls.onset_gate)),
             evidence_threshold=float(getattr(settings, "vad_evidence_threshold", cls.evidence_threshold)),
             second_phase=bool(getattr(settings, "vad_second_phase", cls.second_phase)),
+            hiss_for_digital_silence=bool(
+                getattr(settings, "vad_hiss_for_digital_silence", cls.hiss_for_digital_silence)
+            ),
             second_phase_warmup_ms=float(
                 getattr(settings, "vad_second_phase_warmup_ms", cls.second_phase_warmup_ms)
             ),

@@ -320,14 +320,15 @@ def test_evaluator_runs_clips_and_measures_cost(model: SileroModel) -> None:
     assert cost.mean_batch == pytest.approx(3.0) and cost.wall_us > 0
 
 
-def _onset_ms_after_zeros(model: SileroModel, windows_of_zeros: int) -> list[float]:
+def _onset_ms_after_zeros(model: SileroModel, windows_of_zeros: int, hiss: bool) -> list[float]:
     """Each test speech clip as a call after that many 32 ms windows of digital silence (every sample 0):
     SpeechStarted's time after the clip's onset, in ms."""
     clips = [c for c in corpus.read_manifest() if c.kind == "speech"]
     lead = windows_of_zeros * 256  # whole windows: the clips meet Silero's windows at the same phase each time
     audio = [np.concatenate([np.zeros(lead, np.int16), corpus.as_received(corpus.load_clip(c))]) for c in clips]
     batcher = SileroBatcher(model)
-    events = asyncio.run(run_calls(audio, [CallVad(VadConfig(), batcher) for _ in clips]))
+    config = VadConfig(hiss_for_digital_silence=hiss)
+    events = asyncio.run(run_calls(audio, [CallVad(config, batcher) for _ in clips]))
     out = []
     for clip, evs in zip(clips, events, strict=True):
         starts = [e for e in evs if isinstance(e, SpeechStarted)]
@@ -337,12 +338,15 @@ def _onset_ms_after_zeros(model: SileroModel, windows_of_zeros: int) -> list[flo
 
 
 @needs_corpus
-def test_long_digital_silence_does_not_make_the_next_speech_slow_to_start(model: SileroModel) -> None:
+def test_heard_as_hiss_long_digital_silence_does_not_make_the_next_speech_slow_to_start(model: SileroModel) -> None:
     # Fed zeros, Silero's state drifts and the next speech needs longer to convince it (pool: p95 232 ms after
-    # 0.3 s of zeros, 297 ms after 10 s); the VAD gives it the quiet line's hiss instead (vad.py, _COMFORT).
-    short = _onset_ms_after_zeros(model, 8)  # 0.26 s
-    long = _onset_ms_after_zeros(model, 312)  # 10 s
+    # 0.3 s of zeros, 297 ms after 10 s); with VAD_HISS_FOR_DIGITAL_SILENCE it hears the quiet line's hiss.
+    short = _onset_ms_after_zeros(model, 8, hiss=True)  # 0.26 s
+    long = _onset_ms_after_zeros(model, 312, hiss=True)  # 10 s
     assert np.mean(long) <= np.mean(short) + 20.0, (short, long)
+    # off (the default), the drift is there: the setting changes what Silero hears
+    drifted = _onset_ms_after_zeros(model, 312, hiss=False)
+    assert np.mean(drifted) > np.mean(long) + 20.0, (long, drifted)
 
 
 # --- the adaptive noise floor ---------------------------------------------------------------------
