@@ -60,7 +60,7 @@ from app.bench.fuzz import FuzzOptions, FuzzResult, run_fuzz
 from app.bench.hold import HoldOptions, HoldResult, run_hold
 from app.bench.hold import server_env as hold_env
 from app.bench.report import render
-from app.edge.emulator import EdgeEmulator, Provider
+from app.edge.emulator import EdgeEmulator, IdleAudio, Provider
 from app.edge.llm_server import ScriptedLlmServer
 from app.offline.corpus import STEADY_CATEGORIES, Clip, corpus_root, load_clip, read_manifest
 from app.offline.evaluate import measure_cost
@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the caller interrupts: an LLM reply (default) or a long greeting",
     )
     p.add_argument("--noise-at-1", action="store_true", help="also run the noise clips at concurrency 1")
+    p.add_argument("--idle-audio", choices=("silence", "hiss"), default="silence",
+                   help="accuracy and conditions: what the caller's line carries between its own audio: digital "
+                        "silence (the default) or a quiet line's hiss (-70 dBFS white noise)")
     p.add_argument("--auth", action="store_true", help="signed webhooks and streams (webhook first)")
     p.add_argument("--no-cost", action="store_true", help="skip the in-process detector cost")
     p.add_argument(
@@ -259,7 +262,7 @@ async def run_accuracy(
     progress("accuracy: starting the server")
     await server.start()
     try:
-        async with _edge(server, auth) as edge:
+        async with _edge(server, auth, getattr(args, "idle_audio", "silence")) as edge:
             runner = AccuracyRunner(server, edge, audio, prime, opts)
             for concurrency in args.concurrency:
                 for provider in args.providers:
@@ -343,7 +346,7 @@ async def run_conditions(
     progress("conditions: starting the server")
     await server.start()
     try:
-        async with _edge(server, auth) as edge:
+        async with _edge(server, auth, getattr(args, "idle_audio", "silence")) as edge:
             runner = AccuracyRunner(server, edge, audio, prime, opts)
             for c in chosen:
                 # Stop words are heard by the recognizer after the agent resumed over them: stay long enough to
@@ -391,11 +394,12 @@ async def run_fuzz_mode(
         report.servers.append(await _stop(server, "fuzz"))
 
 
-def _edge(server: ServerProcess, auth: Auth | None) -> EdgeEmulator:
+def _edge(server: ServerProcess, auth: Auth | None, idle_audio: IdleAudio = "silence") -> EdgeEmulator:
     if auth is None:
-        return EdgeEmulator(server.url, keep_audio=False)
+        return EdgeEmulator(server.url, keep_audio=False, idle_audio=idle_audio)
     return EdgeEmulator(
-        server.url, keep_audio=False, twilio_auth_token=auth.twilio_token, plivo_auth_token=auth.plivo_token
+        server.url, keep_audio=False, idle_audio=idle_audio, twilio_auth_token=auth.twilio_token,
+        plivo_auth_token=auth.plivo_token,
     )
 
 
@@ -433,6 +437,10 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
                 else "a long greeting (no LLM stream is open: 'LLM closed' is only the turn's cancellation)"
             )
         )
+    if args.mode in ("accuracy", "all"):
+        plan.append("  between its own audio the caller's line carries "
+                    + ("a quiet line's hiss (-70 dBFS white noise)" if getattr(args, "idle_audio", "silence") == "hiss"
+                       else "digital silence (every sample 0)"))
         if args.quick:
             plan.append("  --quick: noise clips cut to 2 s")
     if args.mode in ("hold", "all"):

@@ -1,6 +1,6 @@
 """The caller's side of an emulated call: audio goes out as 20 ms mu-law frames, each sent at the end of its
-20 ms on an absolute schedule (or as fast as possible for a non-realtime batch), with silence, or nothing,
-in between (docs/reference: telephony-protocols.md §0-2)."""
+20 ms on an absolute schedule (or as fast as possible for a non-realtime batch), with digital silence, a
+quiet line's hiss, or nothing, in between (docs/reference: telephony-protocols.md §0-2)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,32 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 from websockets.exceptions import ConnectionClosed
 
+from app.audio import pcm16_to_ulaw
 from app.edge.playout import SAMPLE_RATE
 
 Clock = Callable[[], float]
-IdleAudio = Literal["silence", "none"]
+# Between the caller's own audio: "silence" is digital silence (every sample 0, as a muted or silence-suppressed
+# leg), "hiss" a quiet line (white noise at HISS_DBFS, like a PSTN line's floor), "none" no frames at all.
+IdleAudio = Literal["silence", "hiss", "none"]
 SendFrame = Callable[[bytes, float], Awaitable[float]]  # (payload, slot timestamp in ms) -> when it was sent
 
 FRAME_SAMPLES = 160
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 ULAW_SILENCE = 0xFF
 _SILENCE_FRAME = bytes([ULAW_SILENCE]) * FRAME_SAMPLES
+HISS_DBFS = -70.0
+_HISS_FRAMES = 500  # 10 s of hiss, cycled: no period a detector could lock on to within a call's turn
+
+
+def _hiss_frames() -> list[bytes]:
+    rng = np.random.default_rng(70)
+    x = rng.standard_normal(_HISS_FRAMES * FRAME_SAMPLES)
+    x *= 32768.0 * 10 ** (HISS_DBFS / 20) / np.sqrt(np.mean(x * x))
+    ulaw = pcm16_to_ulaw(np.clip(np.round(x), -32768, 32767).astype(np.int16))
+    return [ulaw[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(_HISS_FRAMES)]
 
 
 async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
@@ -88,7 +102,8 @@ class CallerFrames:
     async def run(self, grid0: float) -> None:
         """Send frames on the absolute grid that starts at `grid0` until the connection closes."""
         slot = 0
-        silence = self._idle_audio == "silence"
+        silence = self._idle_audio != "none"  # something goes out in every idle slot
+        idle = _hiss_frames() if self._idle_audio == "hiss" else [_SILENCE_FRAME]
         try:
             while True:
                 if not self._queue and not silence:
@@ -111,7 +126,7 @@ class CallerFrames:
                     frame = self._queue.popleft()
                     self._frame_sent(frame, await self._send_frame(frame.payload, slot * FRAME_S * 1000))
                 elif silence:
-                    await self._send_frame(_SILENCE_FRAME, slot * FRAME_S * 1000)
+                    await self._send_frame(idle[slot % len(idle)], slot * FRAME_S * 1000)
                 slot += 1
         except ConnectionClosed:
             pass

@@ -332,6 +332,28 @@ def test_idle_caller_sends_silence_and_server_hangup_is_recorded() -> None:
     run(main())
 
 
+def test_a_hissing_idle_line_sends_quiet_white_noise_not_digital_silence() -> None:
+    from app.audio import ulaw_to_pcm16
+    from app.edge.caller import HISS_DBFS
+
+    async def script(ws: ServerConnection, server: FakeServer) -> None:
+        await server.stream_id()
+        await asyncio.sleep(0.3)
+        await ws.close()
+
+    async def main() -> None:
+        async with FakeServer(script) as server, EmulatedCall.start("twilio", server.url, idle_audio="hiss") as call:
+            await call.wait_closed(2)
+        payloads = [base64.b64decode(m["media"]["payload"]) for m in server.events("media")]
+        assert len(payloads) >= 8 and len(set(payloads)) == len(payloads)  # no frame repeats another
+        pcm = ulaw_to_pcm16(b"".join(payloads)).astype(np.float64)
+        level = 20 * np.log10(np.sqrt(np.mean(pcm * pcm)) / 32768)
+        assert abs(level - HISS_DBFS) < 3.0, level  # mu-law's coarse low steps move it a little
+        assert abs(float(np.mean(pcm))) < 5.0  # no offset: hiss around zero
+
+    run(main())
+
+
 # --- Plivo -------------------------------------------------------------------------------------------------
 
 
