@@ -16,7 +16,10 @@ from providers.mulaw import pcm16_to_ulaw, ulaw_to_pcm16
 
 Pcm16 = npt.NDArray[np.int16]
 
-__all__ = ["SILENCE_DBFS", "Pcm16", "dbfs", "pcm16_to_ulaw", "peak_dbfs", "split_frames", "ulaw_to_pcm16"]
+__all__ = [
+    "SILENCE_DBFS", "Pcm16", "dbfs", "pcm16_to_ulaw", "peak_dbfs", "scale_to_dbfs", "split_frames", "ulaw_to_pcm16",
+    "white_noise",
+]
 
 SILENCE_DBFS = -120.0
 """Level reported for digital silence, where the logarithm would be minus infinity."""
@@ -35,6 +38,19 @@ def dbfs(pcm: Pcm16) -> float:
     if energy <= 0.0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 10.0 * math.log10(energy / (n * _FULL_SCALE * _FULL_SCALE)))
+
+
+def scale_to_dbfs(x: npt.NDArray[np.float64], level_dbfs: float) -> Pcm16:
+    """`x` scaled to an RMS level in dBFS, as int16 (rounded, clipped)."""
+    rms = float(np.sqrt(np.mean(x * x))) or 1.0
+    y = x * (_FULL_SCALE * 10 ** (level_dbfs / 20) / rms)
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+
+
+def white_noise(seconds: float, level_dbfs: float, seed: int = 0, sample_rate: int = 8000) -> Pcm16:
+    """Line hiss: Gaussian white noise at an RMS level in dBFS, the same samples for the same seed."""
+    rng = np.random.default_rng(seed)
+    return scale_to_dbfs(rng.standard_normal(int(seconds * sample_rate)), level_dbfs)
 
 
 def peak_dbfs(pcm: Pcm16) -> float:

@@ -77,7 +77,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from app.audio import pcm16_to_ulaw, ulaw_to_pcm16, white_noise
 from app.bargein import onset
 from app.bargein.near_miss import NearMissTracker
 from app.bargein.noise_floor import NoiseFloor, dbfs_of_energy, energy_of_dbfs
@@ -118,10 +118,8 @@ COMFORT_DBFS = -70.0
 
 
 def _comfort_windows(count: int = 8) -> list[npt.NDArray[np.float32]]:
-    rng = np.random.default_rng(20261201)
-    x = rng.standard_normal(count * WINDOW)
-    x *= 32768.0 * 10 ** (COMFORT_DBFS / 20) / np.sqrt(np.mean(x * x))
-    heard = ulaw_to_pcm16(pcm16_to_ulaw(np.clip(np.round(x), -32768, 32767).astype(np.int16)))
+    hiss = white_noise(count * WINDOW / SAMPLE_RATE, COMFORT_DBFS, seed=20261201)
+    heard = ulaw_to_pcm16(pcm16_to_ulaw(hiss))
     return [np.multiply(heard[k * WINDOW : (k + 1) * WINDOW], _TO_FLOAT) for k in range(count)]
 
 
@@ -424,8 +422,7 @@ class CallVad:
                 else:
                     # Below the energy gate (or, on a QUIET line, below what can start speech: above) the
                     # window's verdict does not need the model. The batcher runs it later, in bulk, to keep the
-                    # state warm, or after a long run of them keeps only the last few, to warm the state just
-                    # before the stream's next scored window.
+                    # state warm (every one of them: see the docstring on running only the last few).
                     if self._hiss_for_zeros and not window.any():  # digital silence: the quiet line instead
                         window = _COMFORT[self._windows % len(_COMFORT)]
                     self._batcher.defer(self._stream, window)

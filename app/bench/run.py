@@ -262,7 +262,7 @@ async def run_accuracy(
     progress("accuracy: starting the server")
     await server.start()
     try:
-        async with _edge(server, auth, getattr(args, "idle_audio", "silence")) as edge:
+        async with _edge(server, auth, args.idle_audio) as edge:
             runner = AccuracyRunner(server, edge, audio, prime, opts)
             for concurrency in args.concurrency:
                 for provider in args.providers:
@@ -346,7 +346,7 @@ async def run_conditions(
     progress("conditions: starting the server")
     await server.start()
     try:
-        async with _edge(server, auth, getattr(args, "idle_audio", "silence")) as edge:
+        async with _edge(server, auth, args.idle_audio) as edge:
             runner = AccuracyRunner(server, edge, audio, prime, opts)
             for c in chosen:
                 # Stop words are heard by the recognizer after the agent resumed over them: stay long enough to
@@ -439,7 +439,7 @@ async def run(args: argparse.Namespace, cost: list[dict[str, float]], t0: float)
         )
     if args.mode in ("accuracy", "all"):
         plan.append("  between its own audio the caller's line carries "
-                    + ("a quiet line's hiss (-70 dBFS white noise)" if getattr(args, "idle_audio", "silence") == "hiss"
+                    + ("a quiet line's hiss (-70 dBFS white noise)" if args.idle_audio == "hiss"
                        else "digital silence (every sample 0)"))
         if args.quick:
             plan.append("  --quick: noise clips cut to 2 s")

@@ -10,10 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 from websockets.exceptions import ConnectionClosed
 
-from app.audio import pcm16_to_ulaw
+from app.audio import pcm16_to_ulaw, white_noise
 from app.edge.playout import SAMPLE_RATE
 
 Clock = Callable[[], float]
@@ -31,10 +30,7 @@ _HISS_FRAMES = 500  # 10 s of hiss, cycled: no period a detector could lock on t
 
 
 def _hiss_frames() -> list[bytes]:
-    rng = np.random.default_rng(70)
-    x = rng.standard_normal(_HISS_FRAMES * FRAME_SAMPLES)
-    x *= 32768.0 * 10 ** (HISS_DBFS / 20) / np.sqrt(np.mean(x * x))
-    ulaw = pcm16_to_ulaw(np.clip(np.round(x), -32768, 32767).astype(np.int16))
+    ulaw = pcm16_to_ulaw(white_noise(_HISS_FRAMES * FRAME_S, HISS_DBFS, seed=70))
     return [ulaw[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(_HISS_FRAMES)]
 
 

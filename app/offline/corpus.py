@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from app.audio import scale_to_dbfs as _scale_to_dbfs
+from app.audio import white_noise as white_noise  # line hiss: re-exported, the corpus tools import it from here
 
 SAMPLE_RATE = 8000
 I16 = npt.NDArray[np.int16]
@@ -101,18 +103,6 @@ def as_received(pcm: I16) -> I16:
 
 
 # --- synthetic line noise ------------------------------------------------------------------------------
-
-
-def _scale_to_dbfs(x: npt.NDArray[np.float64], level_dbfs: float) -> I16:
-    rms = float(np.sqrt(np.mean(x * x))) or 1.0
-    y = x * (32768.0 * 10 ** (level_dbfs / 20) / rms)
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
-
-
-def white_noise(seconds: float, level_dbfs: float, seed: int = 0) -> I16:
-    """Line hiss: Gaussian white noise at an RMS level in dBFS."""
-    rng = np.random.default_rng(seed)
-    return _scale_to_dbfs(rng.standard_normal(int(seconds * SAMPLE_RATE)), level_dbfs)
 
 
 def pink_noise(seconds: float, level_dbfs: float, seed: int = 0) -> I16:
