@@ -234,6 +234,22 @@ def pool_clips(root: Path) -> list[Clip]:
     return [c for c in read_manifest(root) if c.path not in overlap]
 
 
+# Left out of the extra set: short voiced exclamations ("oof", "hup", "ow"). They are the caller's voice, and
+# whether one should stop the agent is the words' question, not a noise the first look must turn away.
+EXTRA_SKIP = frozenset({"grunt"})
+
+
+def extra_noise_clips(root: Path) -> list[Clip]:
+    """The noise clips of another training set in the pool's layout (app/offline/extra_noise.py builds one
+    from Debian packages: the coughs, sneezes, barks and laughs the pool only has in its dev-overlap clips),
+    with absolute paths so they load beside the pool's."""
+    return [
+        replace(c, path=str(root.resolve() / c.path))
+        for c in pool_clips(root)
+        if c.kind == "noise" and c.category not in EXTRA_SKIP
+    ]
+
+
 def group_of(clip: Clip) -> str:
     """Speech: the speaker; noise: the source recording (Freesound id, or the file windows were cut from)."""
     if clip.kind == "speech":
@@ -663,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=SHIPPED_WINDOW_MS, help=f"ship this, one of {WINDOWS_MS}")
     parser.add_argument("--fold-seed", type=int, default=0, help="how groups are dealt into folds")
     parser.add_argument("--cache", type=Path, help="keep the scored plays in this file (re-used if present)")
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="also train on this set's noise clips (pool layout; repeatable)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     model = SileroModel()
@@ -670,6 +688,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     clips = pool_clips(args.pool)
     ns = sum(c.kind == "speech" for c in clips)
     print(f"pool: {len(clips)} clips after dropping dev_overlap.csv ({ns} speech, {len(clips) - ns} noise)")
+    for extra in args.extra:
+        more = extra_noise_clips(extra)
+        clips += more
+        print(f"+ {len(more)} noise clips from {extra}")
     synth = synthetic_noise()
     synth_clips = [
         Clip(path, "noise", cat, 5.0, None, f"synthetic:{cat}:{i % FOLDS}")
