@@ -325,6 +325,10 @@ class Settings(BaseSettings):
                               "resume: stop at once, resume if it was not the caller taking the turn."
     )
     bargein_second_look: bool = Field(True, description="Check each candidate's first window for impulsive noise.")
+    bargein_first_look: bool = Field(
+        True, description="resume: a candidate whose first 64 ms sound like a cough, sneeze or laugh clears only "
+                          "once the second look says speech (app/bargein/first_look.py)."
+    )
     bargein_backchannel_max_ms: float = Field(
         600.0, ge=0, description="Speech shorter than this that pauses is a backchannel: the agent resumes."
     )

@@ -37,7 +37,8 @@ Policies (settings `BARGEIN_POLICY`) differ only in what a candidate does while 
   noise it catches never cause a clear.
 
 On a line where the agent's own echo comes back (the echo guard has locked onto an echo path in this call),
-and for `cautious_s` after a stop that turned out to be noise or echo, `resume` confirms before it clears,
+for `cautious_s` after a stop that turned out to be noise or echo, and for a candidate the first look
+(`first_look.py`, its first 64 ms as it fires) calls doubtful, `resume` confirms before it clears,
 as `confirm` does: echo that gets past the guard must not cause a clear. On such a line a repeated short
 utterance does not escalate either: the echo of the resumed audio would look exactly like one.
 
@@ -168,6 +169,9 @@ class Candidate:
     # The share of echo in the candidate so far (EchoGuard.echo_share from speech_start), when the guard's
     # estimate is trustworthy (EchoGuard.trusted); None: no guard, or not trusted. Low: the guard vouches.
     echo_share: float | None = None
+    # The first look (first_look.py) at the candidate's first 64 ms, as it fires, says it sounds like a cough, a
+    # sneeze or a laugh: `resume` confirms it before it clears, as `confirm` does.
+    doubtful: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,7 +248,7 @@ class State(Enum):
 
 class Obs(Enum):
     CANDIDATE = "candidate"  # over the agent
-    CANDIDATE_CAUTIOUS = "candidate_cautious"  # ... soon after a stop that was noise or echo
+    CANDIDATE_CAUTIOUS = "candidate_cautious"  # ... soon after a stop that was noise or echo, or doubtful
     CANDIDATE_VOUCHED = "candidate_vouched"  # ... on an echo line, and the echo guard vouches it is not echo
     CANDIDATE_QUIET_AGENT = "candidate_quiet_agent"  # the agent is silent: the caller simply speaks
     CANDIDATE_IN_SPAN = "candidate_in_span"  # the agent is in an uninterruptible span, speech is deferred
@@ -451,6 +455,8 @@ class BargeInPolicy:
                     return Obs.CANDIDATE_VOUCHED, "vouched"
                 if cfg.policy == "resume" and (event.echo_possible or burnt):
                     return Obs.CANDIDATE_CAUTIOUS, "cautious"
+                if cfg.policy == "resume" and event.doubtful:
+                    return Obs.CANDIDATE_CAUTIOUS, "doubtful"
                 return Obs.CANDIDATE, "candidate"
             case Verdict(kind="speech"):
                 return Obs.SPEECH, "speech"

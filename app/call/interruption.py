@@ -41,7 +41,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, assert_never
 
-from app.bargein import impulse
+from app.bargein import first_look, impulse
 from app.bargein.detector import (
     Action,
     Candidate,
@@ -130,6 +130,8 @@ class BargeInMixin:
     # Near-miss decodes (`_on_near_miss`): one in flight at a time, and when the latest started. Class defaults:
     # the session sets them only once a near miss is heard.
     _near_miss_busy: bool = False
+    # The open candidate's first look called it doubtful: its second look must also pass first_look.confirms.
+    _doubtful: bool = False
     _near_miss_last_at: float = -math.inf
 
     if TYPE_CHECKING:
@@ -188,15 +190,18 @@ class BargeInMixin:
                     self._utt_start = min(resumed[0], speech_start)
             guard = self.guard
             echo_possible = guard is not None and guard.echo_seen and guard.active(arrival)
+            agent_speaking = self.agent_active(arrival)
+            self._doubtful = agent_speaking and self._first_look()
             await self._decide(Candidate(
                 arrival,
                 speech_start=speech_start,
-                agent_speaking=self.agent_active(arrival),
+                agent_speaking=agent_speaking,
                 in_uninterruptible=self._in_span(arrival),
                 echo_possible=echo_possible,
                 # What the guard says of the candidate so far, if it can be believed: low, it clears at once.
                 echo_share=guard.echo_share(speech_start, arrival) if echo_possible and guard and guard.trusted
                 else None,
+                doubtful=self._doubtful,
             ))
         elif isinstance(event, SpeechStopped):
             self._last_user_speech_ms = event.speech_ms
@@ -233,7 +238,20 @@ class BargeInMixin:
         pcm, probs = self.vad.candidate()
         # Windows under the energy gate were not scored (NaN): the stage reads the scored ones.
         scored = [p for p in probs[: impulse.window_probabilities()] if p == p]
-        return "speech" if impulse.is_speech(pcm[: impulse.window_samples()], scored) else "noise"
+        pcm = pcm[: impulse.window_samples()]
+        if self._doubtful and not first_look.confirms(pcm, scored):
+            return "noise"
+        return "speech" if impulse.is_speech(pcm, scored) else "noise"
+
+    def _first_look(self) -> bool:
+        """Does the candidate that just fired sound like a cough, a sneeze or a laugh? (About 0.1 ms, before the
+        clear: only under `resume`, the one policy whose clear it can hold back.)"""
+        s = self.deps.settings
+        if not (s.bargein_first_look and s.bargein_second_look and self.policy.config.policy == "resume"):
+            return False
+        pcm, probs = self.vad.candidate()
+        scored = [p for p in probs[: impulse.window_probabilities(first_look.FIRST)] if p == p]
+        return first_look.doubtful(pcm[: impulse.window_samples(first_look.FIRST)], scored)
 
     def _in_span(self, now: float) -> bool:
         """The caller is hearing an uninterruptible span of the agent's turn."""

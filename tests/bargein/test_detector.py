@@ -206,3 +206,14 @@ def test_a_key_over_the_agent_stops_it_and_a_key_settles_an_open_candidate_as_th
 def test_a_key_stops_nothing_when_the_agent_is_silent_keys_do_not_interrupt_or_in_a_span(key: Keypress) -> None:
     p = BargeInPolicy(PolicyConfig(policy="resume"))
     assert run(p, key) == [Action.NONE] and p.state is State.IDLE
+
+
+def test_a_candidate_the_first_look_doubts_waits_for_the_second_look_under_resume() -> None:
+    # A cough's first 64 ms: nothing is sent until the second look; speech after all pauses then, noise never.
+    p = BargeInPolicy(PolicyConfig(policy="resume"))
+    steps = [p.feed(i) for i in (over_agent(doubtful=True), Verdict(1.1, "noise"), Paused(1.4, 300))]
+    assert [s.action for s in steps] == [Action.NONE, Action.NONE, Action.REARM] and steps[0].reason == "doubtful"
+    assert run(p, over_agent(5.0, doubtful=True), Verdict(5.1, "speech")) == [Action.NONE, Action.PAUSE]
+    # immediate does not look; confirm waits anyway
+    assert run(BargeInPolicy(PolicyConfig(policy="immediate")), over_agent(doubtful=True)) == [Action.STOP]
+    assert run(BargeInPolicy(PolicyConfig(policy="confirm")), over_agent(doubtful=True)) == [Action.NONE]
