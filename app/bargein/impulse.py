@@ -174,7 +174,26 @@ def _frames(x: F64) -> F64:
     if len(x) < FRAME:
         x = np.concatenate([x, np.zeros(FRAME - len(x))])
     n = 1 + (len(x) - FRAME) // HOP
-    return np.lib.stride_tricks.sliding_window_view(x, FRAME)[::HOP][:n]
+    # One fancy index: the look before a clear (first_look.py) runs this, and numpy's per-call overhead is most
+    # of its cost on three frames.
+    return x[_frame_index(n)]
+
+
+_FRAME_INDEX: dict[int, npt.NDArray[np.intp]] = {}
+
+
+def _frame_index(n: int) -> npt.NDArray[np.intp]:
+    idx = _FRAME_INDEX.get(n)
+    if idx is None:
+        idx = _FRAME_INDEX[n] = np.arange(n)[:, None] * HOP + np.arange(FRAME)[None, :]
+    return idx
+
+
+def _median(v: F64) -> float:
+    """np.median of a short vector, without its overhead (the same number)."""
+    s = np.sort(v)
+    k = len(s) // 2
+    return float(s[k]) if len(s) % 2 else float((s[k - 1] + s[k]) / 2)
 
 
 _HANN = np.hanning(FRAME)
@@ -203,7 +222,7 @@ def features(pcm16: npt.NDArray[np.int16], probs: Sequence[float]) -> F64:
     voiced = harm > VOICED
     if voiced.sum() >= 2:
         loglag = np.log2(lag[voiced])
-        pitch_jump = float(np.median(np.abs(np.diff(loglag))))
+        pitch_jump = _median(np.abs(np.diff(loglag)))
     else:
         pitch_jump = 1.0  # no pitch track: as unstable as an octave jump
 
@@ -220,7 +239,8 @@ def features(pcm16: npt.NDArray[np.int16], probs: Sequence[float]) -> F64:
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.size == 0:
         p = np.zeros(1)
-    p = np.nan_to_num(np.clip(p, 0.0, 1.0))
+    p = np.clip(p, 0.0, 1.0)
+    p[np.isnan(p)] = 0.0
     out = np.array(
         [
             harm.mean(),
@@ -240,7 +260,7 @@ def features(pcm16: npt.NDArray[np.int16], probs: Sequence[float]) -> F64:
             p.std(),
         ]
     )
-    finite: F64 = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    finite: F64 = np.where(np.isfinite(out), out, 0.0)
     return finite
 
 
