@@ -241,7 +241,10 @@ def supervise(settings: Settings, options: dict[str, Any], workers: int) -> int:
             logger.error("worker %d (pid %s) died (exit %s): starting another", i, p.pid, p.exitcode)
             processes[i], started[i] = spawn(i), time.monotonic()
     sock.close()
-    return status or int(any(p.exitcode for p in processes))
+    # A worker still importing when the signal came has no handler yet and dies by it (exit -15): it held no
+    # call, so that is a clean stop too.
+    clean = (0, -signal.SIGTERM, -signal.SIGINT) if stopping else (0,)
+    return status or int(any(p.exitcode not in clean for p in processes))
 
 
 def _worker(settings: Settings, options: dict[str, Any], sock: Any, llm_key: str) -> None:

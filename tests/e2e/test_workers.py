@@ -20,6 +20,7 @@ import pytest
 
 from app.offline.corpus import load_clip, read_manifest
 from app.settings import available_cores
+from tests.conftest import free_port
 from tests.e2e.test_drain import SERVE, Served, place, serve_env, serving
 
 CALLS = 4
@@ -84,3 +85,28 @@ def test_several_workers_with_auth_need_a_stream_token_secret(tmp_path: Path, wo
     proc = subprocess.run([*SERVE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "STREAM_TOKEN_SECRET must be set" in proc.stderr, proc.stderr
+
+
+def test_sigterm_while_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
+    """`docker stop` right after `docker run`: a worker still importing dies by the forwarded SIGTERM before it
+    installs its handler. It held no call, so the supervisor still exits 0 (CI once saw exit 1 here)."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = serve_env(LOG_LEVEL="INFO")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*SERVE, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "supervising 2 workers" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)  # the workers are still importing the app
+        status = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text(errors="replace")
+    assert status == 0, output[-3000:]
+    assert "failed to start" not in output and "starting another" not in output, output[-3000:]
