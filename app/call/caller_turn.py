@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from app.call.hearing import Hearing
     from app.call.outbox import Outbox
     from app.call.session import CallDeps
+    from app.call.tools import ToolRunner
     from app.call.turn_taking import TurnTaker
     from app.clock import Clock
     from app.metrics import Metrics
@@ -113,6 +114,7 @@ class CallerTurnMixin:
         policy: BargeInPolicy
         vad: CallVad
         outbox: Outbox
+        tools: ToolRunner
         hearing: Hearing | None
         turn_taker: TurnTaker | None
         agent: AgentTurn | None
@@ -373,7 +375,9 @@ class CallerTurnMixin:
         if self._user_record is None or draft.turn is not None:
             return
         self._user_record.text = draft.heard.text  # the request reads the words so far (the turn's end sets them)
-        if len(self.deps.tools):  # a tool must never run for a reply the caller may not get: words only
+        if len(self.deps.tools) and self.tools.in_flight():
+            # A read a barge-in let finish belongs in the reply's request, which a held reply builds now: words
+            # only, and the turn's end answers as without a draft.
             return
         s = self.deps.settings
         metrics = self._metrics
@@ -401,6 +405,13 @@ class CallerTurnMixin:
             events=draft.gate.events,
             clock=self._clock,
             first_clause_chars=s.tts_first_clause_chars,
+            # Offered the call's tools as the answer would be; a tool call waits for the release (AgentTurn
+            # `held_reply`), so a tool never runs for a reply the caller does not get.
+            tools=self.tools if len(self.deps.tools) else None,
+            holding_text=s.agent_tool_holding_text,
+            holding_after_s=s.tool_holding_after_ms / 1000.0,
+            settle_tools_s=s.tool_timeout_s,
+            held_reply=True,
         )
         draft.turn.hold(0.0)  # queues nothing until released
         draft.turn.start()

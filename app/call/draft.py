@@ -63,7 +63,7 @@ class EventGate:
 class Draft:
     """The held reply to the caller's words so far, and what it answers."""
 
-    turn: AgentTurn | None  # None: words only (the call has tools: no reply is run before the turn is over)
+    turn: AgentTurn | None  # None: words only (a tool call was in flight: its result belongs in the request)
     gate: EventGate | None
     heard: Heard  # the words of the turn up to `speech_end`
     speech_end: float  # the caller's last speech before the pause it was drafted in

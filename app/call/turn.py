@@ -205,6 +205,7 @@ class AgentTurn:
         holding_text: str = "",
         holding_after_s: float = 1.0,
         settle_tools_s: float = 0.0,
+        held_reply: bool = False,
     ) -> None:
         """`max_reply_chars` caps the LLM's reply (not a fixed `text`); `max_queued_audio_ms` caps the audio
         this turn keeps queued in the outbox ahead of playback (synthesis waits for room). `prefix` is a
@@ -214,7 +215,9 @@ class AgentTurn:
         saying `holding_text` (once) when they take longer than `holding_after_s`. `context` builds the
         request's messages instead of `messages`: it is called once the tool calls still in flight when the
         turn starts (a read a barge-in let finish) have settled, `settle_tools_s` at most, so their results
-        are in the request."""
+        are in the request. `held_reply`: a reply prepared before the caller's turn is over (app/call/draft.py):
+        it streams and synthesises while held, but runs no tool call before its first release (`resume_from`),
+        so a reply the caller never gets has done nothing."""
         self.turn_id = turn_id
         self._outbox = outbox
         self._tts = tts
@@ -259,6 +262,10 @@ class AgentTurn:
         self._settle_tools_s = settle_tools_s
         self.holding_said = False  # the holding line went out in this turn
         self.tool_calls: list[LedgerEntry] = []  # the calls this turn asked for, in order
+        # Set once the turn may act: at once, or for a held reply when it is first released (spoken).
+        self._may_act = asyncio.Event()
+        if not held_reply:
+            self._may_act.set()
 
     @property
     def llm_text(self) -> str:
@@ -418,6 +425,9 @@ class AgentTurn:
         """Run the round's tool calls (each id at most once per call) and wait for their results; the holding
         line goes out, once per turn, if they take longer than `holding_after_s`."""
         assert self._tools is not None
+        # A held reply's tool calls wait for the caller's turn to be over; cancelled before it, none ran. The
+        # wait is in the gap the caller hears, as a tool's run would be after the turn's end without a draft.
+        await self._may_act.wait()
         entries = [self._tools.start(call, self.turn_id) for call in calls]
         self.tool_calls.extend(entries)
         if not await self._tools.wait(entries, self._holding_after_s):
@@ -585,6 +595,7 @@ class AgentTurn:
         """
         self.held = False
         self._released.set()
+        self._may_act.set()
         if self.tts_stopped:
             return 0
         start = int(round(audio_ms * 8))  # mu-law at 8 kHz: 8 bytes per ms

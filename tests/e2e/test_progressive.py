@@ -9,6 +9,7 @@ sentence from the test corpus (real speech, not synthesised: it is the same audi
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,8 +17,12 @@ import numpy as np
 
 from app.bench.stt import read_wav
 from app.bench.turns import with_pause
+from app.call.tools import Tool, ToolRegistry
 from app.edge.emulator import EmulatedCall
-from app.edge.llm_server import ScriptedLlmServer
+from app.edge.llm_server import Reply, ScriptedLlmServer, ScriptedToolCall, ToolCallReply
+from app.edge.served import ServedApp
+from app.main import create_app
+from tests.conftest import make_settings
 from tests.e2e.records import record_when
 
 # "He did not speak about it at length, but said that he had written me a letter." (no pause of 250 ms inside)
@@ -109,3 +114,57 @@ def test_a_complete_turn_is_answered_sooner_than_under_strict(server_factory: An
     # words and the reply are ready at 450 ms of silence. The margin is most of the recognizer's time.
     assert progressive < strict - 0.2, (strict, progressive)
     assert progressive > 0.4, progressive  # not before the silence that ends a complete turn
+
+
+def test_a_held_reply_asks_for_its_tool_but_runs_it_only_once_the_turn_is_over() -> None:
+    """With tools, the held reply is offered them as the answer is. Drafted at a mid-sentence pause, its request
+    asks for a booking (a mutation): the tool does not run while the reply is held, and when the caller goes on
+    the draft is dropped with nothing done. The reply to the whole turn asks again, and its tool runs exactly
+    once, after the caller's speech has ended, and the caller hears the answer that follows it."""
+    paused = with_pause(read_wav(CLIP), 1300.0)
+    assert paused is not None
+    pcm, _ = paused
+    # The reply is drafted as soon as the words are in (the lead covers the whole deadline), so its request has
+    # long asked for the tool when the caller goes on.
+    ran_at: list[float] = []
+
+    async def book(arguments: dict[str, Any]) -> dict[str, Any]:
+        ran_at.append(time.monotonic())
+        return {"booked": True}
+
+    tools = ToolRegistry()
+    tools.register(Tool("book_table", "Book a table.", {"type": "object", "properties": {}}, "mutation", book))
+
+    def reply(messages: list[dict[str, Any]]) -> Reply:
+        if messages[-1]["role"] == "tool":
+            return "Your table is booked."
+        return ToolCallReply([ScriptedToolCall(f"call_{len(messages)}", "book_table", {})], "Booking it.")
+
+    async def scenario() -> tuple[float, list[float], dict[str, Any], list[Any]]:
+        async with ScriptedLlmServer(reply, token_delay_s=0.01) as llm:
+            settings = make_settings(llm_base_url=llm.base_url, agent_greeting="Hello.", stt_engine="whisper",
+                                     turn_policy="progressive", turn_complete_silence_ms=1900,
+                                     turn_unfinished_silence_ms=1900, turn_draft_lead_ms=1900)
+            with ServedApp(create_app(settings, tools=tools)) as srv:
+                async with EmulatedCall.start("twilio", srv.url) as call:
+                    await call.wait_until(lambda: call.played_samples > 0 and call.buffered_samples == 0, 15)
+                    greeting_done = call.received_events[-1][0]
+                    sent = await call.send_audio(pcm)
+                    end = speech_end(pcm, sent)
+                    await call.send_silence(3.0)
+                    record = await record_when(srv.url, call.call_id, lambda r: any(
+                        t["role"] == "agent" and "booked" in t["text"] for t in r["turns"]), timeout_s=15)
+                    return end, agent_audio_after(call, greeting_done), record, [r.messages for r in llm.chat_requests]
+
+    end, audio, record, asked = asyncio.run(scenario())
+    users = [t for t in record["turns"] if t["role"] == "user"]
+    assert len(users) == 1 and len(users[0]["text"].split()) >= 10, users
+    # A reply was drafted on the first half and asked for the tool; it was dropped without running it.
+    drafts = [m for m in asked if m[-1]["role"] == "user"
+              and len(m[-1]["content"].split()) < len(users[0]["text"].split())]
+    assert drafts, [m[-1] for m in asked]
+    assert len(ran_at) == 1, ran_at  # once: for the reply the caller got
+    assert ran_at[0] > end, (ran_at, end)
+    assert audio and min(audio) > end, "the agent spoke before the caller had finished"
+    agents = [t["text"] for t in record["turns"] if t["role"] == "agent"]
+    assert "Your table is booked." in agents[-1], agents
