@@ -146,6 +146,11 @@ class ClipRun:
     first_words: bool | None = None  # first_words: the reference's first word opens what the server heard
     first_words_offline: bool | None = None  # ... and what the recognizer heard on the whole clip, outside a call
     heard_error_ms: float | None = None  # the record's heard position minus what the edge had played (first clear)
+    # Speech with no echo and no clear from the labelled onset on: the first clear came after the clip began but
+    # before its labelled onset, this long after the clip's first frame went out. The label marks the first
+    # *energetic* speech (the corpus README: weak onsets, a /z/ or a breath, can precede it by ~0.1 s), so this
+    # is most likely the caller's word heard early; it is still not counted as detected, only shown apart.
+    early_clear_ms: float | None = None
 
     @property
     def detected(self) -> bool:
@@ -417,6 +422,9 @@ class AccuracyRunner:
             heard = [t for t in clears if t >= onset]
             run.clears = len(heard)
             run.onset_to_clear_ms = (heard[0] - onset) * 1000.0 if heard else None
+            early = [t for t in clears if clip_start <= t < onset]
+            if not heard and early and clip.echo is None:
+                run.early_clear_ms = (early[0] - clip_start) * 1000.0
         bargeins: list[dict[str, Any]] = list(record.get("bargeins") or []) if record is not None else []
         verdicts = [_record_resumed(b) for b in bargeins] if len(bargeins) == len(clears) else [None] * len(clears)
         run.outcomes = [str(b.get("outcome")) for b in bargeins if "outcome" in b]

@@ -569,6 +569,10 @@ def condition_summary(p: Phase) -> dict[str, Any]:
         # Apart by category: a short word over the agent is a backchannel stand-in to the policy, and on a line
         # where the echo guard has locked (confirm before any clear) it is meant to cause no clear at all.
         "detection_by_category": by(speech, "category", lambda r: r.detected),
+        # Not detected, but cleared between the clip's start and its labelled onset (ClipRun.early_clear_ms).
+        "early_clears": Count(sum(r.early_clear_ms is not None for r in speech), len(speech)).to_json(),
+        "early_clear_ms": {"p50": pct(_values(speech, "early_clear_ms"), 50),
+                           "min": min(_values(speech, "early_clear_ms"), default=None)},
         "onset_to_clear_ms": {"p50": pct(o2c, 50), "p95": pct(o2c, 95), "n": len(o2c)},
         "yielded": Count(sum(bool(r.yielded) for r in speech), len(speech)).to_json(),
         "false_clears": Count(len(false_clear), len(quiet)).to_json(),
@@ -670,6 +674,11 @@ def render_conditions(phases: list[Phase]) -> tuple[list[str], list[dict[str, An
             if extra and ("self_stops" in metrics or "false_clears" in metrics or "first_words" in metrics
                           or "detection" in metrics):
                 out.append(f"    {_label(s)}: " + "; ".join(extra))
+            if "detection" in metrics and s["early_clears"]["k"]:
+                out.append(f"    {_label(s)}: not detected but cleared after the clip began, before its labelled onset"
+                           f" (the label is the first energetic speech; weak onsets come earlier): "
+                           f"{_count(s['early_clears'])}, p50 {fmt(s['early_clear_ms']['p50'], 0)} ms after the "
+                           f"clip's first frame (min {fmt(s['early_clear_ms']['min'], 0)})")
             if s["record_outcomes"]:
                 out.append(f"    {_label(s)}: {s['clears']} clears; server record outcomes: "
                            + ", ".join(f"{k} {v}" for k, v in s["record_outcomes"].items()))
