@@ -351,6 +351,11 @@ class Settings(BaseSettings):
         True, description="A caller turn that stopped the agent mid-turn and held no words (a cough, a bark) or "
                           "only listener words ('mm-hmm') is not answered: the agent says the rest of its cut turn.",
     )
+    bargein_go_on_at_pause_ms: float = Field(
+        250.0, ge=0, le=5000,
+        description="A caller turn that stopped the agent is heard at its first pause this long: if it holds no words "
+                    "(BARGEIN_GO_ON_WITHOUT_WORDS) the agent goes on then, not after the turn-end silence (0: off).",
+    )
     bargein_ack_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of long interruptions the agent answers with BARGEIN_ACK_TEXT first."
     )

@@ -87,6 +87,10 @@ class CallerTurnMixin:
     _early: tuple[float, asyncio.Task[Heard]] | None = None
     # ... taken over by the turn's end (`_turn_over`), for `_end_user_turn`.
     _early_taken: asyncio.Task[Heard] | None = None
+    # Going on at the pause (`_watch_go_on`): the hearing in flight (its end of speech, its task), and the caller
+    # turn whose pause was heard to hold words (not checked again: it ends and is answered as always).
+    _go_on_check: tuple[float, asyncio.Task[Heard]] | None = None
+    _go_on_words_in: Turn | None = None
 
     if TYPE_CHECKING:
         # Held here: the caller's open turn and its timing, its keys, the turns being heard, the answer due,
@@ -273,6 +277,55 @@ class CallerTurnMixin:
                                      round(heard.stt_ms, 1), heard.error))
         self._metrics.observe_stt(heard.stt_ms / 1000.0, heard.error is None)
         self._turn_ended(rec, None)
+
+    # -- going on at the caller's first pause (app/call/going_on.py) --------------------------------
+    def _watch_go_on(self, now: float) -> None:
+        """A caller turn that a stop opened has paused for BARGEIN_GO_ON_AT_PAUSE_MS: hear it now, so that a turn
+        without words (a laugh, a cough fit, "mm-hmm") lets the agent go on at once instead of after the turn-end
+        silence and a second recognizer's time (`_go_on_heard`). Only under the default turn taking (no table):
+        under `progressive` or with hearing early, the table hears the pause already."""
+        s = self.deps.settings
+        if s.bargein_go_on_at_pause_ms <= 0 or self._go_on_check is not None or self.turn_taker is not None:
+            return
+        left, rec = self._stop_left, self._user_record
+        if left is None or not left.rest or rec is None or rec is self._go_on_words_in or self.hearing is None \
+                or self._utt_start is None or self._interrupted_at is None or self._keys or self._hearing_turns \
+                or self._closing or not s.bargein_go_on_without_words or self.policy.state is not State.CALLER \
+                or self.vad.state is not VadState.STOPPING or self.agent_active(now):
+            return
+        silence_s = self.vad.silence_ms(now) / 1000.0
+        if silence_s * 1000.0 < s.bargein_go_on_at_pause_ms:
+            return
+        hearing = asyncio.ensure_future(self.hearing.hear(self._utt_start, now))
+        self._go_on_check = (now - silence_s, hearing)
+        self._spawn(self._go_on_heard(rec, hearing, now - silence_s))
+
+    async def _go_on_heard(self, rec: Turn, hearing: asyncio.Task[Heard], speech_end: float) -> None:
+        """The paused turn's words are in: if the caller is still silent and the words are none (going_on.py's
+        rule), the turn ends now with them, and its end has the agent go on (`_end_user_turn`, `_words_in`)."""
+        try:
+            heard = await asyncio.shield(hearing)
+        except asyncio.CancelledError:
+            hearing.cancel()  # the call is closing: nobody waits for these words
+            raise
+        finally:
+            self._go_on_check = None
+        now = self._clock.now()
+        left = self._stop_left
+        if rec is not self._user_record or left is None or self._keys or self.policy.state is not State.CALLER \
+                or self.vad.state is not VadState.STOPPING \
+                or abs(now - self.vad.silence_ms(now) / 1000.0 - speech_end) > KEPT_WORDS_SLACK_S:
+            return  # the turn ended meanwhile, or the caller went on: its next pause is heard again
+        if go_on(left, heard.text, heard.error, rec.keys) is None:
+            self._go_on_words_in = rec  # words: the turn ends on its silence and is answered, as always
+            return
+        logger.debug("the paused caller turn holds no words (%r): it ends now", heard.text, extra=self._log_extra)
+        self._early_taken = hearing
+        self._speech_end = speech_end
+        self.vad.rearm(now)  # the caller's next sound is a new onset (a barge-in once the agent goes on)
+        await self._decide(TurnEnd(now))
+        if self._early_taken is hearing:  # the policy did not end the turn (it cannot, from CALLER): not kept
+            self._early_taken = None
 
     # -- progressive turn taking (app/call/turn_taking.py, app/call/draft.py) ------------------------
     def _may_speculate(self, now: float) -> bool:

@@ -376,6 +376,8 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
             await self._settle(arrival)
         if self.turn_taker is not None:
             await self._take_turn(arrival)
+        elif self._stop_left is not None:  # a caller turn a stop opened: heard at its pause (going on, at once)
+            self._watch_go_on(arrival)
 
     def _agent_audio_sent(self, turn_id: int, ulaw: bytes, play_at: float) -> None:
         if self.guard is not None:
@@ -420,6 +422,8 @@ class CallSession(BargeInMixin, CallerTurnMixin, AgentTurnMixin):
             await self._settle(now)
         if self.turn_taker is not None:
             await self._take_turn(now)
+        elif self._stop_left is not None:
+            self._watch_go_on(now)
         if self._answer_due is not None and now >= self._answer_due[0]:
             self._answer(self._answer_due[1])
         # The caller's keys end their turn, unless the caller is also talking (then the talk's silence does) or

@@ -127,3 +127,49 @@ def test_a_reply_cut_while_the_llm_streams_goes_on_to_its_last_whole_sentence(se
     # the unheard rest as far as whole sentences went, ending on a full stop, never beyond what the LLM said
     assert rest["text"] and rest["text"][-1] in ".!?" and rest["text"] in LONG_REPLY, rest
     assert asked == 1, "the LLM was asked about the turn without words"
+
+
+async def _went_on_after(server_factory: Any, words: str, at_pause_ms: float, starting: asyncio.Lock) -> float:
+    """Seconds from the end of the caller's sound to the agent's next audio at the edge, with a 2.5 s turn-end
+    silence: a turn heard at its pause (BARGEIN_GO_ON_AT_PAUSE_MS) need not wait for it."""
+    script = script_words(words, start_s=0.3, word_s=0.25) if words else ()
+    async with DeepgramServer(script) as dg, ScriptedLlmServer([ANSWER], token_delay_s=0.005) as llm:
+        async with starting:
+            srv = await asyncio.to_thread(
+                server_factory, agent_greeting=GREETING, stt_engine="deepgram", deepgram_url=dg.url,
+                deepgram_api_key="test-key", llm_base_url=llm.base_url, turn_end_silence_ms=2500,
+                bargein_go_on_at_pause_ms=at_pause_ms)
+        async with EmulatedCall.start("twilio", srv.url) as call:
+            await call.wait_until(lambda: call.played_samples > 7.5 * 8000, 20)
+            sent = (await call.send_audio(read_wav(CLIP)))[-1]
+            before = call.played_samples
+            silence = asyncio.create_task(call.send_silence(6.0))
+            try:
+                await call.wait_until(lambda: call.played_samples > before + 0.1 * 8000, 15)
+                back = asyncio.get_running_loop().time()
+            finally:
+                silence.cancel()
+            record = await record_when(srv.url, call.call_id, lambda r: len(r["turns"]) >= 3, timeout_s=20)
+    user = record["turns"][1]
+    assert user["went_on"] is (not words), record["turns"]  # going on early changes when, never whether
+    return back - sent
+
+
+def test_a_turn_without_words_is_heard_at_its_pause_and_the_agent_goes_on_before_the_turn_end_silence(
+        server_factory: Any) -> None:
+    async def three() -> list[float]:
+        starting = asyncio.Lock()
+        return list(await asyncio.gather(
+            _went_on_after(server_factory, "", 250.0, starting),
+            _went_on_after(server_factory, "", 0.0, starting),
+            _went_on_after(server_factory, "What time do you open?", 250.0, starting)))
+
+    early, at_turn_end, answered = asyncio.run(three())
+    print(f"went on after {early:.2f} s (heard at the pause), {at_turn_end:.2f} s (at the turn's end); "
+          f"answered after {answered:.2f} s")
+    # 250 ms of pause, the recognizer (loopback) and the playback lead, well inside the 2.5 s silence
+    assert early < 1.5, f"went on {early:.2f} s after the sound"
+    # (from the clip's last frame: its speech ends a little before it, so 2.0 s, not 2.5)
+    assert at_turn_end > 2.0, f"without hearing at the pause it went on after {at_turn_end:.2f} s"
+    # words: the pause's hearing lets the turn run to its silence, and the answer comes after it, as ever
+    assert answered > 2.0, f"answered {answered:.2f} s after the caller's words"
