@@ -10,7 +10,8 @@ are never read here. What is:
    words, through the mu-law round trip. Scored: the interruption kind of the words heard (app/bargein/words.py)
    against the phrase's, and how many backchannels came out as a kind that stops the agent (must stay 0).
 2. The corpus pool's noise clips, each cut to its loudest second with the lead before it (what a VAD would call
-   an utterance): how many come out as a kind that stops the agent.
+   an utterance): how many come out as a kind that stops the agent; the same for each `--noise DIR` (a set in
+   the pool's layout, e.g. `python -m app.offline.extra_noise DIR`'s real noises), by category.
 3. The pool's spoken digits (short real speech, and the short_words condition's stand-ins for a backchannel):
    word errors, and how many come out as a kind that stops the agent.
 4. CPU seconds per clip, the whole process (nothing else runs in it).
@@ -79,7 +80,8 @@ def noise_clips(root: Path) -> list[tuple[str, Pcm16]]:
     return [(r["path"], loudest_second(read_wav(root / r["path"]))) for r in rows]
 
 
-async def run(hint: Hint | None, voices: int, show: bool) -> dict[str, str]:
+async def run(hint: Hint | None, voices: int, show: bool, extra: Sequence[Path] = (),
+              phrases: bool = True) -> dict[str, str]:
     from providers.stt.whisper import WhisperStt
 
     stt = WhisperStt(workers=1, cpu_threads=1, hint=hint)
@@ -95,7 +97,7 @@ async def run(hint: Hint | None, voices: int, show: bool) -> dict[str, str]:
     texts = [t for t, _ in TUNING_PHRASES]
     right = stopped_bc = n_bc = n = 0
     by_kind: dict[str, list[int]] = {}
-    for voice, wpm, stretch in TUNING_VOICES[:voices]:
+    for voice, wpm, stretch in TUNING_VOICES[:voices] if phrases else ():
         spoken = await spoken_by(texts, voice, wpm, stretch)
         for (text, kind), pcm in zip(TUNING_PHRASES, spoken, strict=True):
             said = await hear(with_lead(pcm), f"{voice}|{kind}|{text}")
@@ -128,6 +130,20 @@ async def run(hint: Hint | None, voices: int, show: bool) -> dict[str, str]:
                 print(f"    noise {name}: heard {said!r} -> {interruption(said)}")
     print(f"  pool noise (loudest 1 s): with words {noise_words}/{len(noise)}, "
           f"would stop the agent {_pct(noise_stops, len(noise))}")
+    for root in extra:
+        stops: dict[str, list[int]] = {}
+        for name, pcm in noise_clips(root):
+            said = await hear(pcm, f"noise|{root.name}|{name}")
+            clips += 1
+            category = Path(name).stem.rsplit("_", 1)[0]
+            stops.setdefault(category, [0, 0])[1] += 1
+            if interruption(said) in STOPS_THE_AGENT:
+                stops[category][0] += 1
+                if show:
+                    print(f"    noise {root.name}/{name}: heard {said!r} -> {interruption(said)}")
+        total = [sum(k for k, _ in stops.values()), sum(m for _, m in stops.values())]
+        print(f"  {root} noise (loudest 1 s): would stop the agent {_pct(*total)}; "
+              + ", ".join(f"{c} {k}/{m}" for c, (k, m) in sorted(stops.items()) if k))
 
     digits = [c for c in labelled_clips(POOL) if len(c.reference.split()) == 1]
     errors = word_errors("", "")
@@ -156,10 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gate", type=float, default=Hint().gate, help="1.0: the hint on every short clip")
     p.add_argument("--voices", type=int, default=len(TUNING_VOICES))
     p.add_argument("--show", action="store_true")
+    p.add_argument("--noise", type=Path, action="append", default=[],
+                   help="another noise set in the pool's layout (repeatable)")
+    p.add_argument("--no-phrases", action="store_true", help="skip the spoken tuning phrases")
     p.add_argument("--json", type=Path, help="write every clip's heard text here")
     args = p.parse_args(argv)
     hint = None if args.hint == "none" else Hint(args.hint_text, args.max_ms, args.gate)
-    heard = asyncio.run(run(hint, args.voices, args.show))
+    heard = asyncio.run(run(hint, args.voices, args.show, args.noise, not args.no_phrases))
     if args.json is not None:
         args.json.write_text(json.dumps(heard, indent=1))
     return 0

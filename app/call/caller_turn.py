@@ -192,7 +192,9 @@ class CallerTurnMixin:
             self._words_in(rec, spoken.heard, ended_at, prefix)
             return
         taken, self._early_taken = self._early_taken, None
-        if taken is not None and self.hearing is not None:  # strict, heard early: the words are on their way
+        at_pause = self._take_go_on_check(speech_end)
+        taken = taken or at_pause
+        if taken is not None and self.hearing is not None:  # heard early (strict, or at the pause after a stop)
             self._hearing_turns.append(rec)
             self._hear(self._hear_taken(rec, taken, ended_at, prefix))
             return
@@ -280,10 +282,11 @@ class CallerTurnMixin:
 
     # -- going on at the caller's first pause (app/call/going_on.py) --------------------------------
     def _watch_go_on(self, now: float) -> None:
-        """A caller turn that a stop opened has paused for BARGEIN_GO_ON_AT_PAUSE_MS: hear it now, so that a turn
-        without words (a laugh, a cough fit, "mm-hmm") lets the agent go on at once instead of after the turn-end
-        silence and a second recognizer's time (`_go_on_heard`). Only under the default turn taking (no table):
-        under `progressive` or with hearing early, the table hears the pause already."""
+        """A caller turn that a stop opened has paused for BARGEIN_GO_ON_AT_PAUSE_MS: hear it now (`_go_on_heard`).
+        A turn without words (a laugh, a cough fit, "mm-hmm") then lets the agent go on at once instead of after
+        the turn-end silence and a recognizer's time; a turn with words ends on its silence as always, and its end
+        takes these words if nothing was said since (`_end_user_turn`), so it is not heard twice. Only under the
+        default turn taking (no table): under `progressive` or hearing early, the table hears the pause already."""
         s = self.deps.settings
         if s.bargein_go_on_at_pause_ms <= 0 or self._go_on_check is not None or self.turn_taker is not None:
             return
@@ -302,30 +305,36 @@ class CallerTurnMixin:
 
     async def _go_on_heard(self, rec: Turn, hearing: asyncio.Task[Heard], speech_end: float) -> None:
         """The paused turn's words are in: if the caller is still silent and the words are none (going_on.py's
-        rule), the turn ends now with them, and its end has the agent go on (`_end_user_turn`, `_words_in`)."""
+        rule), the turn ends now, and its end (taking these words) has the agent go on."""
         try:
             heard = await asyncio.shield(hearing)
         except asyncio.CancelledError:
             hearing.cancel()  # the call is closing: nobody waits for these words
             raise
-        finally:
-            self._go_on_check = None
+        check = self._go_on_check
+        if check is None or check[1] is not hearing:
+            return  # the turn ended meanwhile and took these words (or the call is closing)
         now = self._clock.now()
         left = self._stop_left
         if rec is not self._user_record or left is None or self._keys or self.policy.state is not State.CALLER \
                 or self.vad.state is not VadState.STOPPING \
                 or abs(now - self.vad.silence_ms(now) / 1000.0 - speech_end) > KEPT_WORDS_SLACK_S:
-            return  # the turn ended meanwhile, or the caller went on: its next pause is heard again
+            self._go_on_check = None  # the caller went on: the next pause is heard again
+            return
         if go_on(left, heard.text, heard.error, rec.keys) is None:
-            self._go_on_words_in = rec  # words: the turn ends on its silence and is answered, as always
+            self._go_on_words_in = rec  # words: the turn ends on its silence, which takes them, and is answered
             return
         logger.debug("the paused caller turn holds no words (%r): it ends now", heard.text, extra=self._log_extra)
-        self._early_taken = hearing
         self._speech_end = speech_end
         self.vad.rearm(now)  # the caller's next sound is a new onset (a barge-in once the agent goes on)
         await self._decide(TurnEnd(now))
-        if self._early_taken is hearing:  # the policy did not end the turn (it cannot, from CALLER): not kept
-            self._early_taken = None
+
+    def _take_go_on_check(self, speech_end: float | None) -> asyncio.Task[Heard] | None:
+        """The turn ends: the pause's hearing, if it heard up to this turn's end of speech (nothing said since)."""
+        check, self._go_on_check = self._go_on_check, None
+        if check is None or speech_end is None or abs(check[0] - speech_end) > KEPT_WORDS_SLACK_S:
+            return None
+        return check[1]
 
     # -- progressive turn taking (app/call/turn_taking.py, app/call/draft.py) ------------------------
     def _may_speculate(self, now: float) -> bool:

@@ -24,6 +24,11 @@ go on when the heard part already asked the caller something ("...would you like
 answer, not a backchannel), when keys were pressed, or when the recognizer failed (no words because it could
 not hear, not because nothing was said). BARGEIN_GO_ON_WITHOUT_WORDS turns it off.
 
+When: such a turn is heard at its first pause (BARGEIN_GO_ON_AT_PAUSE_MS, 250 ms), not only at its end: without
+words it ends there and the agent goes on, instead of after the turn-end silence (700 ms) and a second
+recognizer pass; with words it runs to its silence and is heard and answered as any turn (`_watch_go_on` in
+app/call/caller_turn.py). A caller who goes on before those words are in is heard again at the next pause.
+
 This module holds the decision and what it needs; the session (app/call/caller_turn.py) acts on it.
 """
 

@@ -10,8 +10,10 @@ the event loop (providers/stt/). Every failure is an answer, not an exception: t
 (the LLM is told the caller was not understood), the call is untouched.
 
 The embedded recognizer (Whisper) takes a whole stretch at a time and costs about the same whatever its length,
-so it is asked twice per interruption at most: once for a short utterance the agent resumed over (its words may
-still stop the agent: "stop" sounds like "okay"), and once for the caller's whole turn when it ends.
+so it is asked three times per interruption at most: once for a short utterance the agent resumed over (its words
+may still stop the agent: "stop" sounds like "okay"), once at the first pause of a turn the interruption opened
+(without words the agent goes on then: app/call/going_on.py, BARGEIN_GO_ON_AT_PAUSE_MS), and once for the
+caller's whole turn when it ends.
 """
 
 from __future__ import annotations
