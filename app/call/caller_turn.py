@@ -42,7 +42,7 @@ from app.bargein.words import interruption
 from app.call.draft import DRAFT_TURN_ID, Draft, EventGate
 from app.call.end_of_turn import EndOfTurn
 from app.call.events import AgentWentOn, InterruptionHeard, KeyPressed, Transcribed, TurnStarted
-from app.call.going_on import go_on
+from app.call.going_on import go_on, go_on_at_pause
 from app.call.hearing import Heard
 from app.call.turn import AgentTurn
 from app.call.turn_taking import Action as TurnAction
@@ -321,8 +321,8 @@ class CallerTurnMixin:
                 or abs(now - self.vad.silence_ms(now) / 1000.0 - speech_end) > KEPT_WORDS_SLACK_S:
             self._go_on_check = None  # the caller went on: the next pause is heard again
             return
-        if go_on(left, heard.text, heard.error, rec.keys) is None:
-            self._go_on_words_in = rec  # words: the turn ends on its silence, which takes them, and is answered
+        if not go_on_at_pause(left, heard.text, heard.error, rec.keys):
+            self._go_on_words_in = rec  # words (or maybe): the turn ends on its silence, which takes them
             return
         logger.debug("the paused caller turn holds no words (%r): it ends now", heard.text, extra=self._log_extra)
         self._speech_end = speech_end

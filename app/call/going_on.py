@@ -73,6 +73,9 @@ def rest_from(text: str, char_offset: int) -> str:
 VOCALISATIONS = frozenset({"you", "i", "ow", "ouch", "ah", "ahh", "aw", "ha", "hah", "heh", "hee", "ho", "hoo",
                            "whoo", "woo", "ooh", "ugh", "argh", "eek", "achoo"})
 _ELONGATED = re.compile(r"^(?:([a-z])\1{2,}h*|[aeiou]+h{2,})$")  # "aaaah", "ahhhhhh", "ohhh": a held vowel
+# Laughter written as one word ("hahahaha", "hehehe", "hohoho": the Debian extra set's laughs came out so, and
+# were answered as a question): a sound, as "ha ha ha" already is.
+_LAUGH = re.compile(r"^(?:h[aeiou]h?){2,}$")
 _DIGIT = re.compile(r"\d")
 
 
@@ -96,7 +99,7 @@ def go_on(rest: StopLeft | None, words: str, recognizer_error: str | None, keys:
     if rest is None or not rest.rest or recognizer_error is not None or keys or _DIGIT.search(words):
         return None  # a number is words ("5.": the recognizer writes digits, which the word rules drop)
     tokens = normalize(words).replace("-", " ").split()
-    lexical = [t for t in tokens if t not in VOCALISATIONS and not _ELONGATED.match(t)]
+    lexical = [t for t in tokens if t not in VOCALISATIONS and not _ELONGATED.match(t) and not _LAUGH.match(t)]
     if not lexical:
         return "no_words"
     said = " ".join(lexical)
@@ -107,3 +110,17 @@ def go_on(rest: StopLeft | None, words: str, recognizer_error: str | None, keys:
     if kind == "backchannel" and "?" not in rest.heard_text:
         return "listener_words"
     return None
+
+
+# At a pause the caller may only be gathering their words: "Um...", "So...", "I..." open a turn as often as they
+# end one. The pause lets the agent go on only for a turn of sounds alone (nothing, a laugh, "Ow!", a held vowel);
+# listener words and a lone word wait for the turn's end, where `go_on` decides as before. "I" is what a caller
+# says before their pause as well as Whisper's guess at a knock: at the pause it counts as a word.
+_PAUSE_WORDS = frozenset({"i"})
+
+
+def go_on_at_pause(rest: StopLeft | None, words: str, recognizer_error: str | None, keys: str) -> bool:
+    """The caller paused in a turn that stopped the agent, and `words` are what it holds so far: go on now?"""
+    if go_on(rest, words, recognizer_error, keys) != "no_words":
+        return False
+    return not any(t in _PAUSE_WORDS for t in normalize(words).split())

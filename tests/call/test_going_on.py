@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.call.going_on import StopLeft, go_on, rest_from, whole_sentences
+from app.call.going_on import StopLeft, go_on, go_on_at_pause, rest_from, whole_sentences
 from app.call.llm_context import CUT_MARK, NO_TRANSCRIPT, llm_messages
 from app.call.tools import ToolLedger
 from app.transcript import CallRecord
@@ -57,12 +57,27 @@ def _rest(heard: str = "Our opening") -> StopLeft:
     ("Yeah, okay.", None, "", "listener_words"),
     ("What time do you open?", None, "", None),  # a question: answered
     ("Wait.", None, "", None),  # a stop word: answered
+    ("hahahaha", None, "", "no_words"),  # laughter written as one word
+    ("Hehehe! Ha ha.", None, "", "no_words"),
+    ("Aha.", None, "", "listener_words"),  # a word (a listener's), not a laugh
     ("", "timeout", "", None),  # the recognizer failed: it does not know that nothing was said
     ("", None, "12", None),  # keys are a turn
 ])
 def test_only_a_turn_without_words_or_with_listener_words_goes_on(
         words: str, error: str | None, keys: str, reason: str | None) -> None:
     assert go_on(_rest(), words, error, keys) == reason
+
+
+@pytest.mark.parametrize(("words", "now"), [
+    ("", True), ("Ha ha ha!", True), ("hahahaha", True), ("Ow! Ahhhhhh!", True), ("You", True),
+    ("Um.", False),  # a caller gathering their words: listener words at the turn's end, not at a pause
+    ("So", False), ("Okay.", False), ("Mm-hmm.", False), ("Wait.", False), ("What time do you open?", False),
+    ("I", False),  # "I ..." opens a turn: a word at the pause, though Whisper also writes it for a knock
+])
+def test_at_a_pause_only_sounds_alone_let_the_agent_go_on(words: str, now: bool) -> None:
+    assert go_on_at_pause(_rest(), words, None, "") is now
+    assert not go_on_at_pause(_rest(), words, "timeout", "")  # nor when the recognizer failed
+    assert not go_on_at_pause(StopLeft("b1", 1, TEXT, ""), words, None, "")  # nor with nothing left to say
 
 
 def test_no_rest_no_going_on_and_a_question_heard_makes_yeah_an_answer() -> None:
