@@ -47,12 +47,15 @@ def test_hint_validates_and_is_for_short_clips_that_sound_like_speech() -> None:
     assert hint.applies(1500.0) and not hint.applies(hint.max_ms + 1)
     assert hint.wanted("Way.", 0.2)
     assert hint.believed([0.5, 0.02]) and not hint.believed([0.004]) and not hint.believed([])
+    assert not hint.believed([0.015])  # a grunt's "Hup!" asked again came back "Stop." at this probability
+    assert not Hint(believe="min").believed([0.5, 0.02])  # every word must reach it, not their mean
     assert not hint.wanted("Way.", hint.gate)  # the plain decode doubts it is speech
     assert not hint.wanted(" ... ", 0.0)  # no words: nothing to ask again about
     assert not hint.wanted("Nine.", 0.1) and not hint.wanted("4.", 0.1)  # a number heard is kept
     assert hint.adds_a_repeat("Three.", "Three. Three.") and hint.adds_a_repeat("I'll be", "Stop it. Stop it.")
     assert not hint.adds_a_repeat("No, no.", "No, no.") and not hint.adds_a_repeat("Hanyong.", "Hang on.")
-    for bad in ({"text": " "}, {"max_ms": 0.0}, {"gate": 0.0}, {"gate": 1.5}, {"min_word_prob": 1.0}):
+    for bad in ({"text": " "}, {"max_ms": 0.0}, {"gate": 0.0}, {"gate": 1.5}, {"min_word_prob": 1.0},
+                {"believe": "median"}):
         with pytest.raises(ValueError):
             Hint(**bad)
 
