@@ -191,10 +191,9 @@ class CallerTurnMixin:
             # strict, heard early: the words of the turn, in before its end; answered as if heard now
             self._words_in(rec, spoken.heard, ended_at, prefix)
             return
-        taken, self._early_taken = self._early_taken, None
         at_pause = self._take_go_on_check(speech_end)
-        taken = taken or at_pause
-        if taken is not None and self.hearing is not None:  # heard early (strict, or at the pause after a stop)
+        taken, self._early_taken = self._early_taken, None
+        if taken is not None and self.hearing is not None:  # strict, heard early: the words are on their way
             self._hearing_turns.append(rec)
             self._hear(self._hear_taken(rec, taken, ended_at, prefix))
             return
@@ -207,6 +206,10 @@ class CallerTurnMixin:
                 # Nothing said since the words that stopped the agent ("stop please"): they are the turn's
                 # words, heard already; a second pass would only add its delay.
                 self._words_in(rec, late[2], ended_at, prefix)
+                return
+            if at_pause is not None:  # a turn a stop opened, heard at its pause: those words first (_watch_go_on)
+                self._hearing_turns.append(rec)
+                self._hear(self._hear_after_pause(rec, at_pause, start, self._clock.now(), ended_at, prefix))
                 return
             # The words first: the turn's record and the agent's answer wait for them (off the event loop).
             self._hearing_turns.append(rec)
@@ -232,6 +235,30 @@ class CallerTurnMixin:
             if not hearing.cancelled():
                 raise  # this task itself is being cancelled
             heard = Heard("", 0.0, 0.0, "cancelled")
+        self._hearing_turns.remove(rec)
+        self._words_in(rec, heard, ended_at, prefix)
+
+    async def _hear_after_pause(self, rec: Turn, at_pause: asyncio.Task[Heard], start: float, end: float,
+                                ended_at: float, prefix: str | None) -> None:
+        """A turn that ended with its pause heard (or being heard) and nothing said since: the pause's words if they
+        let the agent go on (sounds alone), else the turn heard whole, as any turn is. That hearing starts at once,
+        beside the pause's, so a turn with words is answered no later than without the pause's hearing, and with the
+        same words (a clip's trailing silence changes what Whisper writes)."""
+        assert self.hearing is not None
+        again = None if at_pause.done() else asyncio.ensure_future(self.hearing.hear(start, end))
+        try:
+            heard = await asyncio.shield(at_pause)
+        except asyncio.CancelledError:
+            if not at_pause.cancelled():  # this task itself is being cancelled
+                if again is not None:
+                    again.cancel()
+                raise
+            heard = Heard("", 0.0, 0.0, "cancelled")
+        if go_on_at_pause(self._left_for.get(rec.id), heard.text, heard.error, rec.keys):
+            if again is not None:
+                again.cancel()
+        else:
+            heard = await (again if again is not None else self.hearing.hear(start, end))
         self._hearing_turns.remove(rec)
         self._words_in(rec, heard, ended_at, prefix)
 
@@ -283,10 +310,10 @@ class CallerTurnMixin:
     # -- going on at the caller's first pause (app/call/going_on.py) --------------------------------
     def _watch_go_on(self, now: float) -> None:
         """A caller turn that a stop opened has paused for BARGEIN_GO_ON_AT_PAUSE_MS: hear it now (`_go_on_heard`).
-        A turn without words (a laugh, a cough fit, "mm-hmm") then lets the agent go on at once instead of after
-        the turn-end silence and a recognizer's time; a turn with words ends on its silence as always, and its end
-        takes these words if nothing was said since (`_end_user_turn`), so it is not heard twice. Only under the
-        default turn taking (no table): under `progressive` or hearing early, the table hears the pause already."""
+        A turn of sounds alone (a laugh, a cough fit, "Ow!") then lets the agent go on at once instead of after the
+        turn-end silence and a recognizer's time; a turn with words ends on its silence and is heard and answered
+        as always (`_hear_after_pause` when its end comes before these words). Only under the default turn taking
+        (no table): under `progressive` or hearing early, the table hears the pause already."""
         s = self.deps.settings
         if s.bargein_go_on_at_pause_ms <= 0 or self._go_on_check is not None or self.turn_taker is not None:
             return
@@ -322,7 +349,8 @@ class CallerTurnMixin:
             self._go_on_check = None  # the caller went on: the next pause is heard again
             return
         if not go_on_at_pause(left, heard.text, heard.error, rec.keys):
-            self._go_on_words_in = rec  # words (or maybe): the turn ends on its silence, which takes them
+            # Words (or maybe): the turn ends on its silence and is heard whole then, as any turn is.
+            self._go_on_check, self._go_on_words_in = None, rec
             return
         logger.debug("the paused caller turn holds no words (%r): it ends now", heard.text, extra=self._log_extra)
         self._speech_end = speech_end
@@ -330,7 +358,8 @@ class CallerTurnMixin:
         await self._decide(TurnEnd(now))
 
     def _take_go_on_check(self, speech_end: float | None) -> asyncio.Task[Heard] | None:
-        """The turn ends: the pause's hearing, if it heard up to this turn's end of speech (nothing said since)."""
+        """The turn ends: the pause's hearing (in flight, or done without words), if it heard up to this turn's end
+        of speech (nothing said since)."""
         check, self._go_on_check = self._go_on_check, None
         if check is None or speech_end is None or abs(check[0] - speech_end) > KEPT_WORDS_SLACK_S:
             return None

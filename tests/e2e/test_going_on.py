@@ -173,3 +173,35 @@ def test_a_turn_without_words_is_heard_at_its_pause_and_the_agent_goes_on_before
     assert at_turn_end > 2.0, f"without hearing at the pause it went on after {at_turn_end:.2f} s"
     # words: the pause's hearing lets the turn run to its silence, and the answer comes after it, as ever
     assert answered > 2.0, f"answered {answered:.2f} s after the caller's words"
+
+
+def test_a_turn_that_ends_while_its_pause_is_being_heard_goes_on_or_is_answered_by_its_words(
+        server_factory: Any) -> None:
+    """The turn-end silence (280 ms) comes a frame after the pause's hearing starts (250 ms). Without words (the
+    Deepgram loopback, quick) the agent goes on. With words, heard by the embedded Whisper (hundreds of ms, so
+    still in flight when the turn ends), the turn is heard whole and answered, not taken for a turn of sounds."""
+    async def call(stt: str, starting: asyncio.Lock) -> tuple[dict[str, Any], int]:
+        async with DeepgramServer(()) as dg, ScriptedLlmServer([ANSWER], token_delay_s=0.005) as llm:
+            async with starting:
+                srv = await asyncio.to_thread(
+                    server_factory, agent_greeting=GREETING, stt_engine=stt, deepgram_url=dg.url,
+                    deepgram_api_key="test-key", llm_base_url=llm.base_url, turn_end_silence_ms=280,
+                    bargein_go_on_at_pause_ms=250)
+            async with EmulatedCall.start("twilio", srv.url) as call:
+                await call.wait_until(lambda: call.played_samples > 7.5 * 8000, 20)
+                await call.send_audio(read_wav(CLIP))
+                await call.send_silence(2.0)
+                record = await record_when(srv.url, call.call_id, _third_turn_over, timeout_s=30)
+        return record, len(llm.chat_requests)
+
+    async def both() -> list[tuple[dict[str, Any], int]]:
+        starting = asyncio.Lock()
+        return list(await asyncio.gather(call("deepgram", starting), call("whisper", starting)))
+
+    (silent, asked_silent), (spoken, asked_spoken) = asyncio.run(both())
+    greeting, user, rest = silent["turns"][:3]
+    assert user["went_on"] and rest["continues"] == greeting["id"] and asked_silent == 0, silent["turns"]
+    greeting, user, answer = spoken["turns"][:3]
+    assert greeting["interrupted"] and not user["went_on"], spoken["turns"]
+    assert len(user["text"].split()) >= 2, user  # the read clip's words ("Chapter twenty-nine"), heard whole
+    assert answer["text"] == ANSWER and answer["continues"] is None and asked_spoken >= 1, answer
