@@ -185,7 +185,7 @@ def _short_window_segments(
             logger.debug("whisper hint: plain %r (no speech %.2f), hinted %r (word probabilities %s)", plain_text,
                          no_speech, hinted_text, [round(p, 3) for p in said])
             if (
-                hint.believed(said)
+                hint.believed(said, plain_text)
                 and hint_taken(hint, plain_text, hinted_text)
                 and not hint.adds_a_repeat(plain_text, hinted_text)
                 and not is_suspect(hinted_text, len(again_tokens), budget, again_ratio, window.max_words(size))

@@ -47,7 +47,8 @@ def test_hint_validates_and_is_for_short_clips_that_sound_like_speech() -> None:
     assert hint.applies(1500.0) and not hint.applies(hint.max_ms + 1)
     assert hint.wanted("Way.", 0.2)
     assert hint.believed([0.5, 0.02]) and not hint.believed([0.004]) and not hint.believed([])
-    assert not hint.believed([0.015])  # a grunt's "Hup!" asked again came back "Stop." at this probability
+    assert not hint.believed([0.015], " Hup!")  # a grunt asked again came back "Stop." at this probability
+    assert hint.believed([0.015], " Oh")  # a low bare "stop" heard as a vowel comes back "Stop." so
     assert not Hint(believe="min").believed([0.5, 0.02])  # every word must reach it, not their mean
     assert not hint.wanted("Way.", hint.gate)  # the plain decode doubts it is speech
     assert not hint.wanted(" ... ", 0.0)  # no words: nothing to ask again about
