@@ -172,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gate", type=float, default=Hint().gate, help="1.0: the hint on every short clip")
     p.add_argument("--min-word-prob", type=float, default=Hint().min_word_prob)
     p.add_argument("--believe", choices=("mean", "min"), default=Hint().believe)
+    p.add_argument("--vowel-min-word-prob", type=float, default=Hint().vowel_min_word_prob)
     p.add_argument("--voices", type=int, default=len(TUNING_VOICES))
     p.add_argument("--show", action="store_true")
     p.add_argument("--noise", type=Path, action="append", default=[],
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write every clip's heard text here")
     args = p.parse_args(argv)
     hint = None if args.hint == "none" else Hint(args.hint_text, args.max_ms, args.gate, args.min_word_prob,
-                                                 args.believe)
+                                                 args.believe, args.vowel_min_word_prob)
     heard = asyncio.run(run(hint, args.voices, args.show, args.noise, not args.no_phrases))
     if args.json is not None:
         args.json.write_text(json.dumps(heard, indent=1))
