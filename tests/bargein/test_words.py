@@ -71,3 +71,39 @@ def test_sound_alikes_do_not_reach_past_short_utterances_or_backchannels(text: s
 
 def test_top_floor_is_not_stop() -> None:
     assert interruption("Top floor.") == "redirect"
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("Um, wait.", "stop"), ("Sorry, can you repeat?", "clarification"), ("Actually, cancel it.", "cancellation"),
+    ("Okay, enough.", "stop"), ("Actually, I meant eight.", "correction"),
+])
+def test_an_opener_takes_the_kind_of_what_follows_it(text: str, kind: str) -> None:
+    assert interruption(text) == kind
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("No, forget it.", "cancellation"), ("No, stop.", "stop"), ("No, the blue one.", "correction"),
+    ("No, Thursday.", "correction"), ("No, no, no.", "stop"), ("No problem.", "backchannel"),
+])
+def test_no_takes_the_kind_of_its_own_words_and_otherwise_corrects(text: str, kind: str) -> None:
+    assert interruption(text) == kind
+
+
+@pytest.mark.parametrize("text", ["Sounds good.", "Of course.", "Fair enough.", "That's fine.", "Yes, please."])
+def test_listener_phrases_are_backchannels(text: str) -> None:
+    assert interruption(text) == "backchannel"
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("That's not correct.", "correction"), ("That's enough.", "stop"), ("Can I book for tomorrow?", "redirect"),
+    ("okay so what about delivery to Leeds", "redirect"), ("sorry to bother you, is the shop open", "redirect"),
+])
+def test_a_phrase_that_opens_like_a_command_is_read_whole(text: str, kind: str) -> None:
+    assert interruption(text) == kind
+
+
+def test_no_written_backchannel_stops_the_agent() -> None:
+    from app.bench.kind_texts import KIND_TEXTS, score
+
+    _, misses = score(KIND_TEXTS)
+    assert not [m for m in misses if m[1] == "backchannel"], misses
