@@ -22,8 +22,8 @@ Under strict turn taking with TURN_HEAR_EARLY the same table hears the turn at t
 words: the VAD's turn end then takes them (`_turn_over`: KEEP) instead of hearing the turn again, or, when the
 recognizer is not done yet, waits for that hearing (`_hear_taken`) rather than starting a second one.
 
-When the call ends, the turn still open is heard too and what is being heard gets HEARING_AT_CLOSE_S to finish
-(`_hear_before_close`); none of it is answered.
+When the call ends, the turn still open is heard too and what is being heard gets the recognizer's timeout to
+finish (`_hear_before_close`); none of it is answered.
 
 This is a mixin of `CallSession` (app/call/session.py says why); the session state it uses is declared below.
 """
@@ -70,9 +70,11 @@ if TYPE_CHECKING:
 # tests' caplog) select its lines by that name.
 logger = logging.getLogger("app.call.session")
 
-# How long a call's end waits for the caller's last words (the recognizer takes 0.1-0.5 s a turn): past it
-# they go on record without words, as before.
-HEARING_AT_CLOSE_S = 3.0
+# How long a call's end waits for the caller's last words beyond the recognizer's own bound (STT_TIMEOUT_S, which
+# each hearing already has): past it they go on record without words. Not a fixed few seconds: with the
+# recognizer's pool busy (several calls ending at once on a loaded machine) a 2 s turn waited out 3 s in CI and
+# lost its words; a hang-up must not lose what the caller said while the recognizer still has it.
+HEARING_AT_CLOSE_S = 0.5
 # strict, heard early: the kept words are the turn's when their end of speech is the VAD's (the same frames, up
 # to a frame or two of its smoothing); a later one means speech the words do not hold.
 KEPT_WORDS_SLACK_S = 0.06
@@ -618,7 +620,8 @@ class CallerTurnMixin:
     # -- the call's end ---------------------------------------------------------------------------
     async def _hear_before_close(self) -> None:
         """What the caller said before hanging up is kept: a turn still open ("okay, bye") is heard too, and
-        the turns being heard get HEARING_AT_CLOSE_S to finish; none of them is answered."""
+        the turns being heard get the recognizer's timeout (plus HEARING_AT_CLOSE_S) to finish; none of them is
+        answered."""
         self._closing = True
         rec = self._user_record
         if self.hearing is not None and rec is not None and self._utt_start is not None:
@@ -626,4 +629,4 @@ class CallerTurnMixin:
             self._hearing_turns.append(rec)
             self._hear(self._hear_turn(rec, self._utt_start, self._clock.now(), self.deps.wall(), None))
         if self._hear_tasks:
-            await asyncio.wait(set(self._hear_tasks), timeout=HEARING_AT_CLOSE_S)
+            await asyncio.wait(set(self._hear_tasks), timeout=self.deps.settings.stt_timeout_s + HEARING_AT_CLOSE_S)
