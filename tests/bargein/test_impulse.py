@@ -181,3 +181,54 @@ def test_speech_start_sample_is_where_callvad_started(played: list[fit_impulse.P
         live = asyncio.run(fit_impulse.live_start(p.audio, p.probs, VadConfig()))
         assert live == (replica[0] if replica else None), p.clip.name
     assert impulse.speech_start_sample(10 * 160, 64.0) == 6 * 256 - 2 * 256  # 1600 fed: windows end at 1536
+
+
+def _plain_features(pcm16: np.ndarray, probs: list[float]) -> np.ndarray:
+    """The features as plain numpy writes them (np.mean, np.fft, one call per quantity): what impulse.features
+    computed before it was made cheaper for the look before the clear. The fitted numbers were fitted on these."""
+    x = np.asarray(pcm16, dtype=np.float64).reshape(-1) / 32768.0
+    if len(x) < impulse.FRAME:
+        x = np.concatenate([x, np.zeros(impulse.FRAME - len(x))])
+    n = 1 + (len(x) - impulse.FRAME) // impulse.HOP
+    fr = np.stack([x[i * impulse.HOP : i * impulse.HOP + impulse.FRAME] for i in range(n)])
+    fr = fr - fr.mean(axis=1, keepdims=True)
+    energy = np.einsum("ij,ij->i", fr, fr) / impulse.FRAME
+    level = 10 * np.log10(energy + 1e-10)
+    ac = np.fft.irfft(np.abs(np.fft.rfft(fr, impulse.NFFT)) ** 2, impulse.NFFT)[:, : impulse.MAX_LAG + 1]
+    seg = ac[:, impulse.MIN_LAG : impulse.MAX_LAG + 1] / (ac[:, 0] + 1e-10)[:, None]
+    harm = np.where(energy > 1e-8, np.clip(seg.max(axis=1), 0.0, 1.0), 0.0)
+    lag = impulse.MIN_LAG + seg.argmax(axis=1)
+    voiced = harm > impulse.VOICED
+    pitch_jump = float(np.median(np.abs(np.diff(np.log2(lag[voiced]))))) if voiced.sum() >= 2 else 1.0
+    freqs = np.fft.rfftfreq(impulse.NFFT, 1 / impulse.SAMPLE_RATE)
+    spec = np.abs(np.fft.rfft(fr * np.hanning(impulse.FRAME), impulse.NFFT)) ** 2 + 1e-10
+    band = spec[:, (freqs >= 100) & (freqs <= 3800)]
+    flatness = np.exp(np.log(band).mean(axis=1)) / band.mean(axis=1)
+    total = spec.sum(axis=1)
+    norm = spec / total[:, None]
+    flux = float(np.abs(np.diff(norm, axis=0)).sum(axis=1).mean()) if len(norm) > 1 else 0.0
+    peak = int(level.argmax())
+    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1) if probs else np.zeros(1), 0.0, 1.0)
+    p[np.isnan(p)] = 0.0
+    out = np.array([
+        harm.mean(), voiced.mean(), pitch_jump, np.mean(flatness), np.mean((spec @ freqs) / total / 4000),
+        np.mean(spec[:, (freqs >= 80) & (freqs < 1000)].sum(axis=1) / total), flux, level[peak] - level[0],
+        level[peak] - level[-1], peak / max(1, len(level) - 1), level.std(), p.mean(), p.min(), p[-1], p.std(),
+    ])
+    return np.where(np.isfinite(out), out, 0.0)
+
+
+def test_features_are_the_plain_numpy_numbers_to_the_bit() -> None:
+    rng = np.random.default_rng(7)
+    for length in (100, 256, 300, 512, 700, 1280, 4800):
+        t = np.arange(length) / 8000
+        for pcm in (
+            rng.standard_normal(length) * rng.uniform(10, 20000),
+            np.sin(2 * np.pi * rng.uniform(80, 400) * t) * rng.uniform(100, 30000),
+            np.zeros(length),
+            np.full(length, 500.0),
+            (np.sin(2 * np.pi * 150 * t) * 8000 + rng.standard_normal(length) * 300) * np.exp(-t * 5),
+        ):
+            pcm16 = np.clip(pcm, -32768, 32767).astype(np.int16)
+            probs = list(rng.uniform(0, 1, rng.integers(0, 6)))
+            assert np.array_equal(impulse.features(pcm16, probs), _plain_features(pcm16, probs)), length
