@@ -99,7 +99,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from app.bargein.words import interruption
+from app.bargein.words import STOPS_THE_AGENT, interruption
 
 if typing.TYPE_CHECKING:
     from app.settings import Settings
@@ -494,7 +494,7 @@ class BargeInPolicy:
                 kind = interruption(text)
                 if kind == "backchannel":
                     return Obs.BACKCHANNEL_WORDS, kind
-                if kind in ("stop", "cancellation", "correction", "clarification"):
+                if kind in STOPS_THE_AGENT:
                     return Obs.STOP_WORDS, kind
                 return Obs.NOTHING, ""
         return Obs.NOTHING, ""  # pragma: no cover - every input type is matched above

@@ -42,6 +42,9 @@ from typing import Literal
 
 Kind = Literal["backchannel", "stop", "cancellation", "correction", "clarification", "redirect"]
 KINDS: tuple[Kind, ...] = ("backchannel", "stop", "cancellation", "correction", "clarification", "redirect")
+# The kinds whose words stop the agent at once (the policy's STOP_WORDS, detector.py); a redirect is left to the
+# sound, a backchannel resumes it.
+STOPS_THE_AGENT: frozenset[Kind] = frozenset({"stop", "cancellation", "correction", "clarification"})
 
 # Words a listener says to show they are listening. An utterance made only of these is a backchannel.
 BACKCHANNEL = frozenset({
@@ -64,8 +67,8 @@ BACKCHANNEL_PHRASES = (
 )
 # Words a caller opens with before saying what they want ("um, wait", "sorry, can you repeat", "okay, hold on",
 # "actually, cancel it"): when the rest has a kind that stops the agent, the utterance has it.
-OPENERS = frozenset({"um", "uh", "er", "hmm", "mm", "oh", "ah", "okay", "ok", "yeah", "yes", "sorry", "actually",
-                     "so", "well", "please", "hey", "look", "listen", "and", "but", "oops", "alright", "right"})
+OPENERS = ("um", "uh", "er", "hmm", "mm", "oh", "ah", "okay", "ok", "yeah", "yes", "sorry", "actually", "so", "well",
+           "please", "hey", "look", "listen", "and", "but", "oops", "alright", "all right", "right")
 
 # Phrases by kind, most specific first. Leading phrases must open the utterance; anywhere phrases may sit
 # anywhere in an utterance of at most ANYWHERE_MAX_WORDS words.
@@ -195,7 +198,7 @@ def _kind(said: str) -> Kind:
         return "backchannel"
     words = said.split()
     # "um, wait", "sorry, can you repeat", "okay, enough": the opener says nothing the rest does not.
-    opener = 2 if said.startswith("all right ") else 1 if words[0] in OPENERS else 0
+    opener = next((len(o.split()) for o in OPENERS if _starts_with(said, o)), 0)
     if opener and len(words) > opener:
         rest = _kind(" ".join(words[opener:]))
         if rest not in ("redirect", "backchannel"):

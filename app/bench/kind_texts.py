@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from app.bargein.words import Kind, interruption
+from app.bargein.words import STOPS_THE_AGENT, Kind, interruption
 from app.bench.stats import wilson
 
 KIND_TEXTS: tuple[tuple[str, Kind], ...] = (
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'all':14s} {right:3d}/{len(KIND_TEXTS):<3d} ({right / len(KIND_TEXTS):.0%})")
     for text, kind, got in misses:
         print(f"  miss: {text!r}: {kind}, read as {got}")
-    stopped = [m for m in misses if m[1] == "backchannel" and m[2] not in ("backchannel", "None", "redirect")]
+    stopped = [m for m in misses if m[1] == "backchannel" and m[2] in STOPS_THE_AGENT]
     return 1 if stopped else 0
 
 

@@ -13,12 +13,10 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from app.bargein.words import interruption
+from app.bargein.words import STOPS_THE_AGENT, interruption
 from app.bench.phrases import PHRASES
 from app.bench.stats import wilson
 from app.bench.stt import PHRASE_VOICE, phone_leg, synthesise_phrases
-
-STOPS_THE_AGENT = ("stop", "cancellation", "correction", "clarification")  # what the policy acts on (detector.py)
 
 
 def _line(label: str, k: int, n: int) -> str:

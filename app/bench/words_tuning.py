@@ -32,14 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bargein.words import interruption
+from app.bargein.words import STOPS_THE_AGENT, interruption
 from app.bench.stats import wilson
 from app.bench.stt import labelled_clips, read_wav, word_errors
 from app.bench.tuning_phrases import TUNING_PHRASES, TUNING_VOICES
 from providers.mulaw import Pcm16, pcm16_to_ulaw, ulaw_to_pcm16
 from providers.stt.whisper_hint import COMMANDS, Hint
 
-STOPS_THE_AGENT = ("stop", "cancellation", "correction", "clarification")
 LEAD_S = 0.4  # the pre-roll before the onset, less the detector's lag
 POOL = Path(__file__).resolve().parents[3] / "shared" / "corpus-pool"
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.bargein.words import interruption
+from app.bargein.words import STOPS_THE_AGENT, interruption
 from app.bench.stt import read_wav
 from app.bench.words_tuning import loudest_second, spoken_by, with_lead
 from providers.mulaw import pcm16_to_ulaw
@@ -20,7 +20,6 @@ from providers.stt.whisper_hint import Hint
 
 # Every third of the test corpus's noise clips (eight), to keep the suite fast.
 NOISE = sorted((Path(__file__).resolve().parents[1] / "corpus" / "noise").glob("*.wav"))[::3]
-STOPS_THE_AGENT = ("stop", "cancellation", "correction", "clarification")
 # Tuning phrases (app/bench/tuning_phrases.py) in a tuning voice that tiny.en mishears without the hint.
 HALF_HEARD = [("hang on", "stop"), ("never mind", "cancellation"), ("no wait", "stop"), ("what?", "clarification")]
 
