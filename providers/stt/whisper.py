@@ -70,7 +70,7 @@ from providers.mulaw import Pcm16
 from providers.resample import resample
 from providers.stt.base import SAMPLE_RATE, AudioEncoding, Final, Partial, SttError, SttResult, Word, to_pcm16
 from providers.stt.whisper_hint import COMMAND_HINT, Hint, hint_taken, hint_wanted
-from providers.stt.whisper_window import MAX_COMPRESSION_RATIO, ShortWindow, is_suspect
+from providers.stt.whisper_window import FRAMES_PER_S, MAX_COMPRESSION_RATIO, ShortWindow, is_suspect
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ _WHISPER_RATE = 16000  # Whisper's input rate
 _MAX_COMPRESSION_RATIO = MAX_COMPRESSION_RATIO
 # Short windows per clip at most: a clip under 30 s takes one, or two where the decoder stopped at a pause.
 _MAX_PASSES = 4
+# The full window's token budget, per second of audio as the short window's default (whisper_window.py).
+_FULL_WINDOW_BUDGET = ShortWindow()
 
 
 def bundled_model_path() -> Path:
@@ -239,7 +241,13 @@ def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
     if decode.window is not None:
         segments = _short_window_segments(model, audio, decode, decode.window, decode.hint if hinted else None)
     if segments is None:  # the full window takes no hint: its clips are long, or the short one looped
-        segments, _info = model.transcribe(audio, **_transcribe_options(decode))
+        # Bounded as the short window is (by the default budget: a tuned-down short window must not cut the
+        # words the full one is asked for). Unbounded, a decode that loops runs to Whisper's 448-token limit
+        # with its beams: a 3.3 s laugh, sent here as a loop, took 5 s of CPU on the 2-core VM, twice per turn
+        # (at its pause and at its end), and the one worker it held made another call's turn time out. Stopped
+        # at the budget, the looping text fails the compression test below and is dropped, as before.
+        budget = _FULL_WINDOW_BUDGET.token_budget(pcm.shape[0] * FRAMES_PER_S // SAMPLE_RATE)
+        segments, _info = model.transcribe(audio, **_transcribe_options(decode, budget))
     texts: list[str] = []
     words: list[Word] = []
     for segment in segments:  # a generator on the full window: decoding happens while it is iterated

@@ -16,6 +16,7 @@ from providers.errors import ProviderError
 from providers.mulaw import pcm16_to_ulaw
 from providers.stt.base import Final, Partial, SttResult
 from providers.stt.whisper import WhisperStt
+from providers.stt.whisper_window import ShortWindow
 
 CLIPS = Path(__file__).resolve().parents[1] / "corpus" / "speech"
 JFK = CLIPS / "oration_01_jfk.wav"  # jfk.flac 0.20-4.48 s
@@ -213,6 +214,8 @@ def test_decoding_loops_and_punctuation_only_segments_are_dropped() -> None:
     class Model:
         def transcribe(self, audio: Any, **options: Any) -> tuple[list[SimpleNamespace], None]:
             assert options["language"] == "en" and options["word_timestamps"] and options["temperature"] == 0.0
+            # Bounded: a decode that loops stops at a second's worth of tokens, not at Whisper's 448
+            assert options["max_new_tokens"] == ShortWindow().token_budget(100) == 24
             return [seg("Yes! Yes! Yes! Yes! Yes! Yes! Yes! Yes!", 29.4), seg(".", 0.1), seg("No, stop.", 0.9)], None
 
     final = _recognise(Model(), np.ones(8000, dtype=np.int16), 500.0, _Decode(window=None))  # the full window
