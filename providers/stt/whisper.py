@@ -70,7 +70,7 @@ from providers.mulaw import Pcm16
 from providers.resample import resample
 from providers.stt.base import SAMPLE_RATE, AudioEncoding, Final, Partial, SttError, SttResult, Word, to_pcm16
 from providers.stt.whisper_hint import COMMAND_HINT, Hint, hint_taken, hint_wanted
-from providers.stt.whisper_window import FRAMES_PER_S, MAX_COMPRESSION_RATIO, ShortWindow, is_suspect
+from providers.stt.whisper_window import FULL_FRAMES, MAX_COMPRESSION_RATIO, ShortWindow, is_suspect
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ _WHISPER_RATE = 16000  # Whisper's input rate
 _MAX_COMPRESSION_RATIO = MAX_COMPRESSION_RATIO
 # Short windows per clip at most: a clip under 30 s takes one, or two where the decoder stopped at a pause.
 _MAX_PASSES = 4
-# The full window's token budget, per second of audio as the short window's default (whisper_window.py).
+# The full window's token budget and tail: the short window's defaults (whisper_window.py).
 _FULL_WINDOW_BUDGET = ShortWindow()
 
 
@@ -115,7 +115,12 @@ def _transcribe_options(decode: _Decode, max_new_tokens: int | None = None) -> d
 
 
 def _short_window_segments(
-    model: Any, audio: npt.NDArray[np.float32], decode: _Decode, window: ShortWindow, hint: Hint | None = None
+    model: Any,
+    audio: npt.NDArray[np.float32],
+    decode: _Decode,
+    window: ShortWindow,
+    hint: Hint | None = None,
+    full: bool = False,
 ) -> Any:
     """The clip decoded in short encoder windows, or None when it needs the full one (see whisper_window.py).
 
@@ -126,6 +131,13 @@ def _short_window_segments(
     a last word, decoded on its own, comes back as "Thank you." (seen on most of the pool's spoken digits).
     A pass whose text looks like a loop (`is_suspect`) sends the whole clip to the full window.
 
+    `full`: the full window, by the same loop (3000 frames a pass, padded as faster-whisper pads them, with
+    `window`'s token budget and tail), for a clip the short window could not take or did not trust. There a
+    pass that still loops ends the clip: its text is dropped and no further pass runs. (faster-whisper's own
+    loop ran a looping decode to the 448-token limit, then went on in a new 30 s window from wherever it had
+    stopped, and again for the tail: pool noise clips of 5 s, a cat, a laugh, breaking glass, took 7-9 s of CPU
+    on the 2-core VM each, to write nothing.)
+
     The steps are faster-whisper 1.2's own `WhisperModel` methods, `_split_segments_by_timestamps` among them (a
     private one): a faster-whisper that changes them fails tests/stt/test_whisper_window.py, not silently.
     """
@@ -135,7 +147,7 @@ def _short_window_segments(
 
     features = model.feature_extractor(audio)
     content = int(features.shape[-1]) - 1  # generate_segments reads one frame fewer than the extractor gives
-    if window.frames_for(content) is None:
+    if not full and window.frames_for(content) is None:
         return None
     # `transcribe` builds the options (faster-whisper's defaults included) without decoding anything: its
     # segments are a generator, and this one is never started. max_new_tokens is set per pass below.
@@ -154,12 +166,15 @@ def _short_window_segments(
     for _pass in range(_MAX_PASSES):
         if content - seek <= (window.max_tail_frames if seek else 0):
             break
-        size = content - seek
-        frames = window.frames_for(size)
+        size = min(content - seek, FULL_FRAMES)
+        frames = FULL_FRAMES if full else window.frames_for(size)
         assert frames is not None  # size <= content, and content fitted
         budget = window.token_budget(size)
         options = dataclasses.replace(info.transcription_options, max_new_tokens=budget)
-        padded = np.full((features.shape[0], frames), silence, dtype=np.float32)
+        # (The full window keeps faster-whisper's zeros: with the silence above its word errors rose from 24.8% to
+        # 39.7% on the spoken phrases and from 24.2% to 29.5% on the pool's labelled clips; with zeros they are
+        # the same as faster-whisper's own loop, to the error.)
+        padded = np.full((features.shape[0], frames), 0.0 if full else silence, dtype=np.float32)
         padded[:, :size] = features[:, seek:content]
         encoded = model.encode(padded)
         prompt = model.get_prompt(tokenizer, [], without_timestamps=options.without_timestamps)
@@ -167,6 +182,10 @@ def _short_window_segments(
         tokens: list[int] = result.sequences_ids[0]
         no_speech: float = result.no_speech_prob
         if is_suspect(tokenizer.decode(tokens), len(tokens), budget, ratio, window.max_words(size)):
+            if full:
+                logger.debug("whisper: full window looped (%d tokens, budget %d): no words from %.2f s on",
+                             len(tokens), budget, seek * per_frame)
+                break
             logger.debug("whisper: short window looped (%d tokens, budget %d): full window", len(tokens), budget)
             return None
         # (A loop goes to the full window before any hint: a hint must not rescue a decode that was not trusted.)
@@ -242,12 +261,11 @@ def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
         segments = _short_window_segments(model, audio, decode, decode.window, decode.hint if hinted else None)
     if segments is None:  # the full window takes no hint: its clips are long, or the short one looped
         # Bounded as the short window is (by the default budget: a tuned-down short window must not cut the
-        # words the full one is asked for). Unbounded, a decode that loops runs to Whisper's 448-token limit
-        # with its beams: a 3.3 s laugh, sent here as a loop, took 5 s of CPU on the 2-core VM, twice per turn
-        # (at its pause and at its end), and the one worker it held made another call's turn time out. Stopped
-        # at the budget, the looping text fails the compression test below and is dropped, as before.
-        budget = _FULL_WINDOW_BUDGET.token_budget(pcm.shape[0] * FRAMES_PER_S // SAMPLE_RATE)
-        segments, _info = model.transcribe(audio, **_transcribe_options(decode, budget))
+        # words the full one is asked for), and a pass that loops again ends it. Unbounded, a looping decode ran
+        # to Whisper's 448-token limit with its beams and then went on from where it stopped: a 3.3 s laugh
+        # took 5 s of CPU on the 2-core VM, twice per turn (at its first pause and at its end), and the one
+        # recognizer worker it held made another call's turn time out.
+        segments = _short_window_segments(model, audio, decode, _FULL_WINDOW_BUDGET, None, full=True)
     texts: list[str] = []
     words: list[Word] = []
     for segment in segments:  # a generator on the full window: decoding happens while it is iterated

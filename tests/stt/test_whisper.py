@@ -16,7 +16,6 @@ from providers.errors import ProviderError
 from providers.mulaw import pcm16_to_ulaw
 from providers.stt.base import Final, Partial, SttResult
 from providers.stt.whisper import WhisperStt
-from providers.stt.whisper_window import ShortWindow
 
 CLIPS = Path(__file__).resolve().parents[1] / "corpus" / "speech"
 JFK = CLIPS / "oration_01_jfk.wav"  # jfk.flac 0.20-4.48 s
@@ -202,22 +201,20 @@ def test_word_error_counts() -> None:
     assert total([]).ref_words == 0
 
 
-def test_decoding_loops_and_punctuation_only_segments_are_dropped() -> None:
+def test_decoding_loops_and_punctuation_only_segments_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from providers.stt.whisper import _Decode, _recognise
+    import providers.stt.whisper as whisper
 
     def seg(text: str, ratio: float) -> SimpleNamespace:
         word = SimpleNamespace(word=" " + text.split()[0], start=0.1, end=0.4, probability=0.9)
         return SimpleNamespace(text=" " + text, compression_ratio=ratio, words=[word])
 
-    class Model:
-        def transcribe(self, audio: Any, **options: Any) -> tuple[list[SimpleNamespace], None]:
-            assert options["language"] == "en" and options["word_timestamps"] and options["temperature"] == 0.0
-            # Bounded: a decode that loops stops at a second's worth of tokens, not at Whisper's 448
-            assert options["max_new_tokens"] == ShortWindow().token_budget(100) == 24
-            return [seg("Yes! Yes! Yes! Yes! Yes! Yes! Yes! Yes!", 29.4), seg(".", 0.1), seg("No, stop.", 0.9)], None
+    def passes(model: Any, audio: Any, decode: Any, window: Any, hint: Any = None, full: bool = False) -> Any:
+        assert full and hint is None  # _Decode(window=None): the full window, no hint
+        return [seg("Yes! Yes! Yes! Yes! Yes! Yes! Yes! Yes!", 29.4), seg(".", 0.1), seg("No, stop.", 0.9)]
 
-    final = _recognise(Model(), np.ones(8000, dtype=np.int16), 500.0, _Decode(window=None))  # the full window
+    monkeypatch.setattr(whisper, "_short_window_segments", passes)
+    final = whisper._recognise(object(), np.ones(8000, dtype=np.int16), 500.0, whisper._Decode(window=None))
     assert final.text == "No, stop."
     assert [w.text for w in final.words] == ["No,"] and final.words[0].start_ms == 600.0

@@ -155,6 +155,22 @@ def test_a_decode_that_runs_out_of_budget_is_redone_in_the_full_window(short: Wh
     assert word_errors(JFK_TEXT, final.text).wer <= 0.45  # the full window's words (see test_whisper.py's JFK test)
 
 
+def test_a_full_window_pass_that_loops_again_ends_the_clip(short: WhisperStt, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Budgets of three tokens stand for a decoder that loops in both windows (a laugh, a cat, an alarm): the
+    # full window runs once, writes nothing, and does not go on in new 30 s windows from where it stopped.
+    import providers.stt.whisper as whisper
+
+    monkeypatch.setattr(whisper, "_FULL_WINDOW_BUDGET", ShortWindow(tokens_per_s=0.0, base_tokens=3))
+    short._decode = _Decode(window=ShortWindow(tokens_per_s=0.0, base_tokens=3))
+    try:
+        spy = EncodeSpy(short)
+        final = run(short.transcribe(pcm16_to_ulaw(read_wav(JFK)), "mulaw"))
+    finally:
+        short._decode = _Decode()
+    assert spy.frames[0] < FULL_FRAMES and spy.frames[1:] == [FULL_FRAMES]  # one full pass after the short one
+    assert final.text == "" and final.words == ()
+
+
 def test_window_setting_is_checked() -> None:
     with pytest.raises(ValueError):
         WhisperStt(window="medium")  # type: ignore[arg-type]
