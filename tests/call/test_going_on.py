@@ -60,6 +60,10 @@ def _rest(heard: str = "Our opening") -> StopLeft:
     ("hahahaha", None, "", "no_words"),  # laughter written as one word
     ("Hehehe! Ha ha.", None, "", "no_words"),
     ("Aha.", None, "", "listener_words"),  # a word (a listener's), not a laugh
+    ("Thank you for watching!", None, "", "no_words"),  # Whisper's sign-off for music, a siren, a bird
+    ("Thank you so much for watching, and I'll see you in the next video. Bye!", None, "", "no_words"),
+    ("Book me for Monday. Thanks for watching.", None, "", None),  # the words before it are the turn's
+    ("See you next time, bye!", None, "", None),  # a caller's goodbye is words
     ("", "timeout", "", None),  # the recognizer failed: it does not know that nothing was said
     ("", None, "12", None),  # keys are a turn
 ])
