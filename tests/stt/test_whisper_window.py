@@ -14,6 +14,7 @@ import pytest
 
 from app.bench.stt import read_wav, word_errors
 from providers.mulaw import pcm16_to_ulaw
+from providers.stt.base import Final
 from providers.stt.whisper import WhisperStt, _Decode
 from providers.stt.whisper_window import FULL_FRAMES, ShortWindow, is_suspect, repeats_back_to_back
 
@@ -142,31 +143,34 @@ def test_a_whole_clip_gets_the_short_window_with_word_times_in_place(short: Whis
     assert [w.start_ms for w in got.words] == sorted(w.start_ms for w in got.words)
 
 
-def test_a_decode_that_runs_out_of_budget_is_redone_in_the_full_window(short: WhisperStt) -> None:
-    # A budget of three tokens stands for a decoder that loops until it is stopped: the guard must not let that
-    # text out, and the turn is transcribed again in the full window.
-    short._decode = _Decode(window=ShortWindow(tokens_per_s=0.0, base_tokens=3))
+# A budget of three tokens stands for a decoder that loops until it is stopped.
+LOOPING = ShortWindow(tokens_per_s=0.0, base_tokens=3)
+
+
+def _jfk_with_a_looping_short_window(engine: WhisperStt) -> tuple[Final, EncodeSpy]:
+    """JFK transcribed with the short window's decoder looping: the words, and the windows encoded."""
+    engine._decode = _Decode(window=LOOPING)
     try:
-        spy = EncodeSpy(short)
-        final = run(short.transcribe(pcm16_to_ulaw(read_wav(JFK)), "mulaw"))
+        spy = EncodeSpy(engine)
+        return run(engine.transcribe(pcm16_to_ulaw(read_wav(JFK)), "mulaw")), spy
     finally:
-        short._decode = _Decode()
+        engine._decode = _Decode()
+
+
+def test_a_decode_that_runs_out_of_budget_is_redone_in_the_full_window(short: WhisperStt) -> None:
+    # The guard must not let the looping text out, and the turn is transcribed again in the full window.
+    final, spy = _jfk_with_a_looping_short_window(short)
     assert len(spy.frames) == 2 and spy.frames[0] < FULL_FRAMES and spy.frames[1] == FULL_FRAMES
     assert word_errors(JFK_TEXT, final.text).wer <= 0.45  # the full window's words (see test_whisper.py's JFK test)
 
 
 def test_a_full_window_pass_that_loops_again_ends_the_clip(short: WhisperStt, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Budgets of three tokens stand for a decoder that loops in both windows (a laugh, a cat, an alarm): the
-    # full window runs once, writes nothing, and does not go on in new 30 s windows from where it stopped.
+    # The decoder loops in both windows (a laugh, a cat, an alarm): the full window runs once, writes nothing,
+    # and does not go on in new 30 s windows from where it stopped.
     import providers.stt.whisper as whisper
 
-    monkeypatch.setattr(whisper, "_FULL_WINDOW_BUDGET", ShortWindow(tokens_per_s=0.0, base_tokens=3))
-    short._decode = _Decode(window=ShortWindow(tokens_per_s=0.0, base_tokens=3))
-    try:
-        spy = EncodeSpy(short)
-        final = run(short.transcribe(pcm16_to_ulaw(read_wav(JFK)), "mulaw"))
-    finally:
-        short._decode = _Decode()
+    monkeypatch.setattr(whisper, "_FULL_WINDOW_BUDGET", LOOPING)
+    final, spy = _jfk_with_a_looping_short_window(short)
     assert spy.frames[0] < FULL_FRAMES and spy.frames[1:] == [FULL_FRAMES]  # one full pass after the short one
     assert final.text == "" and final.words == ()
 
