@@ -268,7 +268,7 @@ def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
         segments = _short_window_segments(model, audio, decode, _FULL_WINDOW_BUDGET, None, full=True)
     texts: list[str] = []
     words: list[Word] = []
-    for segment in segments:  # a generator on the full window: decoding happens while it is iterated
+    for segment in segments:
         text = segment.text.strip()
         if segment.compression_ratio > _MAX_COMPRESSION_RATIO or not any(c.isalnum() for c in text):
             continue
