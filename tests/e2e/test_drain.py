@@ -171,7 +171,10 @@ def test_sigterm_with_20_live_calls_drops_none_and_exits_after_the_last(tmp_path
             "exit_after_s": exited - last_end, "status": srv.proc.returncode,
         }
 
-    with serving(tmp_path, DRAIN_TIMEOUT_S="60") as srv:
+    # Every caller's last words are heard before its call is let go (tests/e2e/test_hearing.py): the 20 turns
+    # ending within a second queue on the recognizer, so the exit after the last call waits for that queue. With
+    # one worker it took 3.3-3.4 s here and 5.3 s once under the whole suite's load; two workers, one per core.
+    with serving(tmp_path, DRAIN_TIMEOUT_S="60", STT_WORKERS="2") as srv:
         out = asyncio.run(scenario(srv))
         log = srv.log.read_text()
     assert out["ready"] == 503 and out["ready_body"]["status"] == "draining", out
