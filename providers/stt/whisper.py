@@ -6,7 +6,7 @@ version and hash in pyproject.toml); a different CTranslate2 Whisper directory c
 Whisper reads a 30 s window at a time, and faster-whisper pads shorter audio to it, so a 1 s turn would cost
 as much encoder work as a 30 s one. By default (`window="short"`, STT_WHISPER_WINDOW) a clip is encoded in a
 shorter window instead: its own frames plus a margin, at least 10 s, padded with silence, with guards that send
-a looping transcription back to the full window (providers/stt/whisper_window.py; `_short_window_segments`).
+a looping transcription back to the full window (providers/stt/whisper_window.py; `_window_segments`).
 Measured with `bargein bench --mode stt` (both windows in one run, one worker, cpu_threads=1): CPU per turn of
 1/3/6 s 0.23/0.24/0.30 s against 0.57/0.63/0.66 s in the full window (the encoder is about 6x cheaper; beam
 search and word alignment, about 0.11 s, are now most of it), and one worker kept up with 24 callers against
@@ -102,7 +102,7 @@ class _Decode:
     hint: Hint | None = None  # the command vocabulary, offered on short clips only
 
 
-def _transcribe_options(decode: _Decode, max_new_tokens: int | None = None) -> dict[str, Any]:
+def _transcribe_options(decode: _Decode) -> dict[str, Any]:
     return {
         "language": "en",
         "beam_size": decode.beam_size,
@@ -110,11 +110,11 @@ def _transcribe_options(decode: _Decode, max_new_tokens: int | None = None) -> d
         "word_timestamps": decode.word_timestamps,
         "condition_on_previous_text": False,
         "vad_filter": False,
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": None,  # set per pass (`_window_segments`)
     }
 
 
-def _short_window_segments(
+def _window_segments(
     model: Any,
     audio: npt.NDArray[np.float32],
     decode: _Decode,
@@ -258,14 +258,14 @@ def _recognise(model: Any, pcm: Pcm16, at_ms: float, decode: _Decode) -> Final:
     hinted = decode.hint is not None and decode.hint.applies(pcm.shape[0] * 1000.0 / SAMPLE_RATE)
     segments = None
     if decode.window is not None:
-        segments = _short_window_segments(model, audio, decode, decode.window, decode.hint if hinted else None)
+        segments = _window_segments(model, audio, decode, decode.window, decode.hint if hinted else None)
     if segments is None:  # the full window takes no hint: its clips are long, or the short one looped
         # Bounded as the short window is (by the default budget: a tuned-down short window must not cut the
         # words the full one is asked for), and a pass that loops again ends it. Unbounded, a looping decode ran
         # to Whisper's 448-token limit with its beams and then went on from where it stopped: a 3.3 s laugh
         # took 5 s of CPU on the 2-core VM, twice per turn (at its first pause and at its end), and the one
         # recognizer worker it held made another call's turn time out.
-        segments = _short_window_segments(model, audio, decode, _FULL_WINDOW_BUDGET, None, full=True)
+        segments = _window_segments(model, audio, decode, _FULL_WINDOW_BUDGET, None, full=True)
     texts: list[str] = []
     words: list[Word] = []
     for segment in segments:

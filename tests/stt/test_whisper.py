@@ -214,7 +214,7 @@ def test_decoding_loops_and_punctuation_only_segments_are_dropped(monkeypatch: p
         assert full and hint is None  # _Decode(window=None): the full window, no hint
         return [seg("Yes! Yes! Yes! Yes! Yes! Yes! Yes! Yes!", 29.4), seg(".", 0.1), seg("No, stop.", 0.9)]
 
-    monkeypatch.setattr(whisper, "_short_window_segments", passes)
+    monkeypatch.setattr(whisper, "_window_segments", passes)
     final = whisper._recognise(object(), np.ones(8000, dtype=np.int16), 500.0, whisper._Decode(window=None))
     assert final.text == "No, stop."
     assert [w.text for w in final.words] == ["No,"] and final.words[0].start_ms == 600.0
