@@ -348,10 +348,14 @@ class BargeInMixin:
         if turn is not None:
             turn.stop_tts()
         t_tts = clock.now()
-        # 3. Close the LLM stream (cancel() returns once the HTTP response is closed).
+        # 3. Close the LLM stream: its socket is shut here, before any await (abort_llm); cancel() then ends the
+        # turn's task, whose cleanup closes the HTTP response. Without an open stream to shut (the reply had
+        # streamed in full, or the client cannot abort), the close is the cleanup's.
+        shut = turn is not None and turn.abort_llm()
+        t_shut = clock.now()
         if turn is not None:
             await turn.cancel()
-        t_llm = clock.now()
+        t_llm = t_shut if shut else clock.now()
         tools = self.tools.on_barge_in()  # mutations in flight cancelled; reads run on, for the next turn
         # 4. Cut the agent's turn at the last character the caller heard.
         cut = self._cut_agent_turn(turn, rec, heard, interrupted=True)

@@ -23,7 +23,7 @@ from app.call.outbox import Outbox
 from app.call.tools import LedgerEntry, ToolRunner, exchange
 from app.clock import Clock, MonotonicClock
 from providers.errors import ProviderError
-from providers.llm.base import ChatMessage, LlmClient, LlmEvent, ToolCall
+from providers.llm.base import Abortable, ChatMessage, LlmClient, LlmEvent, ToolCall
 from providers.tts.base import Synthesis, TtsEngine, WordTiming, char_offset_at
 
 logger = logging.getLogger(__name__)
@@ -238,6 +238,7 @@ class AgentTurn:
         self._llm_parts: list[str] = []
         self._llm_chars = 0
         self.tts_stopped = False
+        self._llm_stream: object | None = None  # the reply stream of the LLM request in progress (abort_llm)
         self.first_token_at: float | None = None  # the LLM's first token (call clock)
         self.finished = False  # all audio handed to the outbox (or the turn failed)
         # Every sentence of the reply was synthesised (the LLM had ended): the turn's text is all it would say.
@@ -286,9 +287,17 @@ class AgentTurn:
         """No more audio from this turn: anything synthesised from now on is discarded."""
         self.tts_stopped = True
 
+    def abort_llm(self) -> bool:
+        """Shut the open LLM connection now, without waiting for the loop (providers/llm/base.py, Abortable):
+        True when one was open and is now shut. `cancel()` does it first anyway; the barge-in calls it apart to
+        know when the connection closed."""
+        stream = self._llm_stream
+        return isinstance(stream, Abortable) and stream.abort()
+
     async def cancel(self) -> None:
         """Cancel the turn and wait for its cleanup (the LLM HTTP stream is closed when this returns)."""
         self.stop_tts()
+        self.abort_llm()
         task = self._task
         if task is None or task.done():
             return
@@ -385,6 +394,7 @@ class AgentTurn:
         schemas = self._tools.schemas if self._tools is not None else []
         # Offered only when there are tools: a plain request stays exactly what it was.
         stream = self._llm.stream(messages, schemas) if schemas else self._llm.stream(messages)
+        self._llm_stream = stream
         async with contextlib.aclosing(stream) as stream:
             while True:
                 pieces += 1

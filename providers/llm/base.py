@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any, NotRequired, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +58,25 @@ class ChatMessage(TypedDict):
 ToolSchema = dict[str, Any]
 
 
+@runtime_checkable
+class Abortable(Protocol):
+    """A reply stream that can drop its connection from synchronous code.
+
+    Closing an async iterator runs its cleanup inside the task that iterates it, a loop iteration or two
+    later: under load that put the LLM connection's close 15-50 ms after a barge-in. `abort()` shuts the
+    socket at once (the server reads end-of-file and stops generating); the iterator's own cleanup still
+    runs when it is closed. True when a connection was open and is now shut."""
+
+    def abort(self) -> bool: ...
+
+
 class LlmClient(Protocol):
     def stream(
         self, messages: list[ChatMessage], tools: Sequence[ToolSchema] = ()
     ) -> AsyncGenerator[LlmEvent, None]:
-        """Yield the reply's events as they stream. Closing the iterator closes the HTTP stream. `tools`, when
-        given, are offered to the model (the request's `tools`)."""
+        """Yield the reply's events as they stream. Closing the iterator closes the HTTP stream; a stream that
+        is also `Abortable` can be cut at once. `tools`, when given, are offered to the model (the request's
+        `tools`)."""
         ...
 
     async def aclose(self) -> None: ...

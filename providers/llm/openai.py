@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,8 +63,14 @@ class OpenAICompatibleLlm:
         self._first_token_timeout_s = first_token_timeout_s
         self._client = client or httpx.AsyncClient(timeout=timeout)
 
-    async def stream(
-        self, messages: list[ChatMessage], tools: Sequence[ToolSchema] = ()
+    def stream(self, messages: list[ChatMessage], tools: Sequence[ToolSchema] = ()) -> SseStream:
+        """The reply's events; the returned stream is `Abortable` (base.py says why)."""
+        stream = SseStream()
+        stream.events = self._events(messages, tools, stream)
+        return stream
+
+    async def _events(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSchema], holder: SseStream
     ) -> AsyncGenerator[LlmEvent, None]:
         body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
         if tools:
@@ -71,6 +78,7 @@ class OpenAICompatibleLlm:
         parser = StreamParser()
         with map_vendor_errors("llm"):
             async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
+                holder.response = response
                 if response.status_code != 200:
                     await response.aread()
                     raise ProviderError(
@@ -90,6 +98,51 @@ class OpenAICompatibleLlm:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class SseStream(AsyncGenerator[LlmEvent, None]):
+    """One reply's events (the client's generator, `events`), and `abort()`: its connection shut at once.
+
+    Each request has a connection of its own while its response is open (a half-read HTTP/1.1 response is never
+    shared), so shutting that socket ends this reply and nothing else. The shutdown sends the FIN (and makes
+    reads on our side end) without waiting for the event loop; httpx's own close runs later, when the generator
+    is closed, and finds the connection already dead."""
+
+    def __init__(self) -> None:
+        self.events: AsyncGenerator[LlmEvent, None] | None = None
+        self.response: httpx.Response | None = None  # while the request is open
+
+    def _gen(self) -> AsyncGenerator[LlmEvent, None]:
+        if self.events is None:
+            raise RuntimeError("SseStream has no events")
+        return self.events
+
+    async def asend(self, value: None) -> LlmEvent:
+        return await self._gen().asend(value)
+
+    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> LlmEvent:
+        return await self._gen().athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        await self._gen().aclose()
+
+    def abort(self) -> bool:
+        response = self.response
+        if response is None or response.is_closed:
+            return False
+        network = response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is None:
+            return False
+        # Through a duplicate of the descriptor: uvloop's transport sockets refuse shutdown() (asyncio's allow
+        # it), and a shutdown acts on the socket whichever descriptor names it; closing the duplicate leaves the
+        # transport's own descriptor for httpx to close.
+        try:
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already reset by the peer, or closed: nothing left to shut
+            return False
+        return True
 
 
 async def _sse_lines(chunks: AsyncIterator[str], max_chars: int) -> AsyncGenerator[str, None]:
