@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from app.call.events import (
@@ -238,7 +238,7 @@ class AgentTurn:
         self._llm_parts: list[str] = []
         self._llm_chars = 0
         self.tts_stopped = False
-        self._llm_stream: object | None = None  # the reply stream of the LLM request in progress (abort_llm)
+        self._llm_stream: AsyncGenerator[LlmEvent, None] | None = None  # the LLM request in progress (abort_llm)
         self.first_token_at: float | None = None  # the LLM's first token (call clock)
         self.finished = False  # all audio handed to the outbox (or the turn failed)
         # Every sentence of the reply was synthesised (the LLM had ended): the turn's text is all it would say.

@@ -8,7 +8,7 @@ import logging
 import re
 import secrets
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +65,7 @@ class OpenAICompatibleLlm:
 
     def stream(self, messages: list[ChatMessage], tools: Sequence[ToolSchema] = ()) -> SseStream:
         """The reply's events; the returned stream is `Abortable` (base.py says why)."""
-        stream = SseStream()
-        stream.events = self._events(messages, tools, stream)
-        return stream
+        return SseStream(lambda holder: self._events(messages, tools, holder))
 
     async def _events(
         self, messages: list[ChatMessage], tools: Sequence[ToolSchema], holder: SseStream
@@ -108,26 +106,21 @@ class SseStream(AsyncGenerator[LlmEvent, None]):
     reads on our side end) without waiting for the event loop; httpx's own close runs later, when the generator
     is closed, and finds the connection already dead."""
 
-    def __init__(self) -> None:
-        self.events: AsyncGenerator[LlmEvent, None] | None = None
-        self.response: httpx.Response | None = None  # while the request is open
-
-    def _gen(self) -> AsyncGenerator[LlmEvent, None]:
-        if self.events is None:
-            raise RuntimeError("SseStream has no events")
-        return self.events
+    def __init__(self, events: Callable[[SseStream], AsyncGenerator[LlmEvent, None]]) -> None:
+        self.response: httpx.Response | None = None  # set by `events` while the request is open; None once aborted
+        self._events = events(self)
 
     async def asend(self, value: None) -> LlmEvent:
-        return await self._gen().asend(value)
+        return await self._events.asend(value)
 
     async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> LlmEvent:
-        return await self._gen().athrow(typ, val, tb)
+        return await self._events.athrow(typ, val, tb)
 
     async def aclose(self) -> None:
-        await self._gen().aclose()
+        await self._events.aclose()
 
     def abort(self) -> bool:
-        response = self.response
+        response, self.response = self.response, None  # a second abort (cancel() after the barge-in's) is a no-op
         if response is None or response.is_closed:
             return False
         network = response.extensions.get("network_stream")
